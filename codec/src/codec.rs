@@ -1,0 +1,371 @@
+//! Framing: the fixed header, size limits, direction checks, and dispatch to the packet decoders
+//! and encoders. [`Codec`] does no I/O: it reads from and writes to buffers that the caller owns.
+//!
+//! Buffer contract (as in `tokio-util`): [`Codec::decode`] returns `Ok(None)` when `buf` holds no
+//! whole frame yet and reserves the room the current frame still needs, which is bounded by the
+//! maximum packet size because that limit is checked from the fixed header before the body is
+//! buffered. `Err` means the stream is corrupt: close the connection, with
+//! [`DecodeError::reason_code`] in the DISCONNECT for 5.0.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::{DecodeError, EncodeError};
+use crate::packet::{
+    Auth, ConnAck, Connect, Disconnect, Packet, PubAck, PublishRef, SubAck, Subscribe, UnsubAck,
+    Unsubscribe, decode_publish, encode_publish, publish_encoded_len,
+};
+use crate::types::{PacketType, ProtocolVersion, Role};
+use crate::varint::{MAX_VARINT, decode_varint, put_varint, varint_len};
+
+/// The largest packet MQTT can express: a 4-byte remaining length of 268,435,455 plus 5 header
+/// bytes.
+pub const MAX_PACKET_SIZE: u32 = MAX_VARINT + 5;
+
+/// A whole frame located at the front of a buffer, not decoded yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// Packet type from the fixed header.
+    pub packet_type: PacketType,
+    /// The low nibble of the first byte.
+    pub flags: u8,
+    /// Length of the fixed header (2 to 5 bytes).
+    pub header_len: usize,
+    /// The whole frame, fixed header included.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> RawFrame<'a> {
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Frames are never empty; present for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The variable header and payload.
+    pub fn body(&self) -> &'a [u8] {
+        &self.bytes[self.header_len..]
+    }
+}
+
+/// An MQTT codec for one end of one connection.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    role: Role,
+    version: Option<ProtocolVersion>,
+    max_packet_size: u32,
+    peer_max_packet_size: u32,
+}
+
+impl Codec {
+    /// A codec for `role` speaking `version`.
+    pub fn new(role: Role, version: ProtocolVersion) -> Self {
+        Self {
+            role,
+            version: Some(version),
+            max_packet_size: MAX_PACKET_SIZE,
+            peer_max_packet_size: MAX_PACKET_SIZE,
+        }
+    }
+
+    /// A server-side codec that learns the version from the client's CONNECT, which must be the
+    /// first packet ([MQTT-3.1.0-1]).
+    pub fn server_awaiting_connect() -> Self {
+        Self {
+            role: Role::Server,
+            version: None,
+            max_packet_size: MAX_PACKET_SIZE,
+            peer_max_packet_size: MAX_PACKET_SIZE,
+        }
+    }
+
+    /// Sets the largest packet this end accepts, in bytes (whole frame). Bigger packets are
+    /// refused from their fixed header, before their body is buffered.
+    pub fn with_max_packet_size(mut self, max: u32) -> Self {
+        self.max_packet_size = max.clamp(2, MAX_PACKET_SIZE);
+        self
+    }
+
+    /// Sets the largest packet the peer accepts (its Maximum Packet Size), checked on encode.
+    pub fn set_peer_max_packet_size(&mut self, max: u32) {
+        self.peer_max_packet_size = max.clamp(2, MAX_PACKET_SIZE);
+    }
+
+    /// The protocol version, once known.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// Which end this codec decodes for.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The largest packet accepted on decode.
+    pub fn max_packet_size(&self) -> u32 {
+        self.max_packet_size
+    }
+
+    /// Finds the frame at the front of `buf` and checks its fixed header: packet type, direction,
+    /// flags, remaining length and size limit. Returns `Ok(None)` until the whole frame is in
+    /// `buf`. The fixed header is checked as soon as its bytes are there, so a rogue length is
+    /// refused before its body arrives.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] for a corrupt or oversized header.
+    #[inline]
+    pub fn next_frame<'a>(&self, buf: &'a [u8]) -> Result<Option<RawFrame<'a>>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        let (packet_type, flags) = self.check_first_byte(first)?;
+        let Some((remaining, n)) = decode_varint(&buf[1..])? else {
+            return Ok(None);
+        };
+        let header_len = 1 + n;
+        let size = header_len + remaining as usize;
+        if size > self.max_packet_size as usize {
+            return Err(DecodeError::PacketTooLarge {
+                size,
+                max: self.max_packet_size,
+            });
+        }
+        if buf.len() < size {
+            return Ok(None);
+        }
+        Ok(Some(RawFrame {
+            packet_type,
+            flags,
+            header_len,
+            bytes: &buf[..size],
+        }))
+    }
+
+    #[inline]
+    fn check_first_byte(&self, first: u8) -> Result<(PacketType, u8), DecodeError> {
+        let flags = first & 0x0F;
+        let packet_type =
+            PacketType::from_nibble(first >> 4).ok_or(DecodeError::ReservedPacketType)?;
+        match self.version {
+            Some(ProtocolVersion::V311) if packet_type == PacketType::Auth => {
+                return Err(DecodeError::AuthInV311);
+            }
+            // MQTT 3.1.1 servers never send DISCONNECT.
+            Some(ProtocolVersion::V311)
+                if packet_type == PacketType::Disconnect && self.role == Role::Client =>
+            {
+                return Err(DecodeError::UnexpectedPacket {
+                    packet: packet_type,
+                    role: self.role,
+                });
+            }
+            None if packet_type != PacketType::Connect => {
+                return Err(DecodeError::FirstPacketNotConnect {
+                    packet: packet_type,
+                });
+            }
+            _ => {}
+        }
+        if !packet_type.sent_to(self.role) {
+            return Err(DecodeError::UnexpectedPacket {
+                packet: packet_type,
+                role: self.role,
+            });
+        }
+        if let Some(required) = packet_type.required_flags()
+            && flags != required
+        {
+            return Err(DecodeError::InvalidFlags {
+                packet: packet_type,
+                flags,
+            });
+        }
+        Ok((packet_type, flags))
+    }
+
+    /// Decodes a PUBLISH frame as a borrowed view: no allocation, no reference count. This is
+    /// the data plane's hot path.
+    ///
+    /// # Errors
+    /// A [`DecodeError`]; also when the frame is not a PUBLISH.
+    #[inline]
+    pub fn decode_publish<'a>(&self, frame: &RawFrame<'a>) -> Result<PublishRef<'a>, DecodeError> {
+        let version = self.version.ok_or(DecodeError::FirstPacketNotConnect {
+            packet: frame.packet_type,
+        })?;
+        if frame.packet_type != PacketType::Publish {
+            return Err(DecodeError::UnexpectedPacket {
+                packet: frame.packet_type,
+                role: self.role,
+            });
+        }
+        decode_publish(frame.flags, frame.body(), version, self.role)
+    }
+
+    /// Decodes the next packet from the front of `buf`, splitting its frame off without copying.
+    /// Strings and binaries of the packet are slices of that frame.
+    ///
+    /// # Errors
+    /// A [`DecodeError`]: the stream is corrupt and the connection must be closed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        let (header_len, size) = match self.next_frame(buf)? {
+            Some(f) => (f.header_len, f.len()),
+            None => {
+                self.reserve_for_next(buf);
+                return Ok(None);
+            }
+        };
+        let frame = buf.split_to(size).freeze();
+        self.decode_frame(&frame, header_len).map(Some)
+    }
+
+    /// Reserves what the partial frame at the front of `buf` still needs, when its header says.
+    fn reserve_for_next(&self, buf: &mut BytesMut) {
+        if buf.len() < 2 {
+            return;
+        }
+        if let Ok(Some((remaining, n))) = decode_varint(&buf[1..]) {
+            let size = 1 + n + remaining as usize;
+            if size > buf.len() {
+                buf.reserve(size - buf.len());
+            }
+        }
+    }
+
+    /// Decodes one whole frame (as returned by [`Codec::next_frame`], fixed header included,
+    /// `header_len` long) held in `frame`.
+    ///
+    /// # Errors
+    /// A [`DecodeError`].
+    pub fn decode_frame(
+        &mut self,
+        frame: &Bytes,
+        header_len: usize,
+    ) -> Result<Packet, DecodeError> {
+        let first = frame[0];
+        let (packet_type, flags) = self.check_first_byte(first)?;
+        let body = &frame[header_len..];
+        if packet_type == PacketType::Connect {
+            let level = Connect::peek_level(body)?;
+            let connect = Connect::decode(frame, body)?;
+            match self.version {
+                Some(v) if v.level() != level => {
+                    return Err(DecodeError::ProtocolVersionMismatch { level });
+                }
+                _ => self.version = Some(connect.protocol),
+            }
+            return Ok(Packet::Connect(Box::new(connect)));
+        }
+        let Some(version) = self.version else {
+            return Err(DecodeError::FirstPacketNotConnect {
+                packet: packet_type,
+            });
+        };
+        Ok(match packet_type {
+            PacketType::Connect => unreachable!("handled above"),
+            PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(frame, body, version)?),
+            PacketType::Publish => {
+                Packet::Publish(decode_publish(flags, body, version, self.role)?.to_owned_in(frame))
+            }
+            PacketType::PubAck => {
+                Packet::PubAck(PubAck::decode(packet_type, frame, body, version)?)
+            }
+            PacketType::PubRec => {
+                Packet::PubRec(PubAck::decode(packet_type, frame, body, version)?)
+            }
+            PacketType::PubRel => {
+                Packet::PubRel(PubAck::decode(packet_type, frame, body, version)?)
+            }
+            PacketType::PubComp => {
+                Packet::PubComp(PubAck::decode(packet_type, frame, body, version)?)
+            }
+            PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(frame, body, version)?),
+            PacketType::SubAck => Packet::SubAck(SubAck::decode(frame, body, version)?),
+            PacketType::Unsubscribe => {
+                Packet::Unsubscribe(Unsubscribe::decode(frame, body, version)?)
+            }
+            PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(frame, body, version)?),
+            PacketType::PingReq | PacketType::PingResp => {
+                if !body.is_empty() {
+                    return Err(DecodeError::TrailingBytes {
+                        packet: packet_type,
+                    });
+                }
+                if packet_type == PacketType::PingReq {
+                    Packet::PingReq
+                } else {
+                    Packet::PingResp
+                }
+            }
+            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(frame, body, version)?),
+            PacketType::Auth => Packet::Auth(Auth::decode(frame, body)?),
+        })
+    }
+
+    /// Encodes `packet` at the end of `buf`.
+    ///
+    /// # Errors
+    /// An [`EncodeError`] when the packet is one the decoder would reject, does not exist in
+    /// this version, or exceeds the peer's maximum packet size. Nothing is written then.
+    pub fn encode(&self, packet: &Packet, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let version = match packet {
+            Packet::Connect(c) => c.protocol,
+            _ => self.version.ok_or(EncodeError::VersionUnknown)?,
+        };
+        let packet_type = packet.packet_type();
+        if version == ProtocolVersion::V311 && packet_type == PacketType::Auth {
+            return Err(EncodeError::NotInVersion {
+                packet: packet_type,
+            });
+        }
+        let body_len = match packet {
+            Packet::Connect(p) => p.body_len()?,
+            Packet::ConnAck(p) => p.body_len(version)?,
+            Packet::Publish(p) => {
+                publish_encoded_len(version, &p.fields(), &p.properties, p.payload.len())?
+            }
+            Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
+                p.body_len(version)?
+            }
+            Packet::Subscribe(p) => p.body_len(version)?,
+            Packet::SubAck(p) => p.body_len(version)?,
+            Packet::Unsubscribe(p) => p.body_len(version)?,
+            Packet::UnsubAck(p) => p.body_len(version)?,
+            Packet::PingReq | Packet::PingResp => 0,
+            Packet::Disconnect(p) => p.body_len(version)?,
+            Packet::Auth(p) => p.body_len()?,
+        };
+        let size = 1 + varint_len(body_len as u32) + body_len;
+        if body_len > MAX_VARINT as usize || size > self.peer_max_packet_size as usize {
+            return Err(EncodeError::PacketTooLarge {
+                size,
+                max: self.peer_max_packet_size as usize,
+            });
+        }
+        if let Packet::Publish(p) = packet {
+            return encode_publish(version, &p.fields(), &p.properties, &p.payload, buf);
+        }
+        buf.reserve(size);
+        let flags = packet_type.required_flags().unwrap_or(0);
+        buf.put_u8(((packet_type as u8) << 4) | flags);
+        put_varint(buf, body_len as u32);
+        match packet {
+            Packet::Connect(p) => p.write_body(buf),
+            Packet::ConnAck(p) => p.write_body(version, buf),
+            Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
+                p.write_body(version, body_len, buf);
+            }
+            Packet::Subscribe(p) => p.write_body(version, buf),
+            Packet::SubAck(p) => p.write_body(version, buf),
+            Packet::Unsubscribe(p) => p.write_body(version, buf),
+            Packet::UnsubAck(p) => p.write_body(version, buf),
+            Packet::Disconnect(p) => p.write_body(body_len, buf),
+            Packet::Auth(p) => p.write_body(body_len, buf),
+            Packet::Publish(_) | Packet::PingReq | Packet::PingResp => {}
+        }
+        Ok(())
+    }
+}
