@@ -1140,3 +1140,72 @@ fn server_learns_the_version_from_connect() {
     let mut buf = BytesMut::from(&hex("f0 00")[..]);
     assert_eq!(codec.decode(&mut buf), Err(E::AuthInV311));
 }
+
+#[test]
+fn encoder_refuses_what_the_decoder_would_reject() {
+    use bytes::Bytes;
+    use sluice_codec::{ByteStr, Connect, EncodeError, PacketId, Publish, QoS, UserProperties};
+
+    let codec = Codec::new(Client, V5);
+    let mut buf = BytesMut::new();
+    let mut p = Publish::new(ByteStr::from("a/+"), Bytes::from_static(b"x"));
+    assert!(matches!(
+        codec.encode(&Packet::Publish(p.clone()), &mut buf),
+        Err(EncodeError::Invalid { .. })
+    ));
+    p.topic = ByteStr::from("a/b");
+    p.packet_id = PacketId::new(1);
+    assert!(matches!(
+        codec.encode(&Packet::Publish(p.clone()), &mut buf),
+        Err(EncodeError::Invalid { .. })
+    ));
+    p.qos = QoS::AtLeastOnce;
+    p.topic = ByteStr::from(String::from("a\0b"));
+    assert!(codec.encode(&Packet::Publish(p.clone()), &mut buf).is_err());
+    p.topic = ByteStr::new();
+    assert!(
+        codec.encode(&Packet::Publish(p.clone()), &mut buf).is_err(),
+        "empty topic without alias"
+    );
+    assert!(buf.is_empty(), "nothing written on error");
+
+    let mut c = Connect::new(V311, ByteStr::from(String::from("id\0")), 30);
+    assert_eq!(
+        Codec::new(Server, V311).encode(&Packet::Connect(Box::new(c.clone())), &mut buf),
+        Err(EncodeError::NullCharacter {
+            field: "client identifier"
+        })
+    );
+    c.client_id = ByteStr::from("id");
+    c.password = Some(Bytes::from_static(b"pw"));
+    assert!(
+        Codec::new(Server, V311)
+            .encode(&Packet::Connect(Box::new(c)), &mut buf)
+            .is_err()
+    );
+
+    assert!(UserProperties::from_pairs([("k", "v\0")]).is_err());
+    let long = "x".repeat(70_000);
+    assert!(matches!(
+        UserProperties::from_pairs([("k", long.as_str())]),
+        Err(EncodeError::FieldTooLong { .. })
+    ));
+
+    // Packets over the peer's Maximum Packet Size are refused.
+    let mut codec = Codec::new(Client, V5);
+    codec.set_peer_max_packet_size(10);
+    let p = Publish::new(ByteStr::from("a/b"), Bytes::from_static(b"0123456789"));
+    assert!(matches!(
+        codec.encode(&Packet::Publish(p), &mut buf),
+        Err(EncodeError::PacketTooLarge { max: 10, .. })
+    ));
+    // AUTH does not exist in 3.1.1.
+    let auth = sluice_codec::Auth {
+        reason_code: ReasonCode::SUCCESS,
+        properties: Default::default(),
+    };
+    assert!(matches!(
+        Codec::new(Client, V311).encode(&Packet::Auth(auth), &mut buf),
+        Err(EncodeError::NotInVersion { .. })
+    ));
+}

@@ -52,6 +52,7 @@ fn users(v5: bool) -> BoxedStrategy<UserProperties> {
     vec((s(8), s(8)), 0..4)
         .prop_map(|pairs| {
             UserProperties::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .expect("valid pairs")
         })
         .boxed()
 }
@@ -107,7 +108,7 @@ fn publish(v5: bool, to_client: bool) -> impl Strategy<Value = Packet> {
                 response_topic: rt,
                 correlation_data: cd,
                 user_properties: user,
-                subscription_identifiers: SubscriptionIds::from_ids(subs),
+                subscription_identifiers: SubscriptionIds::from_ids(subs).expect("valid ids"),
                 content_type: ct,
             },
         );

@@ -249,11 +249,12 @@ impl Codec {
         let (packet_type, flags) = self.check_first_byte(first)?;
         let body = &frame[header_len..];
         if packet_type == PacketType::Connect {
-            let level = Connect::peek_level(body)?;
             let connect = Connect::decode(frame, body)?;
             match self.version {
-                Some(v) if v.level() != level => {
-                    return Err(DecodeError::ProtocolVersionMismatch { level });
+                Some(v) if v != connect.protocol => {
+                    return Err(DecodeError::ProtocolVersionMismatch {
+                        level: connect.protocol.level(),
+                    });
                 }
                 _ => self.version = Some(connect.protocol),
             }

@@ -269,6 +269,12 @@ pub enum EncodeError {
         /// The packet type.
         packet: PacketType,
     },
+    /// A string contains U+0000, which MQTT strings may not ([MQTT-1.5.4-2]).
+    #[error("{field} contains U+0000")]
+    NullCharacter {
+        /// Which field.
+        field: &'static str,
+    },
     /// The connection's protocol version is not known yet (no CONNECT seen).
     #[error("the protocol version is not known before CONNECT")]
     VersionUnknown,

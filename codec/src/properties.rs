@@ -477,17 +477,27 @@ impl UserProperties<Bytes> {
     }
 
     /// Builds a list from pairs (copies them once into one buffer).
-    pub fn from_pairs<'k>(pairs: impl IntoIterator<Item = (&'k str, &'k str)>) -> Self {
+    ///
+    /// # Errors
+    /// [`EncodeError::FieldTooLong`](crate::EncodeError::FieldTooLong) for a name or value over
+    /// 65,535 bytes, and [`EncodeError::NullCharacter`](crate::EncodeError::NullCharacter) for one
+    /// holding U+0000: neither can be sent.
+    pub fn from_pairs<'k>(
+        pairs: impl IntoIterator<Item = (&'k str, &'k str)>,
+    ) -> Result<Self, crate::error::EncodeError> {
         let mut raw = Vec::new();
         let mut count = 0;
         for (k, v) in pairs {
+            for s in [k, v] {
+                crate::packet::check_str("User Property", s)?;
+            }
             Value::Pair(k, v).write(id::USER_PROPERTY, &mut raw);
             count += 1;
         }
-        Self(Repeated {
+        Ok(Self(Repeated {
             raw: Bytes::from(raw),
             count,
-        })
+        }))
     }
 }
 
@@ -554,18 +564,28 @@ impl<B: AsRef<[u8]>> SubscriptionIds<B> {
 }
 
 impl SubscriptionIds<Bytes> {
-    /// Builds a list from identifiers (each must be 1 to 268,435,455).
-    pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> Self {
+    /// Builds a list from identifiers.
+    ///
+    /// # Errors
+    /// [`EncodeError::Invalid`](crate::EncodeError::Invalid) for an identifier outside
+    /// 1 to 268,435,455.
+    pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> Result<Self, crate::error::EncodeError> {
         let mut raw = Vec::new();
         let mut count = 0;
         for v in ids {
+            if v == 0 || v > crate::varint::MAX_VARINT {
+                return Err(crate::error::EncodeError::Invalid {
+                    packet: PacketType::Publish,
+                    reason: "a Subscription Identifier is 1 to 268,435,455",
+                });
+            }
             Value::VarInt(v).write(id::SUBSCRIPTION_IDENTIFIER, &mut raw);
             count += 1;
         }
-        Self(Repeated {
+        Ok(Self(Repeated {
             raw: Bytes::from(raw),
             count,
-        })
+        }))
     }
 }
 
@@ -619,10 +639,22 @@ pub(crate) fn write(p: &impl Encode, len: usize, buf: &mut impl BufMut) {
     p.visit(&mut |property, v| v.write(property, buf));
 }
 
-/// Checks the lengths of every string and binary property before anything is written.
+/// Checks every string and binary property before anything is written: lengths within 65,535
+/// bytes and no U+0000 in strings.
 pub(crate) fn check_lengths(p: &impl Encode) -> Result<(), crate::error::EncodeError> {
     let mut err = None;
     p.visit(&mut |property, v| {
+        let nul = |s: &str| memchr::memchr(0, s.as_bytes()).is_some();
+        let has_nul = match v {
+            Value::Utf8(s) => nul(s),
+            Value::Pair(k, v) => nul(k) || nul(v),
+            _ => false,
+        };
+        if has_nul && err.is_none() {
+            err = Some(crate::error::EncodeError::NullCharacter {
+                field: property_name(property).unwrap_or("property"),
+            });
+        }
         let long = match v {
             Value::Utf8(s) => s.len() > 65_535,
             Value::Binary(b) => b.len() > 65_535,

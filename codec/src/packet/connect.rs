@@ -5,7 +5,7 @@ use std::num::{NonZeroU16, NonZeroU32};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{check_len, own_bin, own_str, put_bin};
+use super::{check_len, check_str, own_bin, own_str, put_bin};
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::PayloadFormat;
 use crate::properties::{self, Allowed, Encode, PropValue, RepeatedCounts, UserProperties, id};
@@ -110,16 +110,6 @@ impl Connect {
         }
     }
 
-    /// Reads the protocol level of a CONNECT body without decoding the rest.
-    pub(crate) fn peek_level(body: &[u8]) -> Result<u8, DecodeError> {
-        let mut r = Reader::new(body, P);
-        let name = r.binary("protocol name")?;
-        if name != b"MQTT" {
-            return Err(DecodeError::InvalidProtocolName);
-        }
-        r.u8("protocol level")
-    }
-
     pub(crate) fn decode(frame: &Bytes, body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body, P);
         if r.binary("protocol name")? != b"MQTT" {
@@ -214,7 +204,7 @@ impl Connect {
         if v5 {
             len += props_len(&self.properties)?;
         }
-        check_len("client identifier", self.client_id.len())?;
+        check_str("client identifier", &self.client_id)?;
         len += 2 + self.client_id.len();
         if let Some(w) = &self.will {
             if w.topic.is_empty() || check_name_chars(&w.topic).is_err() {
@@ -226,12 +216,12 @@ impl Connect {
             if v5 {
                 len += props_len(&w.properties)?;
             }
-            check_len("will topic", w.topic.len())?;
+            check_str("will topic", &w.topic)?;
             check_len("will payload", w.payload.len())?;
             len += 4 + w.topic.len() + w.payload.len();
         }
         if let Some(u) = &self.username {
-            check_len("user name", u.len())?;
+            check_str("user name", u)?;
             len += 2 + u.len();
         }
         if let Some(p) = &self.password {

@@ -109,6 +109,16 @@ pub(crate) fn check_len(field: &'static str, len: usize) -> Result<(), EncodeErr
     }
 }
 
+/// Checks a string field for encoding: its length, and no U+0000 ([MQTT-1.5.4-2]), which a
+/// `ByteStr` built from a Rust string may hold.
+pub(crate) fn check_str(field: &'static str, s: &str) -> Result<(), EncodeError> {
+    check_len(field, s.len())?;
+    if memchr::memchr(0, s.as_bytes()).is_some() {
+        return Err(EncodeError::NullCharacter { field });
+    }
+    Ok(())
+}
+
 /// Writes a two-byte length and the bytes (length checked before).
 pub(crate) fn put_bin(buf: &mut impl BufMut, b: &[u8]) {
     buf.put_u16(b.len() as u16);

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::connect::props_len;
-use super::{check_len, own_str, put_bin};
+use super::{check_str, own_str, put_bin};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{self, Allowed, Encode, PropValue, RepeatedCounts, UserProperties, id};
 use crate::reader::Reader;
@@ -158,7 +158,7 @@ impl Subscribe {
             len += props_len(&self.properties)?;
         }
         for s in &self.filters {
-            check_len("topic filter", s.filter.len())?;
+            check_str("topic filter", &s.filter)?;
             if validate_topic_filter(&s.filter).is_err() {
                 return Err(EncodeError::Invalid {
                     packet: P,

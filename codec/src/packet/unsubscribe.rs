@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::connect::props_len;
-use super::{check_len, own_str, put_bin};
+use super::{check_str, own_str, put_bin};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{self, Allowed, Encode, PropValue, RepeatedCounts, UserProperties};
 use crate::reader::Reader;
@@ -76,7 +76,7 @@ impl Unsubscribe {
             len += props_len(&self.properties)?;
         }
         for f in &self.filters {
-            check_len("topic filter", f.len())?;
+            check_str("topic filter", f)?;
             if validate_topic_filter(f).is_err() {
                 return Err(EncodeError::Invalid {
                     packet: P,
