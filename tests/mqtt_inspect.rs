@@ -165,3 +165,18 @@ fn usage_errors_exit_2() {
     let (code, _, _) = inspect(&["/nonexistent/capture.bin"], b"");
     assert_eq!(code, 2);
 }
+
+#[test]
+fn a_connect_sets_the_version_unless_protocol_is_given() {
+    // A 3.1.1 CONNECT then a 3.1.1 PUBLISH, in wireshark-style and 0x-prefixed hex.
+    let input = b"0x10,0x0c,0x00,0x04,0x4d,0x51,0x54,0x54,0x04,0x02,0x00,0x3c,0x00,0x00\n\
+        30:07:00:03:61:2F:62:68:69\n";
+    let (code, frames, _) = inspect(&[], input);
+    assert_eq!(code, 0, "{frames:?}");
+    assert_eq!(frames[0]["protocol_level"], 4);
+    assert_eq!(frames[1]["payload_length"], 2);
+    // With --protocol 5 the 3.1.1 CONNECT is refused: the connection was set to 5.0.
+    let (code, frames, _) = inspect(&["--protocol", "5"], input);
+    assert_eq!(code, 1);
+    assert_eq!(frames[0]["kind"], "ProtocolVersionMismatch");
+}

@@ -23,12 +23,14 @@ usage: mqtt-inspect [--protocol 4|5] [--direction to-client|to-server] [--raw]
 
 Decodes MQTT control packets and prints one JSON object per frame.
 
-  --protocol 4|5        protocol level: 4 = MQTT 3.1.1, 5 = MQTT 5.0 (default 5)
+  --protocol 4|5        protocol level: 4 = MQTT 3.1.1, 5 = MQTT 5.0 (default 5;
+                        without it a CONNECT's own protocol level is used)
   --direction D         to-server: packets a client sends (CONNECT, SUBSCRIBE, ...);
                         to-client: packets a server sends (CONNACK, SUBACK, ...)
                         (default to-server)
   --raw                 input is a raw byte stream; otherwise hex, one or more
-                        frames per line ('#' starts a comment)
+                        frames per line (whitespace, ':', ',' and 0x prefixes
+                        ignored; '#' starts a comment)
   --max-packet-size N   refuse frames longer than N bytes (default: no limit
                         beyond the protocol's 268435460)
   FILE                  input file; '-' or absent reads standard input
@@ -37,6 +39,8 @@ Exit status: 0 if every frame decoded, 1 if any failed, 2 on a usage error.";
 
 struct Options {
     version: ProtocolVersion,
+    /// Whether --protocol was given; if not, a CONNECT's protocol level is taken.
+    version_given: bool,
     role: Role,
     raw: bool,
     max_packet_size: Option<u32>,
@@ -46,6 +50,7 @@ struct Options {
 fn parse_args() -> Result<Options> {
     let mut o = Options {
         version: ProtocolVersion::V5,
+        version_given: false,
         role: Role::Server,
         raw: false,
         max_packet_size: None,
@@ -60,7 +65,8 @@ fn parse_args() -> Result<Options> {
                     "4" | "3.1.1" => ProtocolVersion::V311,
                     "5" | "5.0" => ProtocolVersion::V5,
                     v => bail!("--protocol must be 4 or 5, not {v:?}"),
-                }
+                };
+                o.version_given = true;
             }
             "--direction" | "-d" => {
                 o.role = match value("--direction")?.as_str() {
@@ -130,19 +136,20 @@ fn run(opts: &Options) -> Result<bool> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut ok = true;
     if opts.raw {
-        ok &= inspect_stream(&mut codec.clone(), &input, None, &mut out)?;
+        ok &= inspect_stream(&mut codec, opts, &input, None, &mut out)?;
     } else {
         let text = String::from_utf8_lossy(&input);
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("");
-            let hex: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            let hex: String = line
+                .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
+                .map(|t| t.strip_prefix("0x").or(t.strip_prefix("0X")).unwrap_or(t))
+                .collect();
             if hex.is_empty() {
                 continue;
             }
             match decode_hex(&hex) {
-                Ok(bytes) => {
-                    ok &= inspect_stream(&mut codec.clone(), &bytes, Some(n + 1), &mut out)?
-                }
+                Ok(bytes) => ok &= inspect_stream(&mut codec, opts, &bytes, Some(n + 1), &mut out)?,
                 Err(e) => {
                     ok = false;
                     emit(&mut out, json!({"line": n + 1, "error": e}))?;
@@ -173,9 +180,11 @@ fn emit(out: &mut impl Write, v: Value) -> Result<()> {
     Ok(())
 }
 
-/// Decodes every frame of one stream; returns whether all decoded.
+/// Decodes every frame of one stream; returns whether all decoded. The codec carries what it
+/// learnt (the version) from one hex line to the next.
 fn inspect_stream(
     codec: &mut Codec,
+    opts: &Options,
     bytes: &[u8],
     line: Option<usize>,
     out: &mut impl Write,
@@ -220,6 +229,13 @@ fn inspect_stream(
                 obj.insert("flags".into(), json!(flags));
                 obj.insert("remaining_length".into(), json!(len - header_len));
                 obj.insert("length".into(), json!(len));
+                if !opts.version_given
+                    && let Some(version) = connect_level(&frame[header_len..])
+                    && codec.version() != Some(version)
+                {
+                    *codec = Codec::new(opts.role, version)
+                        .with_max_packet_size(codec.max_packet_size());
+                }
                 match codec.decode_frame(&frame, header_len) {
                     Ok(p) => {
                         let version = codec.version().unwrap_or(ProtocolVersion::V5);
@@ -236,6 +252,14 @@ fn inspect_stream(
                 index += 1;
             }
         }
+    }
+}
+
+/// The protocol version a CONNECT body declares, when it is one the codec speaks.
+fn connect_level(body: &[u8]) -> Option<ProtocolVersion> {
+    match body {
+        [0, 4, b'M', b'Q', b'T', b'T', level, ..] => ProtocolVersion::from_level(*level),
+        _ => None,
     }
 }
 
