@@ -234,6 +234,8 @@ fn connect(v5: bool) -> impl Strategy<Value = Packet> {
                 username,
                 password,
             )| {
+                // 3.1.1 has no empty client id without Clean Session ([MQTT-3.1.3-7]).
+                let clean_start = clean_start || (!v5 && client_id.is_empty());
                 // 3.1.1 has no password without a user name.
                 let password = if !v5 && username.is_none() {
                     None
@@ -418,10 +420,11 @@ fn unsuback(v5: bool) -> impl Strategy<Value = Packet> {
     })
 }
 
-fn disconnect(v5: bool) -> impl Strategy<Value = Packet> {
+fn disconnect(v5: bool, to_client: bool) -> impl Strategy<Value = Packet> {
     (
         reason(v5, PacketType::Disconnect),
-        v5opt(v5, any::<u32>()),
+        // A server never sends a Session Expiry Interval ([MQTT-3.14.2-2]).
+        v5opt(v5 && !to_client, any::<u32>()),
         v5opt(v5, s(8)),
         users(v5),
         v5opt(v5, s(8)),
@@ -483,7 +486,7 @@ fn packets(v5: bool, to_client: bool) -> BoxedStrategy<Packet> {
             suback(true),
             unsuback(true),
             Just(Packet::PingResp),
-            disconnect(true),
+            disconnect(true, true),
             auth()
         ]
         .boxed(),
@@ -494,7 +497,7 @@ fn packets(v5: bool, to_client: bool) -> BoxedStrategy<Packet> {
                 subscribe(v5),
                 unsubscribe(v5),
                 Just(Packet::PingReq),
-                disconnect(v5)
+                disconnect(v5, false)
             ]
             .boxed();
             if v5 {

@@ -14,6 +14,7 @@ use crate::packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, PubAck, PublishRef, SubAck, Subscribe, UnsubAck,
     Unsubscribe, decode_publish, encode_publish, publish_encoded_len,
 };
+use crate::reason::ReasonCode;
 use crate::types::{PacketType, ProtocolVersion, Role};
 use crate::varint::{MAX_VARINT, decode_varint, put_varint, varint_len};
 
@@ -301,7 +302,9 @@ impl Codec {
                     Packet::PingResp
                 }
             }
-            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(frame, body, version)?),
+            PacketType::Disconnect => {
+                Packet::Disconnect(Disconnect::decode(frame, body, version, self.role)?)
+            }
             PacketType::Auth => Packet::Auth(Auth::decode(frame, body)?),
         })
     }
@@ -322,6 +325,7 @@ impl Codec {
                 packet: packet_type,
             });
         }
+        check_codes(packet, version)?;
         let body_len = match packet {
             Packet::Connect(p) => p.body_len()?,
             Packet::ConnAck(p) => p.body_len(version)?,
@@ -368,5 +372,84 @@ impl Codec {
             Packet::Publish(_) | Packet::PingReq | Packet::PingResp => {}
         }
         Ok(())
+    }
+}
+
+/// Checks reason codes and the other cross-field rules the decoder applies, before encoding.
+fn check_codes(packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
+    let packet_type = packet.packet_type();
+    let v5 = version == ProtocolVersion::V5;
+    let rejected = |error| Err(EncodeError::Rejected { error });
+    let code_ok = |code: ReasonCode| {
+        if v5 {
+            if code.allowed_in(packet_type) {
+                return Ok(());
+            }
+            return rejected(DecodeError::InvalidReasonCode {
+                packet: packet_type,
+                code: code.0,
+            });
+        }
+        let ok = match packet_type {
+            PacketType::ConnAck => code.0 <= 5,
+            PacketType::SubAck => matches!(code.0, 0x00 | 0x01 | 0x02 | 0x80),
+            // No other 3.1.1 packet carries a code: only success can be expressed.
+            _ => code == ReasonCode::SUCCESS,
+        };
+        if ok {
+            Ok(())
+        } else if matches!(packet_type, PacketType::ConnAck | PacketType::SubAck) {
+            rejected(DecodeError::InvalidReturnCode {
+                packet: packet_type,
+                code: code.0,
+            })
+        } else {
+            Err(EncodeError::Invalid {
+                packet: packet_type,
+                reason: "MQTT 3.1.1 has no reason code for this packet; only success",
+            })
+        }
+    };
+    match packet {
+        Packet::ConnAck(p) => code_ok(p.reason_code),
+        Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
+            code_ok(p.reason_code)
+        }
+        Packet::Disconnect(p) => code_ok(p.reason_code),
+        Packet::Auth(p) => code_ok(p.reason_code),
+        Packet::SubAck(p) => {
+            if p.reason_codes.is_empty() {
+                return rejected(DecodeError::AckWithoutReasonCodes {
+                    packet: packet_type,
+                });
+            }
+            p.reason_codes.iter().try_for_each(|c| code_ok(*c))
+        }
+        Packet::UnsubAck(p) if v5 => {
+            if p.reason_codes.is_empty() {
+                return rejected(DecodeError::AckWithoutReasonCodes {
+                    packet: packet_type,
+                });
+            }
+            p.reason_codes.iter().try_for_each(|c| code_ok(*c))
+        }
+        Packet::Subscribe(p) => {
+            if p.filters
+                .iter()
+                .any(|s| s.options.no_local && crate::topic::is_shared(&s.filter))
+            {
+                return rejected(DecodeError::NoLocalOnSharedSubscription);
+            }
+            Ok(())
+        }
+        Packet::Connect(c)
+            if c.protocol == ProtocolVersion::V311 && c.client_id.is_empty() && !c.clean_start =>
+        {
+            Err(EncodeError::Invalid {
+                packet: packet_type,
+                reason: "[MQTT-3.1.3-7] an empty client identifier needs Clean Session 1 in 3.1.1",
+            })
+        }
+        _ => Ok(()),
     }
 }

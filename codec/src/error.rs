@@ -158,6 +158,9 @@ decode_errors! {
     /// A packet type that the other direction sends.
     UnexpectedPacket { packet: PacketType, role: Role } => "MQTT-5.0 §2.1.2", PROTOCOL_ERROR,
         "{packet} is never sent to a {role}";
+    /// A server's DISCONNECT carries a Session Expiry Interval.
+    SessionExpiryFromServer => "MQTT-3.14.2-2", PROTOCOL_ERROR,
+        "DISCONNECT from a server carries a Session Expiry Interval";
     /// A server's first packet from a client is not CONNECT.
     FirstPacketNotConnect { packet: PacketType } => "MQTT-3.1.0-1", PROTOCOL_ERROR,
         "the first packet from a client must be CONNECT, not {packet}";
@@ -274,6 +277,12 @@ pub enum EncodeError {
     NullCharacter {
         /// Which field.
         field: &'static str,
+    },
+    /// A field the peer's decoder would refuse, with the decode error it would give.
+    #[error("the peer would refuse this packet: {error}")]
+    Rejected {
+        /// What the decoder says.
+        error: DecodeError,
     },
     /// The connection's protocol version is not known yet (no CONNECT seen).
     #[error("the protocol version is not known before CONNECT")]

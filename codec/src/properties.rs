@@ -10,7 +10,7 @@
 
 use bytes::{BufMut, Bytes};
 
-use crate::error::DecodeError;
+use crate::error::{DecodeError, EncodeError};
 use crate::reader::Reader;
 use crate::string::str_from_checked;
 use crate::topic::check_name_chars;
@@ -484,7 +484,7 @@ impl UserProperties<Bytes> {
     /// holding U+0000: neither can be sent.
     pub fn from_pairs<'k>(
         pairs: impl IntoIterator<Item = (&'k str, &'k str)>,
-    ) -> Result<Self, crate::error::EncodeError> {
+    ) -> Result<Self, EncodeError> {
         let mut raw = Vec::new();
         let mut count = 0;
         for (k, v) in pairs {
@@ -569,12 +569,12 @@ impl SubscriptionIds<Bytes> {
     /// # Errors
     /// [`EncodeError::Invalid`](crate::EncodeError::Invalid) for an identifier outside
     /// 1 to 268,435,455.
-    pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> Result<Self, crate::error::EncodeError> {
+    pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> Result<Self, EncodeError> {
         let mut raw = Vec::new();
         let mut count = 0;
         for v in ids {
             if v == 0 || v > crate::varint::MAX_VARINT {
-                return Err(crate::error::EncodeError::Invalid {
+                return Err(EncodeError::Invalid {
                     packet: PacketType::Publish,
                     reason: "a Subscription Identifier is 1 to 268,435,455",
                 });
@@ -639,40 +639,47 @@ pub(crate) fn write(p: &impl Encode, len: usize, buf: &mut impl BufMut) {
     p.visit(&mut |property, v| v.write(property, buf));
 }
 
-/// Checks every string and binary property before anything is written: lengths within 65,535
-/// bytes and no U+0000 in strings.
-pub(crate) fn check_lengths(p: &impl Encode) -> Result<(), crate::error::EncodeError> {
+/// Checks a property block before anything is written, with the rules the decoder applies:
+/// string and binary lengths within 65,535 bytes, no U+0000 in strings, value ranges (Maximum QoS,
+/// the 0/1 properties, Subscription Identifier, Receive Maximum, Response Topic, ...), and
+/// Authentication Data only with an Authentication Method.
+pub(crate) fn check_encode(p: &impl Encode) -> Result<(), EncodeError> {
     let mut err = None;
+    let mut method = false;
+    let mut data = false;
     p.visit(&mut |property, v| {
+        if err.is_some() {
+            return;
+        }
+        let field = property_name(property).unwrap_or("property");
         let nul = |s: &str| memchr::memchr(0, s.as_bytes()).is_some();
-        let has_nul = match v {
-            Value::Utf8(s) => nul(s),
-            Value::Pair(k, v) => nul(k) || nul(v),
-            _ => false,
-        };
-        if has_nul && err.is_none() {
-            err = Some(crate::error::EncodeError::NullCharacter {
-                field: property_name(property).unwrap_or("property"),
-            });
+        let too_long =
+            |len: usize| (len > 65_535).then_some(EncodeError::FieldTooLong { field, len });
+        err = match v {
+            Value::Utf8(s) if nul(s) => Some(EncodeError::NullCharacter { field }),
+            Value::Pair(k, v) if nul(k) || nul(v) => Some(EncodeError::NullCharacter { field }),
+            Value::Utf8(s) => too_long(s.len()),
+            Value::Binary(b) => too_long(b.len()),
+            Value::Pair(k, v) => too_long(k.len()).or(too_long(v.len())),
+            Value::VarInt(n) if n > crate::varint::MAX_VARINT => Some(EncodeError::Invalid {
+                packet: PacketType::Subscribe,
+                reason: "a Subscription Identifier is 1 to 268,435,455",
+            }),
+            _ => None,
         }
-        let long = match v {
-            Value::Utf8(s) => s.len() > 65_535,
-            Value::Binary(b) => b.len() > 65_535,
-            Value::Pair(k, v) => k.len() > 65_535 || v.len() > 65_535,
-            _ => false,
-        };
-        if long && err.is_none() {
-            err = Some(crate::error::EncodeError::FieldTooLong {
-                field: property_name(property).unwrap_or("property"),
-                len: match v {
-                    Value::Utf8(s) => s.len(),
-                    Value::Binary(b) => b.len(),
-                    Value::Pair(k, v) => k.len().max(v.len()),
-                    _ => 0,
-                },
-            });
-        }
+        .or_else(|| {
+            check_value(property, &v)
+                .err()
+                .map(|error| EncodeError::Rejected { error })
+        });
+        method |= property == id::AUTHENTICATION_METHOD;
+        data |= property == id::AUTHENTICATION_DATA;
     });
+    if err.is_none() && data && !method {
+        err = Some(EncodeError::Rejected {
+            error: DecodeError::AuthDataWithoutMethod,
+        });
+    }
     err.map_or(Ok(()), Err)
 }
 

@@ -277,7 +277,7 @@ impl Connect {
 
 /// The encoded size of a property block with its length prefix, lengths checked.
 pub(crate) fn props_len(p: &impl Encode) -> Result<usize, EncodeError> {
-    properties::check_lengths(p)?;
+    properties::check_encode(p)?;
     let plen = properties::encoded_len(p);
     Ok(varint_len(plen as u32) + plen)
 }

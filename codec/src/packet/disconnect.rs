@@ -10,7 +10,7 @@ use crate::properties::{self, Allowed, Encode, PropValue, RepeatedCounts, UserPr
 use crate::reader::Reader;
 use crate::reason::ReasonCode;
 use crate::string::ByteStr;
-use crate::types::{PacketType, ProtocolVersion};
+use crate::types::{PacketType, ProtocolVersion, Role};
 
 /// DISCONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,7 @@ impl Disconnect {
         frame: &Bytes,
         body: &[u8],
         version: ProtocolVersion,
+        role: Role,
     ) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body, P);
         let mut d = Self::new(ReasonCode::SUCCESS);
@@ -76,6 +77,9 @@ impl Disconnect {
                         _ => {}
                     }
                 })?;
+                if expiry.is_some() && role == Role::Client {
+                    return Err(DecodeError::SessionExpiryFromServer);
+                }
                 d.properties = DisconnectProperties {
                     session_expiry_interval_secs: expiry,
                     reason_string: strs[0].map(|s| own_str(frame, s)),

@@ -73,7 +73,7 @@ impl PubAck {
                 3
             });
         }
-        properties::check_lengths(&self.properties)?;
+        properties::check_encode(&self.properties)?;
         let plen = properties::encoded_len(&self.properties);
         Ok(3 + varint_len(plen as u32) + plen)
     }

@@ -376,7 +376,7 @@ pub(crate) fn publish_encoded_len(
         if f.topic.is_empty() && !f.has_alias {
             return invalid("an empty topic name needs a Topic Alias");
         }
-        properties::check_lengths(props)?;
+        properties::check_encode(props)?;
         let plen = properties::encoded_len(props);
         len += varint_len(plen as u32) + plen;
     } else if f.topic.is_empty() {

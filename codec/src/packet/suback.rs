@@ -79,7 +79,7 @@ fn body_len(
     if version == ProtocolVersion::V311 {
         return Ok(2 + codes);
     }
-    properties::check_lengths(props)?;
+    properties::check_encode(props)?;
     let plen = properties::encoded_len(props);
     Ok(2 + varint_len(plen as u32) + plen + codes)
 }
