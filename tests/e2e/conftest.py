@@ -1,0 +1,109 @@
+"""Fixtures for the end-to-end tests.
+
+Every test that asks for a broker gets its own, started by the scripts in scripts/ on free ports
+in the test's temporary directory, and stopped when the test ends. When a test fails, the log of
+each broker it used is added to the failure report. A broker that cannot start (a tool is
+missing, say) fails the test with the script's message; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import confluent_kafka
+import pytest
+
+import brokers
+
+LOG_TAIL_LINES = 200
+
+_BROKERS = pytest.StashKey[list[brokers.Broker]]()
+
+
+def _run_broker(request: pytest.FixtureRequest, name: str, dir: Path) -> Iterator[brokers.Broker]:
+    try:
+        broker = brokers.start(name, dir)
+    except brokers.StartError as err:
+        pytest.fail(str(err), pytrace=False)
+    request.node.stash.setdefault(_BROKERS, []).append(broker)
+    try:
+        yield broker
+    finally:
+        brokers.stop(broker)
+
+
+@pytest.fixture
+def mosquitto(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[brokers.Broker]:
+    """A mosquitto with plain, TLS, mutual-TLS and username/password listeners.
+
+    `env` holds MQTT_PORT, MQTT_TLS_PORT, MQTT_MTLS_PORT, MQTT_AUTH_PORT, MQTT_USER,
+    MQTT_PASSWORD, CA_FILE, CLIENT_CERT and CLIENT_KEY (see scripts/mosquitto-start).
+    """
+    yield from _run_broker(request, "mosquitto", tmp_path / "mosquitto")
+
+
+@pytest.fixture
+def tansu(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[brokers.Broker]:
+    """A tansu Kafka-protocol broker with in-memory storage; `env` holds KAFKA_BOOTSTRAP.
+
+    It does not create topics on first use: create them with the admin API.
+    """
+    yield from _run_broker(request, "tansu", tmp_path / "tansu")
+
+
+KCAT_TIMEOUT_S = 30
+
+
+@pytest.fixture
+def kcat(tmp_path: Path) -> Callable[..., str]:
+    """Run kcat with the given arguments (and optional `stdin=` text); return its stdout, fail
+    the test on a non-zero exit.
+
+    Debian 12's kcat links librdkafka 2.0.2, which cannot parse tansu's ApiVersions v3 response
+    (it chokes on the response's tagged fields, which the Kafka protocol allows), so kcat runs
+    with the newer librdkafka that the confluent-kafka wheel bundles, through LD_LIBRARY_PATH.
+    """
+    libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
+    bundled = sorted(libs.glob("librdkafka*.so*"))
+    if not bundled:
+        pytest.fail(f"no librdkafka in {libs}: reinstall confluent-kafka from its wheel")
+    shim = tmp_path / "kcat-lib"
+    shim.mkdir()
+    (shim / "librdkafka.so.1").symlink_to(bundled[0])
+    env = os.environ | {"LD_LIBRARY_PATH": str(shim)}
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        try:
+            proc = subprocess.run(
+                ["kcat", "-q", *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=KCAT_TIMEOUT_S,
+            )
+        except FileNotFoundError:
+            pytest.fail("kcat not found; install the Debian package kcat (scripts/setup does it)")
+        assert proc.returncode == 0, f"kcat {' '.join(args)}: exit {proc.returncode}: {proc.stderr}"
+        return proc.stdout
+
+    return run
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    report = yield
+    if report.failed:
+        for broker in item.stash.get(_BROKERS, []):
+            try:
+                lines = broker.log.read_text(errors="replace").splitlines()
+            except OSError as err:
+                lines = [f"(cannot read the log: {err})"]
+            text = "\n".join(lines[-LOG_TAIL_LINES:])
+            report.sections.append(
+                (f"{broker.name} log (last {LOG_TAIL_LINES} lines of {broker.log})", text)
+            )
+    return report
