@@ -122,6 +122,9 @@ pub enum ControlError {
     /// The peer closed the connection in the middle of a frame.
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    /// A well-formed message out of place (e.g. `Apply` before `Hello`).
+    #[error("protocol error: {0}")]
+    Protocol(String),
     /// Socket I/O.
     #[error("control socket: {0}")]
     Io(#[from] io::Error),

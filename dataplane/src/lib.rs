@@ -1,2 +1,4 @@
-//! Sluice's data plane: the per-core runtime, MQTT sessions, routing and sinks. Nothing is
-//! implemented here yet; it builds on `sluice-codec`. See ARCHITECTURE.md.
+//! Sluice's data plane: the per-core runtime, MQTT sessions, routing and sinks (issue 4), and the
+//! control socket through which `config-agent` configures it. See ARCHITECTURE.md.
+
+pub mod control;
