@@ -22,7 +22,7 @@
 //!   the three decoders must see the same number of frames with the same topics, payloads,
 //!   packet identifiers and User Properties ([`check_decoders`]), and both encoders must write
 //!   the same bytes ([`check_encoders`]).
-//! - The owned decoders and mqttbytes consume their `BytesMut`, so each iteration refills a work
+//! - `ours_owned` and `mqttbytes` consume their `BytesMut`, so each iteration refills a work
 //!   buffer from the case's frames first. The refill is outside the timed section: it is done
 //!   before `Instant::now()` inside `iter_custom` (see [`bench_consuming`]). The work buffer is
 //!   allocated once per benchmark and reused: once every decoded frame is dropped, `BytesMut`
@@ -30,8 +30,8 @@
 //!   `BytesMut::reserve`), which the benchmark asserts, so the timed decode never runs on freshly
 //!   mapped pages. The borrowed decoder reads the case's frames directly and needs no refill.
 //! - Each decoded packet is passed to `black_box` and dropped inside the timed loop, for all three
-//!   decoders: dropping is part of what a consumer of owned packets pays (a reference count for
-//!   ours; a reference count and a `String` for mqttbytes).
+//!   decoders: dropping is part of what a consumer of owned packets pays (reference counts for
+//!   ours; reference counts and a `String` for mqttbytes).
 //! - The encoders write the same PUBLISH 1,000,000 times into a buffer that was allocated and
 //!   touched before timing and is cleared (not freed) between iterations.
 
