@@ -1,0 +1,265 @@
+//! The validated snapshot: every resource resolved, defaults applied, a content hash per
+//! dataflow; what the agent pushes to the data plane as JSON.
+//!
+//! Resolution, done once by the agent: an MQTT endpoint without `host` gets the local broker's
+//! host from [`Options::local_broker_host`]; a dataflow naming the profile `default` when none is
+//! loaded gets AIO's implicit default profile; AIO's shared subscription spelling
+//! `$shared/<group>/<filter>` in an MQTT source becomes MQTT's `$share/<group>/<filter>`. Lists
+//! are sorted by namespace and name, so equal configurations give equal snapshots.
+//!
+//! Each dataflow carries the SHA-256 of everything it depends on (its own spec, its source and
+//! destination endpoints, its profile), so the data plane tells added, changed, removed and
+//! unchanged dataflows apart by name and hash ([`Snapshot::changes`]) and restarts only what
+//! changed. The snapshot carries secret *names* (`secretRef`), never secret values.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::control::Changes;
+use crate::model::{
+    DEFAULT_PROFILE, Dataflow, DataflowEndpoint, DataflowProfile, EndpointSpec, Operation,
+};
+
+/// How the agent and the data plane resolve and check a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    /// The local MQTT broker, `host:port`. An MQTT endpoint is the local broker when its `host`
+    /// is omitted or equal to this (compared as written). Default: `localhost:1883`.
+    pub local_broker_host: String,
+    /// AIO's rule that every dataflow has the local broker as its source or its destination.
+    /// Default: `true`; `false` allows e.g. Kafka to Kafka.
+    pub require_local_broker: bool,
+    /// Where `secretRef: NAME` resolves: `<secrets_dir>/NAME/<key>`. `None`: secret files are not
+    /// checked.
+    pub secrets_dir: Option<PathBuf>,
+    /// Where a ConfigMap reference resolves: `<configmaps_dir>/NAME/`. `None`: not checked.
+    pub configmaps_dir: Option<PathBuf>,
+    /// Where a persistent volume claim resolves: `<volumes_dir>/NAME/`. `None`: not checked.
+    pub volumes_dir: Option<PathBuf>,
+}
+
+/// Default of [`Options::local_broker_host`].
+pub const DEFAULT_LOCAL_BROKER_HOST: &str = "localhost:1883";
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            local_broker_host: DEFAULT_LOCAL_BROKER_HOST.to_owned(),
+            require_local_broker: true,
+            secrets_dir: None,
+            configmaps_dir: None,
+            volumes_dir: None,
+        }
+    }
+}
+
+/// A resolved, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Snapshot {
+    /// The local broker's `host:port` the snapshot was resolved with; an MQTT endpoint whose host
+    /// equals it is the local broker.
+    pub local_broker_host: String,
+    /// Endpoints, sorted by namespace and name; every MQTT host filled in.
+    pub endpoints: Vec<DataflowEndpoint>,
+    /// Dataflows with their content hash, sorted by namespace and name.
+    pub dataflows: Vec<SnapshotDataflow>,
+    /// Profiles, sorted by namespace and name, including implicit `default` profiles.
+    pub profiles: Vec<DataflowProfile>,
+}
+
+/// A dataflow and the hash of everything it depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotDataflow {
+    /// The dataflow, defaults applied.
+    pub dataflow: Dataflow,
+    /// Lower-case hex SHA-256 of the JSON of the dataflow, its source endpoint, its destination
+    /// endpoint and its profile ([`Snapshot::content_hash`]).
+    pub content_hash: String,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from decoded resources: resolves, sorts and hashes (see the module
+    /// docs). Nothing is checked here; [`crate::validate_snapshot`] does that.
+    pub fn assemble(
+        endpoints: Vec<DataflowEndpoint>,
+        dataflows: Vec<Dataflow>,
+        profiles: Vec<DataflowProfile>,
+        options: &Options,
+    ) -> Self {
+        let mut s = Self::resolve(endpoints, dataflows, profiles, options);
+        s.sort();
+        s.rehash();
+        s
+    }
+
+    /// Resolution without sorting (the caller keeps its own order of origins).
+    pub(crate) fn resolve(
+        mut endpoints: Vec<DataflowEndpoint>,
+        mut dataflows: Vec<Dataflow>,
+        mut profiles: Vec<DataflowProfile>,
+        options: &Options,
+    ) -> Self {
+        for e in &mut endpoints {
+            if let EndpointSpec::Mqtt { mqtt_settings } = &mut e.spec
+                && mqtt_settings.host.is_none()
+            {
+                mqtt_settings.host = Some(options.local_broker_host.clone());
+            }
+        }
+        for d in &mut dataflows {
+            let ns = d.metadata.namespace.clone();
+            for op in &mut d.spec.operations {
+                let Operation::Source {
+                    source_settings, ..
+                } = op
+                else {
+                    continue;
+                };
+                let is_mqtt = endpoints.iter().any(|e| {
+                    e.metadata.namespace == ns
+                        && e.metadata.name == source_settings.endpoint_ref
+                        && matches!(e.spec, EndpointSpec::Mqtt { .. })
+                });
+                if is_mqtt {
+                    for topic in &mut source_settings.data_sources {
+                        if let Some(rest) = topic.strip_prefix("$shared/") {
+                            *topic = format!("$share/{rest}");
+                        }
+                    }
+                }
+            }
+        }
+        let mut implicit = Vec::new();
+        for d in &dataflows {
+            let ns = &d.metadata.namespace;
+            if d.spec.profile_ref == DEFAULT_PROFILE
+                && !profiles
+                    .iter()
+                    .any(|p| &p.metadata.namespace == ns && p.metadata.name == DEFAULT_PROFILE)
+                && !implicit.contains(ns)
+            {
+                implicit.push(ns.clone());
+            }
+        }
+        profiles.extend(
+            implicit
+                .iter()
+                .map(|ns| DataflowProfile::implicit_default(ns)),
+        );
+        Self {
+            local_broker_host: options.local_broker_host.clone(),
+            endpoints,
+            dataflows: dataflows
+                .into_iter()
+                .map(|dataflow| SnapshotDataflow {
+                    dataflow,
+                    content_hash: String::new(),
+                })
+                .collect(),
+            profiles,
+        }
+    }
+
+    fn sort(&mut self) {
+        self.endpoints.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        self.dataflows.sort_by(|a, b| {
+            let (a, b) = (&a.dataflow.metadata, &b.dataflow.metadata);
+            (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+        });
+        self.profiles.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+    }
+
+    pub(crate) fn rehash(&mut self) {
+        let hashes: Vec<String> = self
+            .dataflows
+            .iter()
+            .map(|d| self.content_hash(&d.dataflow))
+            .collect();
+        for (d, h) in self.dataflows.iter_mut().zip(hashes) {
+            d.content_hash = h;
+        }
+    }
+
+    /// The endpoint `name` in `namespace`.
+    pub fn endpoint(&self, namespace: &str, name: &str) -> Option<&DataflowEndpoint> {
+        self.endpoints
+            .iter()
+            .find(|e| e.metadata.namespace == namespace && e.metadata.name == name)
+    }
+
+    /// The profile `name` in `namespace`.
+    pub fn profile(&self, namespace: &str, name: &str) -> Option<&DataflowProfile> {
+        self.profiles
+            .iter()
+            .find(|p| p.metadata.namespace == namespace && p.metadata.name == name)
+    }
+
+    /// Whether `endpoint` is the local MQTT broker: an MQTT endpoint whose (resolved) host is
+    /// [`Snapshot::local_broker_host`].
+    pub fn is_local_broker(&self, endpoint: &DataflowEndpoint) -> bool {
+        match &endpoint.spec {
+            EndpointSpec::Mqtt { mqtt_settings } => mqtt_settings
+                .host
+                .as_deref()
+                .is_none_or(|h| h == self.local_broker_host),
+            _ => false,
+        }
+    }
+
+    /// SHA-256 (lower-case hex) of the JSON array `[dataflow, source endpoint, destination
+    /// endpoint, profile]` (`null` for what does not resolve). Struct fields serialise in
+    /// declaration order, so the hash is stable across processes.
+    pub fn content_hash(&self, dataflow: &Dataflow) -> String {
+        let ns = &dataflow.metadata.namespace;
+        let source = dataflow
+            .spec
+            .source()
+            .and_then(|s| self.endpoint(ns, &s.endpoint_ref));
+        let destination = dataflow
+            .spec
+            .destination()
+            .and_then(|d| self.endpoint(ns, &d.endpoint_ref));
+        let profile = self.profile(ns, &dataflow.spec.profile_ref);
+        let json =
+            serde_json::to_vec(&(dataflow, source, destination, profile)).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What `self` changes relative to `previous` (nothing applied yet: `None`), by dataflow
+    /// `namespace/name` and content hash.
+    pub fn changes(&self, previous: Option<&Snapshot>) -> Changes {
+        let key = |d: &SnapshotDataflow| {
+            format!(
+                "{}/{}",
+                d.dataflow.metadata.namespace, d.dataflow.metadata.name
+            )
+        };
+        let mut changes = Changes::default();
+        let old = previous.map(|p| p.dataflows.as_slice()).unwrap_or_default();
+        for d in &self.dataflows {
+            match old.iter().find(|o| key(o) == key(d)) {
+                None => changes.added.push(key(d)),
+                Some(o) if o.content_hash == d.content_hash => changes.unchanged.push(key(d)),
+                Some(_) => changes.changed.push(key(d)),
+            }
+        }
+        for o in old {
+            if !self.dataflows.iter().any(|d| key(d) == key(o)) {
+                changes.removed.push(key(o));
+            }
+        }
+        changes
+    }
+}
