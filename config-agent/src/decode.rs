@@ -62,7 +62,8 @@ pub const API_GROUP: &str = "connectivity.iotoperations.azure.com/";
 /// What loading manifests produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Loaded {
-    /// The resources that decoded without error.
+    /// The resources that could be built, defaults applied. One may have had problems (an
+    /// unknown field, say): they are in `diagnostics`.
     pub resources: Vec<LoadedResource>,
     /// Resources that were found (kind and name readable) but did not decode.
     pub broken: Vec<Broken>,
@@ -70,9 +71,9 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Parses and decodes every document of one file, adding to `loaded`. A resource with an error
-/// is left out of `loaded.resources` (and named in `loaded.broken`); its problems, like every
-/// other, go to `loaded.diagnostics`.
+/// Parses and decodes every document of one file, adding to `loaded`. A resource that cannot be
+/// built (a required field missing, a value of the wrong type) is left out of `loaded.resources`
+/// and named in `loaded.broken`; every problem goes to `loaded.diagnostics`.
 pub fn load_str(file: &str, text: &str, loaded: &mut Loaded) {
     let docs = match parse_documents(text) {
         Ok(docs) => docs,
@@ -101,8 +102,11 @@ pub fn load_str(file: &str, text: &str, loaded: &mut Loaded) {
             d.resource = d.resource.or_else(|| label.clone());
             loaded.diagnostics.push(d);
         }
-        match (resource, failed) {
-            (Some(resource), false) => loaded.resources.push(LoadedResource {
+        match resource {
+            // A resource with only problems that still let it be built (an unknown field, settings
+            // of another method) is kept, so that the later checks report their problems too; the
+            // error above already keeps it out of any snapshot.
+            Some(resource) => loaded.resources.push(LoadedResource {
                 resource,
                 origin: Origin {
                     file: file.to_owned(),
@@ -110,8 +114,8 @@ pub fn load_str(file: &str, text: &str, loaded: &mut Loaded) {
                     positions: cx.positions,
                 },
             }),
-            _ => {
-                if let Some((kind, m)) = cx.identity {
+            None => {
+                if let (Some((kind, m)), true) = (cx.identity, failed) {
                     loaded.broken.push((kind, m.namespace, m.name));
                 }
             }

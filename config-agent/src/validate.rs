@@ -320,7 +320,7 @@ fn check_names(c: &mut Checker<'_>, kind: Kind, list: &[&Metadata]) {
 
 /// Splits `host:port`; the port must be 1 to 65535. `allow_path`: a WebSockets URL path after
 /// the port (`host:443/mqtt`).
-fn check_host_port(host: &str, allow_path: bool) -> Result<(), String> {
+fn check_host_port(host: &str, allow_path: bool, example_port: u16) -> Result<(), String> {
     let host_port = match host.split_once('/') {
         Some((hp, _)) if allow_path => hp,
         Some(_) => {
@@ -332,7 +332,7 @@ fn check_host_port(host: &str, allow_path: bool) -> Result<(), String> {
     };
     let Some((name, port)) = host_port.rsplit_once(':') else {
         return Err(format!(
-            "\"{host}\" has no port: expected host:port, e.g. \"{host}:1883\""
+            "\"{host}\" has no port: expected host:port, e.g. \"{host}:{example_port}\""
         ));
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
@@ -369,7 +369,7 @@ fn check_endpoint(c: &mut Checker<'_>, at: At<'_>, e: &DataflowEndpoint) {
         EndpointSpec::Mqtt { mqtt_settings: s } => {
             let p = "spec.mqttSettings";
             if let Some(host) = &s.host
-                && let Err(m) = check_host_port(host, s.protocol == MqttProtocol::WebSockets)
+                && let Err(m) = check_host_port(host, s.protocol == MqttProtocol::WebSockets, 1883)
             {
                 c.error(at, format!("{p}.host"), m);
             }
@@ -459,7 +459,7 @@ fn check_endpoint(c: &mut Checker<'_>, at: At<'_>, e: &DataflowEndpoint) {
         EndpointSpec::Kafka { kafka_settings: s } => {
             let p = "spec.kafkaSettings";
             for server in s.bootstrap_servers() {
-                if let Err(m) = check_host_port(server, false) {
+                if let Err(m) = check_host_port(server, false, 9092) {
                     c.error(at, format!("{p}.host"), m);
                 }
             }
@@ -1144,13 +1144,13 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert!(check_host_port("localhost:1883", false).is_ok());
-        assert!(check_host_port("[::1]:1883", false).is_ok());
-        assert!(check_host_port("localhost", false).is_err());
-        assert!(check_host_port("h:0", false).is_err());
-        assert!(check_host_port("h:70000", false).is_err());
-        assert!(check_host_port("eg.eventgrid.azure.net:443/mqtt", true).is_ok());
-        assert!(check_host_port("eg.eventgrid.azure.net:443/mqtt", false).is_err());
+        assert!(check_host_port("localhost:1883", false, 1883).is_ok());
+        assert!(check_host_port("[::1]:1883", false, 1883).is_ok());
+        assert!(check_host_port("localhost", false, 1883).is_err());
+        assert!(check_host_port("h:0", false, 1883).is_err());
+        assert!(check_host_port("h:70000", false, 1883).is_err());
+        assert!(check_host_port("eg.eventgrid.azure.net:443/mqtt", true, 1883).is_ok());
+        assert!(check_host_port("eg.eventgrid.azure.net:443/mqtt", false, 1883).is_err());
         assert!(is_dns_label("kafka-out"));
         assert!(!is_dns_label("Kafka"));
         assert!(!is_dns_label("-a"));
