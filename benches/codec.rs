@@ -237,7 +237,7 @@ fn check_decoders(case: Case, frames: &Bytes, n: usize) {
         let p = codec
             .decode_publish(&frame)
             .expect("our decoder accepts it");
-        let props = p.properties.user_properties.len();
+        let props = p.properties.user_properties().len();
         ours_borrowed.add(
             p.topic.as_bytes(),
             p.payload,

@@ -116,7 +116,7 @@ fn decoding_publish_and_puback_does_not_allocate() {
         while let Some(frame) = codec.next_frame(rest).expect("frame") {
             if frame.packet_type == sluice_codec::PacketType::Publish {
                 let p = codec.decode_publish(&frame).expect("publish");
-                n += p.payload.len() + p.properties.user_properties.iter().count();
+                n += p.payload.len() + p.properties.user_properties().iter().count();
             }
             rest = &rest[frame.len()..];
         }

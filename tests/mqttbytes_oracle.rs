@@ -700,6 +700,8 @@ fn connect(v5: bool) -> BoxedStrategy<View> {
                     auth_method,
                     auth_data,
                 ) = props;
+                // 3.1.1 has no empty client id without Clean Session (MQTT-3.1.3-7).
+                let clean = clean || (!v5 && client_id.is_empty());
                 // 3.1.1 has no password without a user name (MQTT-3.1.2-22).
                 let password = if v5 || username.is_some() {
                     password

@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, PubAck, PublishRef, SubAck, Subscribe, UnsubAck,
-    Unsubscribe, decode_publish, encode_publish, publish_encoded_len,
+    Unsubscribe, decode_publish, decode_publish_owned, encode_publish,
 };
 use crate::reason::ReasonCode;
 use crate::types::{PacketType, ProtocolVersion, Role};
@@ -37,6 +37,7 @@ pub struct RawFrame<'a> {
 
 impl<'a> RawFrame<'a> {
     /// The frame's length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -47,6 +48,7 @@ impl<'a> RawFrame<'a> {
     }
 
     /// The variable header and payload.
+    #[inline]
     pub fn body(&self) -> &'a [u8] {
         &self.bytes[self.header_len..]
     }
@@ -122,9 +124,19 @@ impl Codec {
         let Some(&first) = buf.first() else {
             return Ok(None);
         };
-        let (packet_type, flags) = self.check_first_byte(first)?;
-        let Some((remaining, n)) = decode_varint(&buf[1..])? else {
-            return Ok(None);
+        let (packet_type, flags) =
+            if first >> 4 == PacketType::Publish as u8 && self.version.is_some() {
+                // Both ends receive PUBLISH and its flags are checked with its body.
+                (PacketType::Publish, first & 0x0F)
+            } else {
+                self.check_first_byte(first)?
+            };
+        let (remaining, n) = match buf.get(1) {
+            Some(&b) if b < 0x80 => (u32::from(b), 1),
+            _ => match decode_varint(&buf[1..])? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
         };
         let header_len = 1 + n;
         let size = header_len + remaining as usize;
@@ -212,15 +224,16 @@ impl Codec {
     /// # Errors
     /// A [`DecodeError`]: the stream is corrupt and the connection must be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let (header_len, size) = match self.next_frame(buf)? {
-            Some(f) => (f.header_len, f.len()),
+        let (packet_type, flags, header_len, size) = match self.next_frame(buf)? {
+            Some(f) => (f.packet_type, f.flags, f.header_len, f.len()),
             None => {
                 self.reserve_for_next(buf);
                 return Ok(None);
             }
         };
         let frame = buf.split_to(size).freeze();
-        self.decode_frame(&frame, header_len).map(Some)
+        self.decode_checked(packet_type, flags, frame, header_len)
+            .map(Some)
     }
 
     /// Reserves what the partial frame at the front of `buf` still needs, when its header says.
@@ -246,8 +259,26 @@ impl Codec {
         frame: &Bytes,
         header_len: usize,
     ) -> Result<Packet, DecodeError> {
-        let first = frame[0];
-        let (packet_type, flags) = self.check_first_byte(first)?;
+        let (packet_type, flags) = self.check_first_byte(frame[0])?;
+        self.decode_checked(packet_type, flags, frame.clone(), header_len)
+    }
+
+    /// Decodes a frame whose fixed header was checked.
+    fn decode_checked(
+        &mut self,
+        packet_type: PacketType,
+        flags: u8,
+        frame: Bytes,
+        header_len: usize,
+    ) -> Result<Packet, DecodeError> {
+        if packet_type == PacketType::Publish {
+            let version = self.version.ok_or(DecodeError::FirstPacketNotConnect {
+                packet: packet_type,
+            })?;
+            return decode_publish_owned(flags, frame, header_len, version, self.role)
+                .map(Packet::Publish);
+        }
+        let frame = &frame;
         let body = &frame[header_len..];
         if packet_type == PacketType::Connect {
             let connect = Connect::decode(frame, body)?;
@@ -269,9 +300,7 @@ impl Codec {
         Ok(match packet_type {
             PacketType::Connect => unreachable!("handled above"),
             PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(frame, body, version)?),
-            PacketType::Publish => {
-                Packet::Publish(decode_publish(flags, body, version, self.role)?.to_owned_in(frame))
-            }
+            PacketType::Publish => unreachable!("handled above"),
             PacketType::PubAck => {
                 Packet::PubAck(PubAck::decode(packet_type, frame, body, version)?)
             }
@@ -325,13 +354,21 @@ impl Codec {
                 packet: packet_type,
             });
         }
+        if let Packet::Publish(p) = packet {
+            return encode_publish(
+                version,
+                &p.fields(),
+                &p.properties,
+                &p.payload,
+                self.peer_max_packet_size as usize,
+                buf,
+            );
+        }
         check_codes(packet, version)?;
         let body_len = match packet {
             Packet::Connect(p) => p.body_len()?,
             Packet::ConnAck(p) => p.body_len(version)?,
-            Packet::Publish(p) => {
-                publish_encoded_len(version, &p.fields(), &p.properties, p.payload.len())?
-            }
+            Packet::Publish(_) => unreachable!("encoded above"),
             Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
                 p.body_len(version)?
             }
@@ -349,9 +386,6 @@ impl Codec {
                 size,
                 max: self.peer_max_packet_size as usize,
             });
-        }
-        if let Packet::Publish(p) = packet {
-            return encode_publish(version, &p.fields(), &p.properties, &p.payload, buf);
         }
         buf.reserve(size);
         let flags = packet_type.required_flags().unwrap_or(0);

@@ -134,10 +134,15 @@ pub(crate) enum Value<'a> {
     Utf8(&'a str),
     Binary(&'a [u8]),
     Pair(&'a str, &'a str),
+    /// Already-encoded properties (a validated block), written as they are.
+    Raw(&'a [u8]),
 }
 
 impl Value<'_> {
     fn encoded_len(&self) -> usize {
+        if let Value::Raw(b) = self {
+            return b.len();
+        }
         1 + match self {
             Value::Byte(_) => 1,
             Value::TwoByte(_) => 2,
@@ -146,10 +151,15 @@ impl Value<'_> {
             Value::Utf8(s) => 2 + s.len(),
             Value::Binary(b) => 2 + b.len(),
             Value::Pair(k, v) => 4 + k.len() + v.len(),
+            Value::Raw(_) => 0,
         }
     }
 
     fn write(&self, property: u8, buf: &mut impl BufMut) {
+        if let Value::Raw(b) = self {
+            buf.put_slice(b);
+            return;
+        }
         buf.put_u8(property);
         match *self {
             Value::Byte(v) => buf.put_u8(v),
@@ -162,6 +172,7 @@ impl Value<'_> {
                 put_binary(buf, k.as_bytes());
                 put_binary(buf, v.as_bytes());
             }
+            Value::Raw(_) => {}
         }
     }
 }
@@ -379,7 +390,7 @@ fn check_value(property: u8, value: &Value<'_>) -> Result<(), DecodeError> {
 }
 
 /// Walks a block that [`parse`] accepted (or that the encoder built), yielding each property.
-fn walk(block: &[u8]) -> impl Iterator<Item = (u8, Value<'_>)> + '_ {
+pub(crate) fn walk(block: &[u8]) -> impl Iterator<Item = (u8, Value<'_>)> + '_ {
     let mut rest = block;
     std::iter::from_fn(move || {
         let (&property, tail) = rest.split_first()?;
@@ -624,6 +635,11 @@ pub(crate) fn slice_in(frame: &Bytes, sub: &[u8]) -> Bytes {
 /// Something that lists its properties for the encoder.
 pub(crate) trait Encode {
     fn visit<'s>(&'s self, f: &mut impl FnMut(u8, Value<'s>));
+
+    /// Whether there is nothing to visit; lets the encoder skip the walks.
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// The encoded size of a property block's contents (without its length prefix).

@@ -13,6 +13,7 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     pub(crate) fn new(buf: &'a [u8], packet: PacketType) -> Self {
         Self { buf, packet }
     }
@@ -21,6 +22,7 @@ impl<'a> Reader<'a> {
         self.packet
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
@@ -96,7 +98,20 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The next byte, without consuming it.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
+    /// Skips `n` bytes that [`Reader::peek`] showed are there.
+    #[inline]
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.buf = &self.buf[n.min(self.buf.len())..];
+    }
+
     /// The bytes not read yet, consuming the reader.
+    #[inline]
     pub(crate) fn rest(self) -> &'a [u8] {
         self.buf
     }

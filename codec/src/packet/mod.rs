@@ -23,7 +23,7 @@ pub use subscribe::{
 };
 pub use unsubscribe::{Unsubscribe, UnsubscribeProperties};
 
-pub(crate) use publish::{decode_publish, encode_publish, publish_encoded_len};
+pub(crate) use publish::{decode_publish, decode_publish_owned, encode_publish};
 
 use bytes::{BufMut, Bytes};
 
