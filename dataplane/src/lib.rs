@@ -1,4 +1,6 @@
 //! Sluice's data plane: the per-core runtime, MQTT sessions, routing and sinks (issue 4), and the
 //! control socket through which `config-agent` configures it. See ARCHITECTURE.md.
 
+pub mod cli;
 pub mod control;
+pub mod state;

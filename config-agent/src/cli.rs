@@ -1,0 +1,415 @@
+//! The `config-agent` command line: `validate` for CI pipelines, `run` to configure a data plane.
+//!
+//! `run` watches the folder by polling it (names, sizes and modification times of the manifest
+//! files), waits until it has been quiet for the debounce interval, then loads and validates
+//! everything again. A valid result that differs from the last snapshot pushed is pushed with the
+//! next generation; an invalid one is reported and the last good snapshot stays in force. When the
+//! data plane goes away the agent reconnects and pushes the last good snapshot again.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use tracing::{error, info, warn};
+
+use crate::control::{
+    AgentMessage, DataplaneMessage, FrameDecoder, PROTOCOL_VERSION, read_message, write_message,
+};
+use crate::{Diagnostic, Options, RealFiles, Snapshot, is_manifest, load_and_validate};
+
+/// Validates Azure IoT Operations dataflow resources and configures a Sluice data plane.
+#[derive(Debug, Parser)]
+#[command(name = "config-agent", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate manifests (files or folders); exit 0 when valid, 1 otherwise.
+    Validate(ValidateArgs),
+    /// Load, validate and push to the data plane; watch the folder and push every valid change.
+    Run(RunArgs),
+}
+
+/// Options shared by both subcommands.
+#[derive(Debug, ClapArgs)]
+pub struct Resolve {
+    /// The local MQTT broker (`host:port`) that an MQTT endpoint without a host means.
+    #[arg(long, value_name = "HOST:PORT", default_value = crate::snapshot::DEFAULT_LOCAL_BROKER_HOST)]
+    pub local_broker: String,
+    /// Allow dataflows that neither read from nor write to the local broker (AIO requires one).
+    #[arg(long)]
+    pub allow_no_local_broker: bool,
+    /// Folder where `secretRef: NAME` resolves to `NAME/<key>` files.
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Folder where a ConfigMap reference resolves to `NAME/`.
+    #[arg(long, value_name = "DIR")]
+    pub configmaps_dir: Option<PathBuf>,
+    /// Folder where a persistent volume claim resolves to `NAME/`.
+    #[arg(long, value_name = "DIR")]
+    pub volumes_dir: Option<PathBuf>,
+}
+
+impl Resolve {
+    fn options(&self) -> Options {
+        Options {
+            local_broker_host: self.local_broker.clone(),
+            require_local_broker: !self.allow_no_local_broker,
+            secrets_dir: self.secrets_dir.clone(),
+            configmaps_dir: self.configmaps_dir.clone(),
+            volumes_dir: self.volumes_dir.clone(),
+        }
+    }
+}
+
+/// Output format of `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One line per problem: `file:line: path: message`.
+    Text,
+    /// One JSON document: `{"valid", "errors", "warnings"}`.
+    Json,
+}
+
+/// `config-agent validate`.
+#[derive(Debug, ClapArgs)]
+pub struct ValidateArgs {
+    /// Manifest files or folders (`*.yaml`, `*.yml`).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+/// `config-agent run`.
+#[derive(Debug, ClapArgs)]
+pub struct RunArgs {
+    /// The folder of manifests to load and watch.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: PathBuf,
+    /// The data plane's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: PathBuf,
+    /// Push one snapshot, print the data plane's verdict and exit (0 applied, 1 invalid or
+    /// rejected, 2 when the data plane cannot be reached).
+    #[arg(long)]
+    pub once: bool,
+    /// How long the folder must stay unchanged before it is loaded again, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub debounce_ms: u64,
+    /// How often the folder is checked for changes, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub poll_ms: u64,
+    /// How long `--once` waits for the data plane's socket, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Log filter (`info`, `debug`, ...); `RUST_LOG` overrides it.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+    #[command(flatten)]
+    pub resolve: Resolve,
+}
+
+/// Runs the command line; returns the process's exit code.
+#[allow(clippy::print_stderr)]
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Validate(args) => validate(&args),
+        Command::Run(args) => {
+            if let Err(e) = init_logs(&args.log) {
+                eprintln!("config-agent: {e:#}");
+                return ExitCode::from(2);
+            }
+            match run(&args) {
+                Ok(code) => code,
+                Err(e) => {
+                    error!("{e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn init_logs(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .context("--log")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn validate(args: &ValidateArgs) -> ExitCode {
+    let report = load_and_validate(&RealFiles, &args.paths, &args.resolve.options());
+    let (errors, warnings): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
+        report.diagnostics.iter().partition(|d| d.is_error());
+    match args.format {
+        Format::Json => {
+            let doc = serde_json::json!({
+                "valid": errors.is_empty(),
+                "errors": errors,
+                "warnings": warnings,
+            });
+            println!("{doc:#}");
+        }
+        Format::Text => {
+            for d in &report.diagnostics {
+                println!("{d}");
+            }
+            println!(
+                "{}: {} error(s), {} warning(s)",
+                if errors.is_empty() {
+                    "valid"
+                } else {
+                    "invalid"
+                },
+                errors.len(),
+                warnings.len()
+            );
+        }
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Loads and validates the folder; logs the problems; returns the snapshot when valid.
+fn load(args: &RunArgs, options: &Options) -> Option<Snapshot> {
+    let report = load_and_validate(&RealFiles, std::slice::from_ref(&args.config_dir), options);
+    for d in &report.diagnostics {
+        if d.is_error() {
+            error!("{d}");
+        } else {
+            warn!("{d}");
+        }
+    }
+    if report.snapshot.is_none() {
+        let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
+        error!(
+            errors,
+            "the configuration is invalid; the last good snapshot stays in force"
+        );
+    }
+    report.snapshot
+}
+
+/// A connection to the data plane after the handshake.
+struct Connection {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    /// The generation in force on the data plane.
+    generation: u64,
+}
+
+impl Connection {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut stream = UnixStream::connect(path)
+            .with_context(|| format!("cannot connect to {}", path.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let decoder = FrameDecoder::default();
+        write_message(
+            &mut stream,
+            &AgentMessage::<()>::Hello {
+                versions: vec![PROTOCOL_VERSION],
+                agent: format!("config-agent {}", env!("CARGO_PKG_VERSION")),
+            },
+        )?;
+        match read_message(&mut stream, &decoder)? {
+            Some(DataplaneMessage::Welcome {
+                version,
+                dataplane,
+                generation,
+            }) => {
+                info!(%dataplane, version, generation, "connected to the data plane");
+                Ok(Self {
+                    stream,
+                    decoder,
+                    generation: generation.unwrap_or(0),
+                })
+            }
+            Some(DataplaneMessage::Error { message }) => bail!("the data plane refused: {message}"),
+            Some(other) => bail!("unexpected answer to Hello: {other:?}"),
+            None => bail!("the data plane closed the connection"),
+        }
+    }
+
+    /// Pushes `snapshot` with the next generation; returns whether it was applied.
+    fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<bool> {
+        let generation = self.generation + 1;
+        write_message(
+            &mut self.stream,
+            &AgentMessage::Apply {
+                generation,
+                snapshot,
+            },
+        )?;
+        match read_message(&mut self.stream, &self.decoder)? {
+            Some(DataplaneMessage::Applied {
+                generation,
+                changes,
+            }) => {
+                self.generation = generation;
+                info!(
+                    generation,
+                    added = ?changes.added,
+                    changed = ?changes.changed,
+                    removed = ?changes.removed,
+                    unchanged = changes.unchanged.len(),
+                    "applied"
+                );
+                Ok(true)
+            }
+            Some(DataplaneMessage::Rejected { generation, errors }) => {
+                for e in &errors {
+                    error!(generation, path = %e.path, "rejected: {}", e.message);
+                }
+                Ok(false)
+            }
+            Some(DataplaneMessage::Error { message }) => bail!("the data plane: {message}"),
+            Some(other) => bail!("unexpected answer to Apply: {other:?}"),
+            None => bail!("the data plane closed the connection"),
+        }
+    }
+}
+
+/// What the watcher compares: each manifest's path, size and modification time.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if is_manifest(&path)
+                && let Ok(meta) = entry.metadata()
+            {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let options = args.resolve.options();
+    if args.once {
+        return once(args, &options);
+    }
+    let poll = Duration::from_millis(args.poll_ms.max(10));
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let mut seen = fingerprint(&args.config_dir);
+    let mut good = load(args, &options);
+    // The snapshot the data plane has from us on the current connection.
+    let mut pushed: Option<Snapshot> = None;
+    let mut conn: Option<Connection> = None;
+    let mut last_connect_error = Instant::now() - Duration::from_secs(3600);
+    loop {
+        if conn.is_none() {
+            match Connection::open(&args.control_socket) {
+                Ok(c) => {
+                    conn = Some(c);
+                    pushed = None;
+                }
+                Err(e) => {
+                    if last_connect_error.elapsed() > Duration::from_secs(10) {
+                        warn!("{e:#}; retrying");
+                        last_connect_error = Instant::now();
+                    }
+                }
+            }
+        }
+        if let (Some(c), Some(snapshot)) = (conn.as_mut(), good.as_ref())
+            && pushed.as_ref() != Some(snapshot)
+        {
+            match c.push(snapshot) {
+                Ok(_) => pushed = Some(snapshot.clone()),
+                Err(e) => {
+                    warn!("{e:#}; reconnecting");
+                    conn = None;
+                }
+            }
+        }
+        std::thread::sleep(poll);
+        let now = fingerprint(&args.config_dir);
+        if now != seen {
+            // Debounce: wait until the folder stays the same for the whole interval.
+            let mut settled = now;
+            loop {
+                std::thread::sleep(debounce);
+                let again = fingerprint(&args.config_dir);
+                if again == settled {
+                    break;
+                }
+                settled = again;
+            }
+            seen = settled;
+            info!(dir = %args.config_dir.display(), "configuration changed");
+            if let Some(s) = load(args, &options) {
+                good = Some(s);
+            }
+        } else if let Some(c) = conn.as_mut() {
+            // Notice a data plane that went away while nothing changed.
+            if is_closed(&c.stream) {
+                warn!("the data plane closed the connection; reconnecting");
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Whether the peer closed the stream: a non-blocking read gets end of file. The data plane sends
+/// nothing unasked, so a byte here is a protocol error and also ends the connection.
+fn is_closed(stream: &UnixStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match std::io::Read::read(&mut &*stream, &mut byte) {
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        Ok(_) => true,
+    };
+    let _ = stream.set_nonblocking(false);
+    closed
+}
+
+#[allow(clippy::print_stdout)]
+fn once(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
+    let Some(snapshot) = load(args, options) else {
+        return Ok(ExitCode::from(1));
+    };
+    let deadline = Instant::now() + Duration::from_millis(args.connect_timeout_ms);
+    let mut conn = loop {
+        match Connection::open(&args.control_socket) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() >= deadline => {
+                error!("{e:#}");
+                return Ok(ExitCode::from(2));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    if conn.push(&snapshot)? {
+        println!("applied generation {}", conn.generation);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("rejected");
+        Ok(ExitCode::from(1))
+    }
+}
