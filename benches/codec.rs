@@ -46,7 +46,7 @@ use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use sluice_codec::{
-    ByteStr, Codec, MAX_PACKET_SIZE, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
+    ByteStr, Codec, MAX_PACKET_SIZE, Packet, ProtocolVersion, Publish, PublishPropertyValues, QoS,
     Role, UserProperties,
 };
 
@@ -108,11 +108,13 @@ impl Case {
             p.packet_id = NonZeroU16::new((i % 65_535) as u16 + 1);
         }
         if self.user_properties {
-            p.properties = PublishProperties {
+            p.properties = PublishPropertyValues {
                 user_properties: UserProperties::from_pairs(USER_PROPERTIES)
                     .expect("short User Properties without U+0000"),
-                ..PublishProperties::default()
-            };
+                ..PublishPropertyValues::default()
+            }
+            .build()
+            .expect("valid properties");
         }
         p
     }
@@ -221,7 +223,7 @@ fn check_decoders(case: Case, frames: &Bytes, n: usize) {
         let Packet::Publish(p) = packet else {
             panic!("not a PUBLISH: {packet:?}")
         };
-        let props = p.properties.user_properties.len();
+        let props = p.properties.user_properties().len();
         ours_owned.add(
             p.topic.as_bytes(),
             &p.payload,
@@ -440,7 +442,7 @@ impl Theirs {
                 t.pkid = pkid;
                 let user: Vec<(String, String)> = p
                     .properties
-                    .user_properties
+                    .user_properties()
                     .iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect();

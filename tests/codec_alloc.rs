@@ -6,8 +6,8 @@ use std::cell::Cell;
 
 use bytes::BytesMut;
 use sluice_codec::{
-    Codec, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishProperties, QoS, Role,
-    UserProperties,
+    Codec, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishProperties,
+    PublishPropertyValues, QoS, Role, UserProperties,
 };
 
 struct Counting;
@@ -54,13 +54,21 @@ fn stream(version: ProtocolVersion) -> BytesMut {
     let mut buf = BytesMut::new();
     for i in 0..FRAMES {
         let id = PacketId::new(i as u16 % 1000 + 1).expect("non-zero");
-        let mut properties = PublishProperties::default();
+        let mut properties = PublishProperties::new();
         if version == ProtocolVersion::V5 {
-            properties.user_properties =
-                UserProperties::from_pairs([("device", "d-17"), ("seq", "42"), ("seq", "43")])
-                    .expect("valid pairs");
-            properties.content_type = Some("application/json".into());
-            properties.correlation_data = Some(bytes::Bytes::from_static(b"corr"));
+            properties = PublishPropertyValues {
+                user_properties: UserProperties::from_pairs([
+                    ("device", "d-17"),
+                    ("seq", "42"),
+                    ("seq", "43"),
+                ])
+                .expect("valid pairs"),
+                content_type: Some("application/json".into()),
+                correlation_data: Some(bytes::Bytes::from_static(b"corr")),
+                ..PublishPropertyValues::default()
+            }
+            .build()
+            .expect("valid properties");
         }
         let publish = Publish {
             dup: false,
@@ -88,10 +96,17 @@ fn decoding_publish_and_puback_does_not_allocate() {
         let mut codec = Codec::new(Role::Client, version);
         let mut packets = 0;
         let mut user_properties = 0;
+        let mut content_types = 0;
         let before = allocated();
         while let Some(p) = codec.decode(&mut buf).expect("decode") {
             if let Packet::Publish(p) = &p {
-                user_properties += p.properties.user_properties.iter().count();
+                // Reading the properties, borrowed or as shared slices, allocates nothing either.
+                user_properties += p.properties.user_properties().iter().count();
+                content_types += usize::from(p.properties.content_type_bytes().is_some());
+                assert_eq!(
+                    p.properties.correlation_data_bytes().as_deref(),
+                    (version == ProtocolVersion::V5).then_some(&b"corr"[..])
+                );
             }
             packets += 1;
         }
@@ -99,6 +114,7 @@ fn decoding_publish_and_puback_does_not_allocate() {
         assert_eq!(packets, 2 * FRAMES);
         if version == ProtocolVersion::V5 {
             assert_eq!(user_properties, 3 * FRAMES);
+            assert_eq!(content_types, FRAMES);
         }
         // The first split turns the read buffer's Vec into a shared buffer: one allocation for
         // the whole stream, none per packet.

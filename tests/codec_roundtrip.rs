@@ -100,8 +100,8 @@ fn publish(v5: bool, to_client: bool) -> impl Strategy<Value = Packet> {
         },
         v5opt(v5, s(12)),
     )
-        .prop_map(
-            |(pfi, exp, alias, rt, cd, user, subs, ct)| PublishProperties {
+        .prop_map(|(pfi, exp, alias, rt, cd, user, subs, ct)| {
+            PublishPropertyValues {
                 payload_format_indicator: pfi,
                 message_expiry_interval_secs: exp,
                 topic_alias: alias,
@@ -110,8 +110,10 @@ fn publish(v5: bool, to_client: bool) -> impl Strategy<Value = Packet> {
                 user_properties: user,
                 subscription_identifiers: SubscriptionIds::from_ids(subs).expect("valid ids"),
                 content_type: ct,
-            },
-        );
+            }
+            .build()
+            .expect("valid properties")
+        });
     (
         qos(),
         any::<bool>(),
@@ -124,7 +126,7 @@ fn publish(v5: bool, to_client: bool) -> impl Strategy<Value = Packet> {
     )
         .prop_map(
             move |(qos, dup, retain, topic, id, properties, payload, empty_topic)| {
-                let alias = properties.topic_alias.is_some();
+                let alias = properties.topic_alias().is_some();
                 Packet::Publish(Publish {
                     dup: dup && qos != QoS::AtMostOnce,
                     qos,
@@ -321,7 +323,7 @@ fn connack(v5: bool) -> impl Strategy<Value = Packet> {
         Packet::ConnAck(ConnAck {
             session_present: sp && code == ReasonCode::SUCCESS,
             reason_code: code,
-            properties,
+            properties: Box::new(properties),
         })
     })
 }
@@ -452,12 +454,12 @@ fn auth() -> impl Strategy<Value = Packet> {
         .prop_map(|(rc, a, rs, up)| {
             Packet::Auth(Auth {
                 reason_code: rc,
-                properties: AuthProperties {
+                properties: Box::new(AuthProperties {
                     authentication_method: a.as_ref().map(|(m, _)| m.clone()),
                     authentication_data: a.and_then(|(_, d)| d),
                     reason_string: rs,
                     user_properties: up,
-                },
+                }),
             })
         })
 }
@@ -551,6 +553,13 @@ fn round_trip(v5: bool, to_client: bool, packet: &Packet) -> Result<(), TestCase
             .decode_publish(&frame)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&r.to_owned_in(&bytes), p);
+        // The values come back out of the block, and build the same block again.
+        let values = p.properties.to_values();
+        let rebuilt = values
+            .build()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(rebuilt.as_bytes(), p.properties.as_bytes());
+        prop_assert_eq!(&rebuilt, &p.properties);
         let mut again = BytesMut::new();
         r.encode(version, &mut again)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;

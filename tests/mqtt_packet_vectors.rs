@@ -30,10 +30,10 @@ use serde_json::{Map, Value};
 use sluice_codec::{
     AckProperties, Auth, AuthProperties, ByteStr, Codec, ConnAck, ConnAckProperties, Connect,
     ConnectProperties, DecodeError, Disconnect, DisconnectProperties, EncodeError, LastWill,
-    Packet, PacketId, PayloadFormat, ProtocolVersion, PubAck, Publish, PublishProperties, QoS,
-    ReasonCode, RetainHandling, Role, SubAck, Subscribe, SubscribeProperties, Subscription,
-    SubscriptionIds, SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties,
-    UserProperties,
+    Packet, PacketId, PayloadFormat, ProtocolVersion, PubAck, Publish, PublishProperties,
+    PublishPropertyValues, QoS, ReasonCode, RetainHandling, Role, SubAck, Subscribe,
+    SubscribeProperties, Subscription, SubscriptionIds, SubscriptionOptions, UnsubAck, Unsubscribe,
+    UnsubscribeProperties, UserProperties,
 };
 
 use ProtocolVersion::{V5, V311};
@@ -616,7 +616,7 @@ fn generate(object: &Value, version: ProtocolVersion) -> Result<Generated, Strin
 /// Checks that our own encoding decodes to the packet that was encoded, as every receiving end.
 fn check_round_trip(packet: &Packet, bytes: &[u8], version: ProtocolVersion) -> Result<(), String> {
     let only = match packet {
-        Packet::Publish(p) if !p.properties.subscription_identifiers.is_empty() => Some(Client),
+        Packet::Publish(p) if !p.properties.subscription_identifiers().is_empty() => Some(Client),
         Packet::Disconnect(d) if d.properties.session_expiry_interval_secs.is_some() => {
             Some(Server)
         }
@@ -712,7 +712,12 @@ fn normalised(packet: &Packet) -> Packet {
             }
         }
         Packet::ConnAck(c) => sort(&mut c.properties.user_properties),
-        Packet::Publish(x) => sort(&mut x.properties.user_properties),
+        Packet::Publish(x) => {
+            // The properties are one encoded block: take the values out, sort, build it again.
+            let mut values = x.properties.to_values();
+            sort(&mut values.user_properties);
+            x.properties = values.build().expect("properties from a packet are valid");
+        }
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             sort(&mut a.properties.user_properties);
         }
@@ -1019,7 +1024,7 @@ fn to_packet(object: &Value, version: ProtocolVersion) -> Build<Packet> {
             Packet::ConnAck(ConnAck {
                 session_present,
                 reason_code: code,
-                properties: connack_properties(&mut f, version)?,
+                properties: Box::new(connack_properties(&mut f, version)?),
             })
         }
         "publish" => {
@@ -1168,7 +1173,7 @@ fn to_packet(object: &Value, version: ProtocolVersion) -> Build<Packet> {
             };
             Packet::Auth(Auth {
                 reason_code,
-                properties,
+                properties: Box::new(properties),
             })
         }
         other => return Err(format!("unknown cmd {other:?}")),
@@ -1294,7 +1299,7 @@ fn connack_properties(f: &mut Fields<'_>, version: ProtocolVersion) -> Build<Con
 
 fn publish_properties(f: &mut Fields<'_>, version: ProtocolVersion) -> Build<PublishProperties> {
     let Some(mut p) = properties(f, version)? else {
-        return Ok(PublishProperties::default());
+        return Ok(PublishProperties::new());
     };
     let ids = p
         .opt("subscriptionIdentifier", |v| match v {
@@ -1302,7 +1307,7 @@ fn publish_properties(f: &mut Fields<'_>, version: ProtocolVersion) -> Build<Pub
             v => u32_(v).map(|id| vec![id]),
         })?
         .unwrap_or_default();
-    let props = PublishProperties {
+    let values = PublishPropertyValues {
         payload_format_indicator: p.opt("payloadFormatIndicator", payload_format)?,
         message_expiry_interval_secs: p.opt("messageExpiryInterval", u32_)?,
         topic_alias: p.opt("topicAlias", nz16)?,
@@ -1315,7 +1320,8 @@ fn publish_properties(f: &mut Fields<'_>, version: ProtocolVersion) -> Build<Pub
         content_type: p.opt("contentType", string)?,
     };
     p.finish()?;
-    Ok(props)
+    // Built (checked and encoded) here: values the peer would refuse are refused by the API.
+    values.build().map_err(refused)
 }
 
 fn subscription(v: &Value, version: ProtocolVersion) -> Build<Subscription> {

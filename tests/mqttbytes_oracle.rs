@@ -56,7 +56,7 @@ use proptest::sample::select;
 use sluice_codec::{
     AckProperties, Codec, ConnAck, ConnAckProperties, Connect, ConnectProperties, DecodeError,
     Disconnect, DisconnectProperties, LastWill, Packet, PayloadFormat, ProtocolVersion, PubAck,
-    Publish, PublishProperties, QoS, ReasonCode, RetainHandling, Role, SubAck, Subscribe,
+    Publish, PublishPropertyValues, QoS, ReasonCode, RetainHandling, Role, SubAck, Subscribe,
     SubscribeProperties, Subscription, SubscriptionIds, SubscriptionOptions, UnsubAck, Unsubscribe,
     UnsubscribeProperties, UserProperties, WillProperties,
 };
@@ -935,7 +935,7 @@ fn user_props(pairs: &Pairs) -> UserProperties {
         .expect("generated user properties are valid")
 }
 
-fn pairs_of(u: &UserProperties) -> Pairs {
+fn pairs_of<B: AsRef<[u8]>>(u: &UserProperties<B>) -> Pairs {
     u.iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
@@ -978,7 +978,7 @@ fn build_ours(view: &View) -> Packet {
             retain: p.retain,
             topic: p.topic.clone().into(),
             packet_id: NonZeroU16::new(p.pkid),
-            properties: PublishProperties {
+            properties: PublishPropertyValues {
                 payload_format_indicator: p.payload_format.map(format_of),
                 message_expiry_interval_secs: p.expiry,
                 topic_alias: p.alias.map(nz16),
@@ -988,7 +988,9 @@ fn build_ours(view: &View) -> Packet {
                 subscription_identifiers: SubscriptionIds::from_ids(p.sub_ids.iter().copied())
                     .expect("generated identifiers are valid"),
                 content_type: p.content_type.clone().map(Into::into),
-            },
+            }
+            .build()
+            .expect("a valid view's properties build"),
             payload: Bytes::from(p.payload.clone()),
         }),
         View::PubAck(a) => Packet::PubAck(PubAck {
@@ -1074,7 +1076,7 @@ fn build_ours(view: &View) -> Packet {
         View::ConnAck(c) => Packet::ConnAck(ConnAck {
             session_present: c.session_present,
             reason_code: ReasonCode(c.code),
-            properties: ConnAckProperties {
+            properties: Box::new(ConnAckProperties {
                 session_expiry_interval_secs: c.session_expiry,
                 receive_maximum: c.receive_max.map(nz16),
                 maximum_qos: c.max_qos.map(qos_of),
@@ -1092,7 +1094,7 @@ fn build_ours(view: &View) -> Packet {
                 server_reference: c.server_reference.clone().map(Into::into),
                 authentication_method: c.auth_method.clone().map(Into::into),
                 authentication_data: c.auth_data.clone().map(Bytes::from),
-            },
+            }),
         }),
         View::PingReq => Packet::PingReq,
         View::Disconnect(d) => Packet::Disconnect(Disconnect {
@@ -1125,14 +1127,14 @@ fn view_of_ours(packet: &Packet) -> View {
             topic: p.topic.as_str().to_owned(),
             pkid: p.packet_id.map_or(0, NonZeroU16::get),
             payload: p.payload.to_vec(),
-            payload_format: p.properties.payload_format_indicator.map(|f| f as u8),
-            expiry: p.properties.message_expiry_interval_secs,
-            alias: p.properties.topic_alias.map(NonZeroU16::get),
-            response_topic: string_of(&p.properties.response_topic),
-            correlation: vec_of(&p.properties.correlation_data),
-            user: pairs_of(&p.properties.user_properties),
-            sub_ids: p.properties.subscription_identifiers.iter().collect(),
-            content_type: string_of(&p.properties.content_type),
+            payload_format: p.properties.payload_format_indicator().map(|f| f as u8),
+            expiry: p.properties.message_expiry_interval_secs(),
+            alias: p.properties.topic_alias().map(NonZeroU16::get),
+            response_topic: p.properties.response_topic().map(str::to_owned),
+            correlation: p.properties.correlation_data().map(<[u8]>::to_vec),
+            user: pairs_of(&p.properties.user_properties()),
+            sub_ids: p.properties.subscription_identifiers().iter().collect(),
+            content_type: p.properties.content_type().map(str::to_owned),
         }),
         Packet::PubAck(a) => View::PubAck(AckView {
             pkid: a.packet_id.get(),

@@ -358,7 +358,6 @@ impl Codec {
             return encode_publish(
                 version,
                 &p.fields(),
-                &p.properties,
                 &p.payload,
                 self.peer_max_packet_size as usize,
                 buf,

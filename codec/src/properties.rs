@@ -134,15 +134,10 @@ pub(crate) enum Value<'a> {
     Utf8(&'a str),
     Binary(&'a [u8]),
     Pair(&'a str, &'a str),
-    /// Already-encoded properties (a validated block), written as they are.
-    Raw(&'a [u8]),
 }
 
 impl Value<'_> {
     fn encoded_len(&self) -> usize {
-        if let Value::Raw(b) = self {
-            return b.len();
-        }
         1 + match self {
             Value::Byte(_) => 1,
             Value::TwoByte(_) => 2,
@@ -151,15 +146,10 @@ impl Value<'_> {
             Value::Utf8(s) => 2 + s.len(),
             Value::Binary(b) => 2 + b.len(),
             Value::Pair(k, v) => 4 + k.len() + v.len(),
-            Value::Raw(_) => 0,
         }
     }
 
     fn write(&self, property: u8, buf: &mut impl BufMut) {
-        if let Value::Raw(b) = self {
-            buf.put_slice(b);
-            return;
-        }
         buf.put_u8(property);
         match *self {
             Value::Byte(v) => buf.put_u8(v),
@@ -172,7 +162,6 @@ impl Value<'_> {
                 put_binary(buf, k.as_bytes());
                 put_binary(buf, v.as_bytes());
             }
-            Value::Raw(_) => {}
         }
     }
 }
@@ -600,15 +589,6 @@ impl SubscriptionIds<Bytes> {
     }
 }
 
-impl SubscriptionIds<&[u8]> {
-    pub(crate) fn to_owned_in(&self, frame: &Bytes) -> SubscriptionIds<Bytes> {
-        SubscriptionIds(Repeated {
-            raw: slice_in(frame, self.0.raw),
-            count: self.0.count,
-        })
-    }
-}
-
 impl<B: AsRef<[u8]>, C: AsRef<[u8]>> PartialEq<SubscriptionIds<C>> for SubscriptionIds<B> {
     fn eq(&self, other: &SubscriptionIds<C>) -> bool {
         self.len() == other.len() && self.iter().eq(other.iter())
@@ -635,11 +615,6 @@ pub(crate) fn slice_in(frame: &Bytes, sub: &[u8]) -> Bytes {
 /// Something that lists its properties for the encoder.
 pub(crate) trait Encode {
     fn visit<'s>(&'s self, f: &mut impl FnMut(u8, Value<'s>));
-
-    /// Whether there is nothing to visit; lets the encoder skip the walks.
-    fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 /// The encoded size of a property block's contents (without its length prefix).
@@ -652,6 +627,11 @@ pub(crate) fn encoded_len(p: &impl Encode) -> usize {
 /// Writes a property block: its length, then its properties.
 pub(crate) fn write(p: &impl Encode, len: usize, buf: &mut impl BufMut) {
     put_varint(buf, len as u32);
+    write_contents(p, buf);
+}
+
+/// Writes a block's properties, without the length.
+pub(crate) fn write_contents(p: &impl Encode, buf: &mut impl BufMut) {
     p.visit(&mut |property, v| v.write(property, buf));
 }
 

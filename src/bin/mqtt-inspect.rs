@@ -285,14 +285,14 @@ fn s(v: &ByteStr) -> Value {
     json!(v.as_str())
 }
 
-fn user(u: &UserProperties) -> Value {
+fn user<B: AsRef<[u8]>>(u: &UserProperties<B>) -> Value {
     Value::Array(u.iter().map(|(k, v)| json!([k, v])).collect())
 }
 
 /// Builds a `properties` object from `(name, value)` pairs that are present.
-fn props(
+fn props<B: AsRef<[u8]>>(
     pairs: impl IntoIterator<Item = (&'static str, Option<Value>)>,
-    u: &UserProperties,
+    u: &UserProperties<B>,
 ) -> Value {
     let mut m = Map::new();
     for (k, v) in pairs {
@@ -484,28 +484,29 @@ fn packet_fields(o: &mut Map<String, Value>, p: &Packet, version: ProtocolVersio
                 [
                     (
                         "payload_format_indicator",
-                        pp.payload_format_indicator.map(|v| json!(v as u8)),
+                        pp.payload_format_indicator().map(|v| json!(v as u8)),
                     ),
                     (
                         "message_expiry_interval_secs",
-                        pp.message_expiry_interval_secs.map(|v| json!(v)),
+                        pp.message_expiry_interval_secs().map(|v| json!(v)),
                     ),
-                    ("topic_alias", pp.topic_alias.map(|v| json!(v.get()))),
-                    ("response_topic", pp.response_topic.as_ref().map(s)),
+                    ("topic_alias", pp.topic_alias().map(|v| json!(v.get()))),
+                    ("response_topic", pp.response_topic().map(|v| json!(v))),
                     (
                         "correlation_data",
-                        pp.correlation_data.as_ref().map(|b| json!(hex(b))),
+                        pp.correlation_data().map(|b| json!(hex(b))),
                     ),
-                    ("content_type", pp.content_type.as_ref().map(s)),
+                    ("content_type", pp.content_type().map(|v| json!(v))),
                 ],
-                &pp.user_properties,
+                &pp.user_properties(),
             );
-            if !pp.subscription_identifiers.is_empty()
+            let ids = pp.subscription_identifiers();
+            if !ids.is_empty()
                 && let Value::Object(m) = &mut m
             {
                 m.insert(
                     "subscription_identifiers".into(),
-                    json!(pp.subscription_identifiers.iter().collect::<Vec<_>>()),
+                    json!(ids.iter().collect::<Vec<_>>()),
                 );
             }
             put("properties", m);

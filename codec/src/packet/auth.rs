@@ -17,8 +17,9 @@ use crate::types::PacketType;
 pub struct Auth {
     /// Authenticate Reason Code: Success, Continue authentication or Re-authenticate.
     pub reason_code: ReasonCode,
-    /// Properties.
-    pub properties: AuthProperties,
+    /// Properties. Boxed: they are large and AUTH is rare, so that they do not set the size of
+    /// every [`Packet`](super::Packet).
+    pub properties: Box<AuthProperties>,
 }
 
 /// AUTH properties (§3.15.2.2).
@@ -48,7 +49,7 @@ impl Auth {
         let mut r = Reader::new(body, PacketType::Auth);
         let mut a = Self {
             reason_code: ReasonCode::SUCCESS,
-            properties: AuthProperties::default(),
+            properties: Box::default(),
         };
         if r.is_empty() {
             return Ok(a);
@@ -67,7 +68,7 @@ impl Auth {
                     _ => {}
                 }
             })?;
-            a.properties = AuthProperties {
+            *a.properties = AuthProperties {
                 authentication_method: strs[0].map(|s| own_str(frame, s)),
                 authentication_data: data.map(|b| own_bin(frame, b)),
                 reason_string: strs[1].map(|s| own_str(frame, s)),
@@ -82,14 +83,14 @@ impl Auth {
         if self.properties.is_empty() && self.reason_code == ReasonCode::SUCCESS {
             return Ok(0);
         }
-        Ok(1 + props_len(&self.properties)?)
+        Ok(1 + props_len(&*self.properties)?)
     }
 
     pub(crate) fn write_body(&self, len: usize, buf: &mut BytesMut) {
         if len > 0 {
             buf.put_u8(self.reason_code.0);
-            let plen = properties::encoded_len(&self.properties);
-            properties::write(&self.properties, plen, buf);
+            let plen = properties::encoded_len(&*self.properties);
+            properties::write(&*self.properties, plen, buf);
         }
     }
 }

@@ -20,8 +20,9 @@ pub struct ConnAck {
     pub session_present: bool,
     /// Connect Reason Code (5.0) or Connect Return Code (3.1.1).
     pub reason_code: ReasonCode,
-    /// Properties (5.0).
-    pub properties: ConnAckProperties,
+    /// Properties (5.0). Boxed: they are large and CONNACK is rare, so that they do not set the
+    /// size of every [`Packet`](super::Packet).
+    pub properties: Box<ConnAckProperties>,
 }
 
 /// CONNACK properties (§3.2.2.3).
@@ -72,7 +73,7 @@ impl ConnAck {
         Self {
             session_present,
             reason_code: ReasonCode::SUCCESS,
-            properties: ConnAckProperties::default(),
+            properties: Box::default(),
         }
     }
 
@@ -88,7 +89,7 @@ impl ConnAck {
         }
         let session_present = flags & 1 != 0;
         let code = r.u8("reason code")?;
-        let mut properties = ConnAckProperties::default();
+        let mut properties = Box::<ConnAckProperties>::default();
         match version {
             ProtocolVersion::V311 => {
                 if code > 5 {
@@ -99,7 +100,7 @@ impl ConnAck {
                 if !ReasonCode(code).allowed_in(P) {
                     return Err(DecodeError::InvalidReasonCode { packet: P, code });
                 }
-                properties = ConnAckProperties::decode(&mut r, frame)?;
+                *properties = ConnAckProperties::decode(&mut r, frame)?;
             }
         }
         if session_present && code != 0 {
@@ -122,7 +123,7 @@ impl ConnAck {
         }
         Ok(match version {
             ProtocolVersion::V311 => 2,
-            ProtocolVersion::V5 => 2 + props_len(&self.properties)?,
+            ProtocolVersion::V5 => 2 + props_len(&*self.properties)?,
         })
     }
 
@@ -130,8 +131,8 @@ impl ConnAck {
         buf.put_u8(u8::from(self.session_present));
         buf.put_u8(self.reason_code.0);
         if version == ProtocolVersion::V5 {
-            let plen = properties::encoded_len(&self.properties);
-            properties::write(&self.properties, plen, buf);
+            let plen = properties::encoded_len(&*self.properties);
+            properties::write(&*self.properties, plen, buf);
         }
     }
 }

@@ -16,7 +16,10 @@ pub use connack::{ConnAck, ConnAckProperties};
 pub use connect::{Connect, ConnectProperties, LastWill, WillProperties};
 pub use disconnect::{Disconnect, DisconnectProperties};
 pub use puback::{AckProperties, PubAck, PubComp, PubRec, PubRel};
-pub use publish::{PayloadFormat, Publish, PublishProperties, PublishPropertiesRef, PublishRef};
+pub use publish::{
+    PayloadFormat, Publish, PublishProperties, PublishPropertiesRef, PublishPropertyValues,
+    PublishRef,
+};
 pub use suback::{SubAck, UnsubAck};
 pub use subscribe::{
     RetainHandling, Subscribe, SubscribeProperties, Subscription, SubscriptionOptions,
@@ -123,4 +126,41 @@ pub(crate) fn check_str(field: &'static str, s: &str) -> Result<(), EncodeError>
 pub(crate) fn put_bin(buf: &mut impl BufMut, b: &[u8]) {
     buf.put_u16(b.len() as u16);
     buf.put_slice(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    /// Every decoded packet is moved a few times on its way out of `Codec::decode` (each move a
+    /// copy of the whole enum), so its size is a cost per packet: PUBLISH must stay small, and
+    /// no rare packet may make `Packet` bigger than PUBLISH does; box the large fields of rare
+    /// packets instead (as CONNECT, CONNACK and AUTH do). Sizes on 64-bit targets, where `Bytes`
+    /// is four words.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn packet_sizes() {
+        assert!(
+            size_of::<PublishProperties>() <= 48,
+            "{}",
+            size_of::<PublishProperties>()
+        );
+        assert!(size_of::<Publish>() <= 120, "{}", size_of::<Publish>());
+        assert!(size_of::<Packet>() <= 128, "{}", size_of::<Packet>());
+        // No variant but PUBLISH sets the size.
+        for (name, size) in [
+            ("ConnAck", size_of::<ConnAck>()),
+            ("PubAck", size_of::<PubAck>()),
+            ("Subscribe", size_of::<Subscribe>()),
+            ("SubAck", size_of::<SubAck>()),
+            ("Unsubscribe", size_of::<Unsubscribe>()),
+            ("UnsubAck", size_of::<UnsubAck>()),
+            ("Disconnect", size_of::<Disconnect>()),
+            ("Auth", size_of::<Auth>()),
+        ] {
+            assert!(size <= size_of::<Publish>(), "{name} is {size} bytes");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::{check_len, own_bin, own_str, put_bin};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{
-    self, Allowed, Encode, PropValue, RepeatedCounts, SubscriptionIds, UserProperties, id,
+    self, Allowed, Encode, PropValue, RepeatedCounts, SubscriptionIds, UserProperties, id, slice_in,
 };
 use crate::reader::Reader;
 use crate::string::{ByteStr, str_from_checked};
@@ -45,9 +45,47 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
-/// PUBLISH properties (§3.3.2.3).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// PUBLISH properties (§3.3.2.3), owned: the validated property block, kept encoded and read on
+/// demand, like [`PublishPropertiesRef`].
+///
+/// A decoded block is a slice of its frame (no copy, one reference count; none when the block is
+/// empty), and encoding writes it back as it is. To send properties, fill a
+/// [`PublishPropertyValues`] and [`build`](PublishPropertyValues::build) it: that checks the
+/// values and encodes them once.
+///
+/// The accessors walk the block (a few instructions per property, nothing when it is empty); the
+/// Topic Alias and the counts of User Properties and Subscription Identifiers are kept aside, so
+/// reading them costs nothing. Equality compares values, not bytes: two blocks that hold the same
+/// properties in another order are equal, as long as their User Properties and their
+/// Subscription Identifiers come in the same order. `Debug` shows the values.
+///
+/// ```
+/// use sluice_codec::{PublishPropertyValues, UserProperties};
+///
+/// let props = PublishPropertyValues {
+///     content_type: Some("text/plain".into()),
+///     user_properties: UserProperties::from_pairs([("unit", "celsius")])?,
+///     ..PublishPropertyValues::default()
+/// }
+/// .build()?;
+/// assert_eq!(props.content_type(), Some("text/plain"));
+/// assert_eq!(props.user_properties().get("unit"), Some("celsius"));
+/// # Ok::<(), sluice_codec::EncodeError>(())
+/// ```
+#[derive(Clone, Default)]
 pub struct PublishProperties {
+    /// The property block without its length; `Bytes::new()` when empty.
+    raw: Bytes,
+    topic_alias: Option<NonZeroU16>,
+    user: u32,
+    sub_ids: u32,
+}
+
+/// PUBLISH property values, to build [`PublishProperties`] for sending: fill in the fields and
+/// call [`build`](Self::build). [`PublishProperties::to_values`] gives them back from a decoded
+/// packet, without copying.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishPropertyValues {
     /// Payload Format Indicator.
     pub payload_format_indicator: Option<PayloadFormat>,
     /// Message Expiry Interval, seconds.
@@ -89,13 +127,32 @@ pub struct PublishRef<'a> {
 
 /// Borrowed PUBLISH properties: the validated property block, read on demand. Decoding checks
 /// every property once; the accessors walk the block again, which costs a few instructions per
-/// property, and nothing when the block is empty. Equality compares the encoded blocks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// property, and nothing when the block is empty. Equality and `Debug` are by value, as for
+/// [`PublishProperties`].
+#[derive(Clone, Copy, Default)]
 pub struct PublishPropertiesRef<'a> {
     raw: &'a [u8],
     topic_alias: Option<NonZeroU16>,
     user: u32,
     sub_ids: u32,
+}
+
+/// The single-occurrence properties of a block, found in one walk.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Singles<'a> {
+    payload_format_indicator: Option<PayloadFormat>,
+    message_expiry_interval_secs: Option<u32>,
+    response_topic: Option<&'a str>,
+    correlation_data: Option<&'a [u8]>,
+    content_type: Option<&'a str>,
+}
+
+fn payload_format(v: u8) -> PayloadFormat {
+    if v == 0 {
+        PayloadFormat::Unspecified
+    } else {
+        PayloadFormat::Utf8
+    }
 }
 
 impl<'a> PublishPropertiesRef<'a> {
@@ -115,6 +172,25 @@ impl<'a> PublishPropertiesRef<'a> {
             .map(|(_, v)| v)
     }
 
+    fn singles(&self) -> Singles<'a> {
+        let mut s = Singles::default();
+        for (property, v) in properties::walk(self.raw) {
+            match (property, v) {
+                (id::PAYLOAD_FORMAT_INDICATOR, PropValue::Byte(v)) => {
+                    s.payload_format_indicator = Some(payload_format(v));
+                }
+                (id::MESSAGE_EXPIRY_INTERVAL, PropValue::FourByte(v)) => {
+                    s.message_expiry_interval_secs = Some(v);
+                }
+                (id::RESPONSE_TOPIC, PropValue::Utf8(v)) => s.response_topic = Some(v),
+                (id::CORRELATION_DATA, PropValue::Binary(v)) => s.correlation_data = Some(v),
+                (id::CONTENT_TYPE, PropValue::Utf8(v)) => s.content_type = Some(v),
+                _ => {}
+            }
+        }
+        s
+    }
+
     /// Topic Alias.
     pub fn topic_alias(&self) -> Option<NonZeroU16> {
         self.topic_alias
@@ -123,8 +199,8 @@ impl<'a> PublishPropertiesRef<'a> {
     /// Payload Format Indicator.
     pub fn payload_format_indicator(&self) -> Option<PayloadFormat> {
         match self.find(id::PAYLOAD_FORMAT_INDICATOR)? {
-            PropValue::Byte(0) => Some(PayloadFormat::Unspecified),
-            _ => Some(PayloadFormat::Utf8),
+            PropValue::Byte(v) => Some(payload_format(v)),
+            _ => None,
         }
     }
 
@@ -170,20 +246,290 @@ impl<'a> PublishPropertiesRef<'a> {
         SubscriptionIds::from_block(if self.sub_ids > 0 { self.raw } else { &[] }, self.sub_ids)
     }
 
-    /// The owned properties, as slices of `frame` (which must contain this block).
+    /// The owned properties: the block as a slice of `frame`, which must contain it. No bytes
+    /// are copied; an empty block takes no reference.
+    ///
+    /// # Panics
+    /// If the block is not empty and does not point into `frame`.
     pub fn to_owned_in(&self, frame: &Bytes) -> PublishProperties {
-        if self.raw.is_empty() {
-            return PublishProperties::default();
-        }
         PublishProperties {
-            payload_format_indicator: self.payload_format_indicator(),
-            message_expiry_interval_secs: self.message_expiry_interval_secs(),
+            raw: slice_in(frame, self.raw),
             topic_alias: self.topic_alias,
-            response_topic: self.response_topic().map(|s| own_str(frame, s)),
-            correlation_data: self.correlation_data().map(|b| own_bin(frame, b)),
-            user_properties: self.user_properties().to_owned_in(frame),
-            subscription_identifiers: self.subscription_identifiers().to_owned_in(frame),
-            content_type: self.content_type().map(|s| own_str(frame, s)),
+            user: self.user,
+            sub_ids: self.sub_ids,
+        }
+    }
+
+    /// Whether both blocks hold the same values (see [`PublishProperties`]).
+    fn same_values(&self, other: &Self) -> bool {
+        if self.raw == other.raw {
+            return true;
+        }
+        // Both blocks hold only PUBLISH properties, each single-occurrence one at most once, in
+        // minimal encodings: the same values take the same number of bytes.
+        self.raw.len() == other.raw.len()
+            && self.topic_alias == other.topic_alias
+            && self.user == other.user
+            && self.sub_ids == other.sub_ids
+            && self.singles() == other.singles()
+            && self.user_properties() == other.user_properties()
+            && self.subscription_identifiers() == other.subscription_identifiers()
+    }
+
+    fn fmt_values(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.singles();
+        let mut d = f.debug_struct(name);
+        if let Some(v) = &s.payload_format_indicator {
+            d.field("payload_format_indicator", v);
+        }
+        if let Some(v) = &s.message_expiry_interval_secs {
+            d.field("message_expiry_interval_secs", v);
+        }
+        if let Some(v) = &self.topic_alias {
+            d.field("topic_alias", v);
+        }
+        if let Some(v) = &s.response_topic {
+            d.field("response_topic", v);
+        }
+        if let Some(v) = &s.correlation_data {
+            // Copied for the `b"..."` form that `Bytes` prints (Debug only).
+            d.field("correlation_data", &Bytes::copy_from_slice(v));
+        }
+        if self.user > 0 {
+            d.field("user_properties", &self.user_properties());
+        }
+        if self.sub_ids > 0 {
+            d.field("subscription_identifiers", &self.subscription_identifiers());
+        }
+        if let Some(v) = &s.content_type {
+            d.field("content_type", v);
+        }
+        d.finish()
+    }
+}
+
+impl PartialEq for PublishPropertiesRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_values(other)
+    }
+}
+
+impl Eq for PublishPropertiesRef<'_> {}
+
+impl std::fmt::Debug for PublishPropertiesRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fmt_values("PublishPropertiesRef", f)
+    }
+}
+
+impl PublishProperties {
+    /// No properties.
+    pub const fn new() -> Self {
+        Self {
+            raw: Bytes::new(),
+            topic_alias: None,
+            user: 0,
+            sub_ids: 0,
+        }
+    }
+
+    /// Checks `values` with the rules the decoder applies and encodes them once.
+    ///
+    /// # Errors
+    /// [`EncodeError::FieldTooLong`], [`EncodeError::NullCharacter`], [`EncodeError::Invalid`] or
+    /// [`EncodeError::Rejected`] for a value the peer would refuse (a Response Topic with
+    /// wildcards, a Subscription Identifier out of range, ...), and
+    /// [`EncodeError::PacketTooLarge`] for a block longer than a packet can be.
+    pub fn from_values(values: &PublishPropertyValues) -> Result<Self, EncodeError> {
+        properties::check_encode(values)?;
+        let len = properties::encoded_len(values);
+        if len > MAX_VARINT as usize {
+            return Err(EncodeError::PacketTooLarge {
+                size: len,
+                max: MAX_VARINT as usize,
+            });
+        }
+        if len == 0 {
+            return Ok(Self::new());
+        }
+        let mut raw = Vec::with_capacity(len);
+        properties::write_contents(values, &mut raw);
+        debug_assert_eq!(raw.len(), len);
+        Ok(Self {
+            raw: Bytes::from(raw),
+            topic_alias: values.topic_alias,
+            user: values.user_properties.len() as u32,
+            sub_ids: values.subscription_identifiers.len() as u32,
+        })
+    }
+
+    /// The values, as slices of the block (no copy): edit them and [`build`] again to change a
+    /// property.
+    ///
+    /// [`build`]: PublishPropertyValues::build
+    pub fn to_values(&self) -> PublishPropertyValues {
+        let s = self.view().singles();
+        PublishPropertyValues {
+            payload_format_indicator: s.payload_format_indicator,
+            message_expiry_interval_secs: s.message_expiry_interval_secs,
+            topic_alias: self.topic_alias,
+            response_topic: s.response_topic.map(|v| self.str_bytes(v)),
+            correlation_data: s.correlation_data.map(|v| self.raw.slice_ref(v)),
+            user_properties: self.user_properties_bytes(),
+            subscription_identifiers: SubscriptionIds::from_block(
+                if self.sub_ids > 0 {
+                    self.raw.clone()
+                } else {
+                    Bytes::new()
+                },
+                self.sub_ids,
+            ),
+            content_type: s.content_type.map(|v| self.str_bytes(v)),
+        }
+    }
+
+    /// A borrowed view of these properties.
+    pub fn view(&self) -> PublishPropertiesRef<'_> {
+        PublishPropertiesRef {
+            raw: &self.raw,
+            topic_alias: self.topic_alias,
+            user: self.user,
+            sub_ids: self.sub_ids,
+        }
+    }
+
+    /// Whether there are no properties (always in 3.1.1).
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The encoded property block, without its length.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// A string found in the block, as a slice of it.
+    fn str_bytes(&self, s: &str) -> ByteStr {
+        ByteStr::from_checked(self.raw.slice_ref(s.as_bytes()))
+    }
+
+    /// Topic Alias.
+    pub fn topic_alias(&self) -> Option<NonZeroU16> {
+        self.topic_alias
+    }
+
+    /// Payload Format Indicator.
+    pub fn payload_format_indicator(&self) -> Option<PayloadFormat> {
+        self.view().payload_format_indicator()
+    }
+
+    /// Message Expiry Interval, seconds.
+    pub fn message_expiry_interval_secs(&self) -> Option<u32> {
+        self.view().message_expiry_interval_secs()
+    }
+
+    /// Response Topic.
+    pub fn response_topic(&self) -> Option<&str> {
+        self.view().response_topic()
+    }
+
+    /// Response Topic, as a slice of the block (no copy).
+    pub fn response_topic_bytes(&self) -> Option<ByteStr> {
+        self.response_topic().map(|s| self.str_bytes(s))
+    }
+
+    /// Correlation Data.
+    pub fn correlation_data(&self) -> Option<&[u8]> {
+        self.view().correlation_data()
+    }
+
+    /// Correlation Data, as a slice of the block (no copy).
+    pub fn correlation_data_bytes(&self) -> Option<Bytes> {
+        self.correlation_data().map(|b| self.raw.slice_ref(b))
+    }
+
+    /// Content Type.
+    pub fn content_type(&self) -> Option<&str> {
+        self.view().content_type()
+    }
+
+    /// Content Type, as a slice of the block (no copy).
+    pub fn content_type_bytes(&self) -> Option<ByteStr> {
+        self.content_type().map(|s| self.str_bytes(s))
+    }
+
+    /// User Properties, in order.
+    pub fn user_properties(&self) -> UserProperties<&[u8]> {
+        self.view().user_properties()
+    }
+
+    /// User Properties that share the block (no copy), to keep beyond this packet.
+    pub fn user_properties_bytes(&self) -> UserProperties {
+        if self.user == 0 {
+            return UserProperties::new();
+        }
+        UserProperties::from_block(self.raw.clone(), self.user)
+    }
+
+    /// Subscription Identifiers, in order.
+    pub fn subscription_identifiers(&self) -> SubscriptionIds<&[u8]> {
+        self.view().subscription_identifiers()
+    }
+}
+
+impl PartialEq for PublishProperties {
+    fn eq(&self, other: &Self) -> bool {
+        self.view().same_values(&other.view())
+    }
+}
+
+impl Eq for PublishProperties {}
+
+impl std::fmt::Debug for PublishProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.view().fmt_values("PublishProperties", f)
+    }
+}
+
+impl TryFrom<&PublishPropertyValues> for PublishProperties {
+    type Error = EncodeError;
+
+    fn try_from(values: &PublishPropertyValues) -> Result<Self, EncodeError> {
+        Self::from_values(values)
+    }
+}
+
+impl PublishPropertyValues {
+    /// Checks the values and encodes them: see [`PublishProperties::from_values`].
+    ///
+    /// # Errors
+    /// See [`PublishProperties::from_values`].
+    pub fn build(&self) -> Result<PublishProperties, EncodeError> {
+        PublishProperties::from_values(self)
+    }
+}
+
+impl Encode for PublishPropertyValues {
+    fn visit<'s>(&'s self, f: &mut impl FnMut(u8, PropValue<'s>)) {
+        if let Some(v) = self.payload_format_indicator {
+            f(id::PAYLOAD_FORMAT_INDICATOR, PropValue::Byte(v as u8));
+        }
+        if let Some(v) = self.message_expiry_interval_secs {
+            f(id::MESSAGE_EXPIRY_INTERVAL, PropValue::FourByte(v));
+        }
+        if let Some(v) = self.topic_alias {
+            f(id::TOPIC_ALIAS, PropValue::TwoByte(v.get()));
+        }
+        if let Some(v) = &self.response_topic {
+            f(id::RESPONSE_TOPIC, PropValue::Utf8(v));
+        }
+        if let Some(v) = &self.correlation_data {
+            f(id::CORRELATION_DATA, PropValue::Binary(v));
+        }
+        properties::visit_user(&self.user_properties, f);
+        properties::visit_sub_ids(&self.subscription_identifiers, f);
+        if let Some(v) = &self.content_type {
+            f(id::CONTENT_TYPE, PropValue::Utf8(v));
         }
     }
 }
@@ -217,9 +563,10 @@ impl<'a> PublishRef<'a> {
             retain: self.retain,
             topic: self.topic,
             packet_id: self.packet_id,
+            properties: self.properties.raw,
             has_alias: self.properties.topic_alias.is_some(),
         };
-        encode_publish(version, &f, &self.properties, self.payload, usize::MAX, buf)
+        encode_publish(version, &f, self.payload, usize::MAX, buf)
     }
 }
 
@@ -232,7 +579,7 @@ impl Publish {
             retain: false,
             topic,
             packet_id: None,
-            properties: PublishProperties::default(),
+            properties: PublishProperties::new(),
             payload,
         }
     }
@@ -244,6 +591,7 @@ impl Publish {
             retain: self.retain,
             topic: &self.topic,
             packet_id: self.packet_id,
+            properties: &self.properties.raw,
             has_alias: self.properties.topic_alias.is_some(),
         }
     }
@@ -260,13 +608,14 @@ impl Publish {
         buf: &mut BytesMut,
     ) -> Result<usize, EncodeError> {
         let f = self.fields();
-        let (body, plen) = publish_encoded_len(version, &f, &self.properties, self.payload.len())?;
-        write_header(version, &f, &self.properties, body, plen, buf);
+        let body = publish_encoded_len(version, &f, self.payload.len())?;
+        write_header(version, &f, body, buf);
         Ok(self.payload.len())
     }
 }
 
-/// The fixed fields of a PUBLISH, for the encoder.
+/// The fields of a PUBLISH, for the encoder; `properties` is a validated property block (decoded,
+/// or built by [`PublishProperties::from_values`]), written as it is.
 #[derive(Debug)]
 pub(crate) struct Fields<'a> {
     dup: bool,
@@ -274,6 +623,7 @@ pub(crate) struct Fields<'a> {
     retain: bool,
     topic: &'a str,
     packet_id: Option<PacketId>,
+    properties: &'a [u8],
     has_alias: bool,
 }
 
@@ -400,70 +750,13 @@ pub(crate) fn plain_ascii_name(b: &[u8]) -> bool {
     i == n || word_ok(word_at(b, n - 8))
 }
 
-impl PublishProperties {
-    /// Whether no property is set.
-    pub fn is_empty(&self) -> bool {
-        self.payload_format_indicator.is_none()
-            && self.message_expiry_interval_secs.is_none()
-            && self.topic_alias.is_none()
-            && self.response_topic.is_none()
-            && self.correlation_data.is_none()
-            && self.user_properties.is_empty()
-            && self.subscription_identifiers.is_empty()
-            && self.content_type.is_none()
-    }
-}
-
-impl Encode for PublishProperties {
-    fn is_empty(&self) -> bool {
-        PublishProperties::is_empty(self)
-    }
-
-    fn visit<'s>(&'s self, f: &mut impl FnMut(u8, PropValue<'s>)) {
-        if let Some(v) = self.payload_format_indicator {
-            f(id::PAYLOAD_FORMAT_INDICATOR, PropValue::Byte(v as u8));
-        }
-        if let Some(v) = self.message_expiry_interval_secs {
-            f(id::MESSAGE_EXPIRY_INTERVAL, PropValue::FourByte(v));
-        }
-        if let Some(v) = self.topic_alias {
-            f(id::TOPIC_ALIAS, PropValue::TwoByte(v.get()));
-        }
-        if let Some(v) = &self.response_topic {
-            f(id::RESPONSE_TOPIC, PropValue::Utf8(v));
-        }
-        if let Some(v) = &self.correlation_data {
-            f(id::CORRELATION_DATA, PropValue::Binary(v));
-        }
-        properties::visit_user(&self.user_properties, f);
-        properties::visit_sub_ids(&self.subscription_identifiers, f);
-        if let Some(v) = &self.content_type {
-            f(id::CONTENT_TYPE, PropValue::Utf8(v));
-        }
-    }
-}
-
-impl Encode for PublishPropertiesRef<'_> {
-    fn visit<'s>(&'s self, f: &mut impl FnMut(u8, PropValue<'s>)) {
-        // A decoded block was validated: it is written back as it came.
-        if !self.raw.is_empty() {
-            f(0, PropValue::Raw(self.raw));
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.raw.is_empty()
-    }
-}
-
-/// The remaining length of a PUBLISH and the length of its property block, after checking that
-/// the decoder would accept it.
+/// The remaining length of a PUBLISH, after checking that the decoder would accept it. The
+/// property block needs no check: it was validated when it was decoded or built.
 pub(crate) fn publish_encoded_len(
     version: ProtocolVersion,
     f: &Fields<'_>,
-    props: &impl Encode,
     payload_len: usize,
-) -> Result<(usize, usize), EncodeError> {
+) -> Result<usize, EncodeError> {
     const P: PacketType = PacketType::Publish;
     let invalid = |reason| Err(EncodeError::Invalid { packet: P, reason });
     match (f.qos, f.packet_id) {
@@ -484,16 +777,13 @@ pub(crate) fn publish_encoded_len(
     if f.packet_id.is_some() {
         len += 2;
     }
-    let mut plen = 0;
     if version == ProtocolVersion::V5 {
         if f.topic.is_empty() && !f.has_alias {
             return invalid("an empty topic name needs a Topic Alias");
         }
-        if !props.is_empty() {
-            properties::check_encode(props)?;
-            plen = properties::encoded_len(props);
-        }
-        len += varint_len(plen as u32) + plen;
+        // A block longer than a varint can say fails the total length check below.
+        let plen = f.properties.len();
+        len += varint_len(plen.min(MAX_VARINT as usize) as u32) + plen;
     } else if f.topic.is_empty() {
         return invalid("the topic name is empty");
     }
@@ -503,17 +793,10 @@ pub(crate) fn publish_encoded_len(
             max: MAX_VARINT as usize,
         });
     }
-    Ok((len, plen))
+    Ok(len)
 }
 
-fn write_header(
-    version: ProtocolVersion,
-    f: &Fields<'_>,
-    props: &impl Encode,
-    body_len: usize,
-    props_len: usize,
-    buf: &mut BytesMut,
-) {
+fn write_header(version: ProtocolVersion, f: &Fields<'_>, body_len: usize, buf: &mut BytesMut) {
     buf.reserve(5 + body_len);
     let first = 0x30 | (u8::from(f.dup) << 3) | ((f.qos as u8) << 1) | u8::from(f.retain);
     buf.put_u8(first);
@@ -523,10 +806,11 @@ fn write_header(
         buf.put_u16(id.get());
     }
     if version == ProtocolVersion::V5 {
-        if props_len == 0 {
+        if f.properties.is_empty() {
             buf.put_u8(0);
         } else {
-            properties::write(props, props_len, buf);
+            put_varint(buf, f.properties.len() as u32);
+            buf.put_slice(f.properties);
         }
     }
 }
@@ -535,12 +819,11 @@ fn write_header(
 pub(crate) fn encode_publish(
     version: ProtocolVersion,
     f: &Fields<'_>,
-    props: &impl Encode,
     payload: &[u8],
     max_size: usize,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let (body, plen) = publish_encoded_len(version, f, props, payload.len())?;
+    let body = publish_encoded_len(version, f, payload.len())?;
     let size = 1 + varint_len(body as u32) + body;
     if size > max_size {
         return Err(EncodeError::PacketTooLarge {
@@ -548,7 +831,7 @@ pub(crate) fn encode_publish(
             max: max_size,
         });
     }
-    write_header(version, f, props, body, plen, buf);
+    write_header(version, f, body, buf);
     buf.put_slice(payload);
     Ok(())
 }
@@ -591,10 +874,217 @@ pub(crate) fn decode_publish_owned(
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU16;
+
+    use bytes::Bytes;
     use proptest::prelude::*;
 
-    use super::plain_ascii_name;
-    use crate::topic::check_name_chars;
+    use super::*;
+    use crate::properties::{SubscriptionIds, UserProperties};
+
+    /// A 5.0 QoS 0 PUBLISH to `t` with this property block (without its length) and payload
+    /// `x`, decoded as a client with the owned path.
+    fn decode_owned(block: &[u8]) -> Publish {
+        let mut frame = vec![0x30, 0, 0, 1, b't'];
+        frame.push(u8::try_from(block.len()).expect("short block"));
+        frame.extend_from_slice(block);
+        frame.push(b'x');
+        frame[1] = u8::try_from(frame.len() - 2).expect("short frame");
+        let frame = Bytes::from(frame);
+        decode_publish_owned(0, frame, 2, ProtocolVersion::V5, Role::Client).expect("valid")
+    }
+
+    fn utf8(property: u8, s: &str) -> Vec<u8> {
+        let mut v = vec![property];
+        v.extend_from_slice(&u16::try_from(s.len()).expect("short").to_be_bytes());
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    fn pair(k: &str, v: &str) -> Vec<u8> {
+        let mut p = utf8(id::USER_PROPERTY, k);
+        p.extend_from_slice(&utf8(0, v)[1..]);
+        p
+    }
+
+    fn values() -> PublishPropertyValues {
+        PublishPropertyValues {
+            payload_format_indicator: Some(PayloadFormat::Utf8),
+            message_expiry_interval_secs: Some(3600),
+            topic_alias: NonZeroU16::new(5),
+            response_topic: Some("reply/x".into()),
+            correlation_data: Some(Bytes::from_static(b"\x00corr")),
+            user_properties: UserProperties::from_pairs([("a", "1"), ("b", "2"), ("a", "3")])
+                .expect("valid"),
+            subscription_identifiers: SubscriptionIds::from_ids([7, 300]).expect("valid"),
+            content_type: Some("text/plain".into()),
+        }
+    }
+
+    #[test]
+    fn values_build_read_back_and_rebuild() {
+        let v = values();
+        let p = v.build().expect("valid");
+        assert_eq!(p.payload_format_indicator(), Some(PayloadFormat::Utf8));
+        assert_eq!(p.message_expiry_interval_secs(), Some(3600));
+        assert_eq!(p.topic_alias(), NonZeroU16::new(5));
+        assert_eq!(p.response_topic(), Some("reply/x"));
+        assert_eq!(p.correlation_data(), Some(&b"\x00corr"[..]));
+        assert_eq!(p.content_type(), Some("text/plain"));
+        let user = p.user_properties();
+        let pairs: Vec<_> = user.iter().collect();
+        assert_eq!(pairs, [("a", "1"), ("b", "2"), ("a", "3")]);
+        assert_eq!(p.user_properties().get("a"), Some("1"));
+        let ids = p.subscription_identifiers();
+        let ids: Vec<_> = ids.iter().collect();
+        assert_eq!(ids, [7, 300]);
+        assert_eq!(p.to_values(), v);
+        assert_eq!(PublishProperties::try_from(&v).expect("valid"), p);
+
+        // The `_bytes` accessors and `to_values` share the block.
+        let range = p.as_bytes().as_ptr_range();
+        for b in [
+            p.response_topic_bytes().expect("set").into_bytes(),
+            p.content_type_bytes().expect("set").into_bytes(),
+            p.correlation_data_bytes().expect("set"),
+        ] {
+            assert!(range.contains(&b.as_ptr()));
+        }
+        assert_eq!(p.user_properties_bytes(), p.user_properties());
+
+        assert!(
+            PublishPropertyValues::default()
+                .build()
+                .expect("empty")
+                .is_empty()
+        );
+        assert_eq!(PublishProperties::new(), PublishProperties::default());
+    }
+
+    #[test]
+    fn building_checks_values_like_the_decoder() {
+        let refused = |v: PublishPropertyValues| v.build().expect_err("refused");
+        assert!(matches!(
+            refused(PublishPropertyValues {
+                response_topic: Some("reply/+".into()),
+                ..Default::default()
+            }),
+            EncodeError::Rejected {
+                error: DecodeError::InvalidResponseTopic { .. }
+            }
+        ));
+        assert!(matches!(
+            refused(PublishPropertyValues {
+                content_type: Some(ByteStr::from(String::from("a\0b"))),
+                ..Default::default()
+            }),
+            EncodeError::NullCharacter { .. }
+        ));
+        assert!(matches!(
+            refused(PublishPropertyValues {
+                correlation_data: Some(Bytes::from(vec![0; 65_536])),
+                ..Default::default()
+            }),
+            EncodeError::FieldTooLong { len: 65_536, .. }
+        ));
+    }
+
+    /// The properties of [`values`], in another order than the builder's, with the User
+    /// Properties in the order given.
+    fn reordered_block(user: [(&str, &str); 3]) -> Vec<u8> {
+        let mut block = Vec::new();
+        block.extend_from_slice(&pair(user[0].0, user[0].1));
+        block.extend_from_slice(&utf8(id::CONTENT_TYPE, "text/plain"));
+        block.extend_from_slice(&[id::SUBSCRIPTION_IDENTIFIER, 7]);
+        block.extend_from_slice(&pair(user[1].0, user[1].1));
+        block.extend_from_slice(&[id::TOPIC_ALIAS, 0, 5]);
+        block.extend_from_slice(&utf8(id::RESPONSE_TOPIC, "reply/x"));
+        block.extend_from_slice(&[id::SUBSCRIPTION_IDENTIFIER, 0xAC, 0x02]);
+        block.extend_from_slice(&[id::MESSAGE_EXPIRY_INTERVAL, 0, 0, 0x0E, 0x10]);
+        block.extend_from_slice(&pair(user[2].0, user[2].1));
+        block.extend_from_slice(&[id::CORRELATION_DATA, 0, 5, 0, b'c', b'o', b'r', b'r']);
+        block.extend_from_slice(&[id::PAYLOAD_FORMAT_INDICATOR, 1]);
+        block
+    }
+
+    #[test]
+    fn equality_is_by_value() {
+        let built = values().build().expect("valid");
+        // The same values, in another order (the repeated ones in the same order).
+        let decoded = decode_owned(&reordered_block([("a", "1"), ("b", "2"), ("a", "3")]));
+        assert_ne!(decoded.properties.as_bytes(), built.as_bytes());
+        assert_eq!(decoded.properties, built);
+        assert_eq!(decoded.properties.view(), built.view());
+        assert_eq!(format!("{:?}", decoded.properties), format!("{built:?}"));
+
+        // User Properties in another order differ.
+        let swapped = decode_owned(&reordered_block([("a", "3"), ("b", "2"), ("a", "1")]));
+        assert_ne!(swapped.properties, built);
+        assert_ne!(swapped.properties.view(), built.view());
+
+        // One value changed.
+        let mut other = values();
+        other.message_expiry_interval_secs = Some(3601);
+        assert_ne!(other.build().expect("valid"), built);
+        other = values();
+        other.subscription_identifiers = SubscriptionIds::from_ids([300, 7]).expect("valid");
+        assert_ne!(other.build().expect("valid"), built);
+        other = values();
+        other.topic_alias = NonZeroU16::new(6);
+        assert_ne!(other.build().expect("valid"), built);
+        assert_ne!(PublishProperties::new(), built);
+    }
+
+    #[test]
+    fn debug_shows_values() {
+        let p = PublishPropertyValues {
+            topic_alias: NonZeroU16::new(3),
+            user_properties: UserProperties::from_pairs([("k", "v")]).expect("valid"),
+            content_type: Some("json".into()),
+            ..Default::default()
+        }
+        .build()
+        .expect("valid");
+        assert_eq!(
+            format!("{p:?}"),
+            r#"PublishProperties { topic_alias: 3, user_properties: [("k", "v")], content_type: "json" }"#
+        );
+        assert_eq!(
+            format!("{:?}", PublishProperties::new()),
+            "PublishProperties"
+        );
+    }
+
+    /// An empty block takes no reference to the frame; a non-empty one takes one.
+    #[test]
+    fn owned_decode_references() {
+        let mut p = decode_owned(&[]);
+        assert!(p.properties.is_empty());
+        p.topic = ByteStr::new();
+        assert!(p.payload.is_unique());
+
+        let mut p = decode_owned(&[id::PAYLOAD_FORMAT_INDICATOR, 0]);
+        assert_eq!(
+            p.properties.payload_format_indicator(),
+            Some(PayloadFormat::Unspecified)
+        );
+        p.topic = ByteStr::new();
+        assert!(!p.payload.is_unique());
+        p.properties = PublishProperties::new();
+        assert!(p.payload.is_unique());
+    }
+
+    /// Encoding writes the block as it is: a peer's order survives a round trip.
+    #[test]
+    fn encode_writes_the_block_unchanged() {
+        let block = [&[id::CONTENT_TYPE, 0, 1, b'j'][..], &pair("k", "v")].concat();
+        let p = decode_owned(&block);
+        let mut buf = BytesMut::new();
+        let f = p.fields();
+        encode_publish(ProtocolVersion::V5, &f, &p.payload, usize::MAX, &mut buf).expect("valid");
+        assert_eq!(decode_owned(&block).properties.as_bytes(), &block[..]);
+        assert_eq!(&buf[6..6 + block.len()], &block[..]);
+    }
 
     /// The one-pass check agrees with the general path: UTF-8, then no `+`, `#` or NUL.
     fn general(b: &[u8]) -> bool {
