@@ -341,8 +341,11 @@ impl Codec {
     /// Encodes `packet` at the end of `buf`.
     ///
     /// # Errors
-    /// An [`EncodeError`] when the packet is one the decoder would reject, does not exist in
-    /// this version, or exceeds the peer's maximum packet size. Nothing is written then.
+    /// An [`EncodeError`] when the packet is one the decoder would reject, one a conforming
+    /// sender must not send although a receiver accepts it (a 3.1.1 CONNECT with an empty client
+    /// identifier and Clean Session 0, [MQTT-3.1.3-7]: the server answers it with CONNACK 0x02),
+    /// does not exist in this version, or exceeds the peer's maximum packet size. Nothing is
+    /// written then.
     pub fn encode(&self, packet: &Packet, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let version = match packet {
             Packet::Connect(c) => c.protocol,
