@@ -347,6 +347,16 @@ impl Codec {
     /// does not exist in this version, or exceeds the peer's maximum packet size. Nothing is
     /// written then.
     pub fn encode(&self, packet: &Packet, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        // PUBLISH first: it is the packet sent by the million.
+        if let Packet::Publish(p) = packet {
+            return encode_publish(
+                self.version.ok_or(EncodeError::VersionUnknown)?,
+                &p.fields(),
+                &p.payload,
+                self.peer_max_packet_size as usize,
+                buf,
+            );
+        }
         let version = match packet {
             Packet::Connect(c) => c.protocol,
             _ => self.version.ok_or(EncodeError::VersionUnknown)?,
@@ -356,15 +366,6 @@ impl Codec {
             return Err(EncodeError::NotInVersion {
                 packet: packet_type,
             });
-        }
-        if let Packet::Publish(p) = packet {
-            return encode_publish(
-                version,
-                &p.fields(),
-                &p.payload,
-                self.peer_max_packet_size as usize,
-                buf,
-            );
         }
         check_codes(packet, version)?;
         let body_len = match packet {
