@@ -1,0 +1,1570 @@
+//! The MQTT client session: a sans-IO state machine for one persistent MQTT session over a series
+//! of connections (3.1.1 and 5.0). It does not open sockets, read the clock or spawn anything: the
+//! I/O task feeds it bytes and `now`, and takes from it the bytes to write ([`Session::poll_transmit`]),
+//! what happened ([`Session::poll_event`]) and when to call back ([`Session::poll_timeout`]).
+//! Reconnect backoff, TLS and enhanced authentication are not here.
+//!
+//! ```text
+//!  handle_connected ──> CONNECT ──> CONNACK ──> SUBSCRIBE (unless Session Present) ──> SUBACK
+//!  handle_bytes     ──> events: Message (caller acks later), Acked, Subscribed, Closed
+//!  handle_timeout   ──> PINGREQ when idle for Keep Alive; Closed when no PINGRESP / CONNACK in time
+//! ```
+//!
+//! Acknowledgements (principle 1): the session never PUBACKs an inbound QoS 1 message by itself.
+//! Each [`Event::Message`] at QoS 1 carries an [`AckToken`]; [`Session::ack`] marks it done, and
+//! PUBACKs go out strictly in receive order ([MQTT-4.6.0-2]).
+//!
+//! Memory: the transmit buffer holds what was queued since the last [`Session::poll_transmit`];
+//! the inbound queue holds two words per unacknowledged QoS 1 message (at most Receive Maximum
+//! in 5.0, at most 65,535 distinct packet ids in 3.1.1); the outbound in-flight table holds one
+//! [`Publish`] (slices, no payload copy) per message up to the broker's Receive Maximum.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use sluice_codec::topic::validate_topic_filter;
+use sluice_codec::{
+    ByteStr, Codec, ConnAck, Connect, DecodeError, Disconnect, EncodeError, Packet, PacketId,
+    ProtocolVersion, PubAck, Publish, QoS, ReasonCode, Role, SubAck, Subscribe, Subscription,
+    TopicError,
+};
+
+/// How a session connects and what it subscribes to.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// MQTT version for every connection of this session.
+    pub protocol: ProtocolVersion,
+    /// Client Identifier; stable across restarts so that the broker keeps the session.
+    pub client_id: ByteStr,
+    /// Keep Alive announced in CONNECT, seconds; 0 turns keep alive off. A 5.0 broker may
+    /// replace it with Server Keep Alive. Default 60.
+    pub keep_alive_secs: u16,
+    /// Clean Start (5.0) / Clean Session (3.1.1). Default `false`: persistent sessions.
+    pub clean_start: bool,
+    /// Session Expiry Interval sent in a 5.0 CONNECT, seconds; ignored in 3.1.1, where a session
+    /// without Clean Session does not expire. Default 3,600.
+    pub session_expiry_secs: u32,
+    /// Receive Maximum (our `maxInflightMessages`): the most inbound QoS 1 messages left
+    /// unacknowledged at once. Announced in a 5.0 CONNECT, where a broker sending more is a
+    /// protocol error (0x93). Default 100.
+    pub receive_maximum: NonZeroU16,
+    /// Largest packet accepted, bytes (whole frame); announced in a 5.0 CONNECT as Maximum Packet
+    /// Size and checked from the fixed header. `None`: the protocol's limit. Default `None`.
+    pub maximum_packet_size: Option<NonZeroU32>,
+    /// User Name.
+    pub username: Option<ByteStr>,
+    /// Password.
+    pub password: Option<Bytes>,
+    /// Topic filters with their options, all in one SUBSCRIBE after a CONNACK without Session
+    /// Present. QoS 0 or 1 (this session does not do QoS 2).
+    pub subscriptions: Vec<Subscription>,
+    /// How long to wait for CONNACK after the transport is up. Default 30 s.
+    pub connect_timeout: Duration,
+    /// How long to wait for PINGRESP after a PINGREQ before the connection is considered dead.
+    /// Default 10 s.
+    pub ping_timeout: Duration,
+}
+
+impl SessionConfig {
+    /// A configuration with the defaults given on each field, no credentials and no
+    /// subscriptions.
+    pub fn new(protocol: ProtocolVersion, client_id: ByteStr) -> Self {
+        Self {
+            protocol,
+            client_id,
+            keep_alive_secs: 60,
+            clean_start: false,
+            session_expiry_secs: 3600,
+            receive_maximum: NonZeroU16::new(100).expect("non-zero"),
+            maximum_packet_size: None,
+            username: None,
+            password: None,
+            subscriptions: Vec::new(),
+            connect_timeout: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration the session refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A subscription asks for QoS 2, which this session does not implement.
+    #[error("subscription {filter:?}: QoS 2 is not supported")]
+    Qos2Subscription {
+        /// The filter.
+        filter: String,
+    },
+    /// A topic filter breaks the topic rules.
+    #[error("subscription {filter:?}: {error}")]
+    InvalidFilter {
+        /// The filter.
+        filter: String,
+        /// Why.
+        error: TopicError,
+    },
+    /// The CONNECT this configuration gives cannot be encoded (for example a 3.1.1 password
+    /// without a user name, or an empty client id with Clean Session 0).
+    #[error("CONNECT: {0}")]
+    Connect(EncodeError),
+}
+
+/// Identifies one inbound QoS 1 message for [`Session::ack`]. It names the connection the message
+/// came on as well as its packet id: a packet id is reused once acknowledged, and after a
+/// reconnect the same id may name another message, so a late ack must not hit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AckToken {
+    connection: u32,
+    packet_id: PacketId,
+}
+
+impl AckToken {
+    /// The message's packet id.
+    pub fn packet_id(&self) -> PacketId {
+        self.packet_id
+    }
+}
+
+/// Why a connection ended. The session itself survives: call [`Session::handle_connected`] on
+/// the next transport.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The broker sent bytes the codec refuses; a 5.0 DISCONNECT with its reason code was queued.
+    #[error("malformed packet from the broker: {0}")]
+    Decode(DecodeError),
+    /// The broker broke a rule that depends on the session's state; a 5.0 DISCONNECT with
+    /// `reason_code` was queued.
+    #[error("protocol error by the broker ({reason_code:?}): {what}")]
+    Protocol {
+        /// The reason code sent in the DISCONNECT (5.0).
+        reason_code: ReasonCode,
+        /// What happened.
+        what: &'static str,
+    },
+    /// The broker refused the connection (5.0 reason code, or 3.1.1 return code 1 to 5).
+    #[error("connection refused by the broker: {reason_code:?}")]
+    Refused {
+        /// CONNACK reason code / return code.
+        reason_code: ReasonCode,
+    },
+    /// The broker sent DISCONNECT (5.0).
+    #[error("disconnected by the broker: {reason_code:?}")]
+    ServerDisconnect {
+        /// Its reason code.
+        reason_code: ReasonCode,
+    },
+    /// No CONNACK within the connect timeout.
+    #[error("no CONNACK within the connect timeout")]
+    ConnectTimeout,
+    /// No PINGRESP within the ping timeout.
+    #[error("no PINGRESP within the ping timeout")]
+    KeepAliveTimeout,
+    /// A packet of ours could not be encoded (for example it exceeds the broker's Maximum Packet
+    /// Size).
+    #[error("cannot encode a packet: {0}")]
+    Encode(EncodeError),
+    /// The transport went away ([`Session::handle_disconnected`]).
+    #[error("transport closed")]
+    TransportClosed,
+    /// We closed it ([`Session::disconnect`]).
+    #[error("closed locally")]
+    Local,
+}
+
+/// What the session reports to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// CONNACK accepted the connection.
+    Connected {
+        /// The broker kept our session: no SUBSCRIBE follows, in-flight messages were re-sent
+        /// with DUP.
+        session_present: bool,
+    },
+    /// SUBACK for the session's SUBSCRIBE, one reason code per filter in order (failures are
+    /// 0x80 and above; the caller decides).
+    Subscribed {
+        /// SUBACK reason codes (5.0) or return codes (3.1.1).
+        reason_codes: Vec<ReasonCode>,
+    },
+    /// An inbound PUBLISH. At QoS 1 it carries the token to pass to [`Session::ack`] once the
+    /// destination has the message.
+    Message {
+        /// The message; its topic and payload are slices of the read buffer's frame.
+        publish: Publish,
+        /// `Some` at QoS 1.
+        ack: Option<AckToken>,
+    },
+    /// The broker acknowledged one of our QoS 1 publishes (in any order). A 5.0 reason code of
+    /// 0x80 and above means the broker refused the message, which is still done with.
+    Acked {
+        /// The id [`Session::publish`] returned.
+        packet_id: PacketId,
+        /// PUBACK reason code (always success in 3.1.1).
+        reason_code: ReasonCode,
+    },
+    /// The connection is over: flush [`Session::poll_transmit`], close the transport, reconnect
+    /// later.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why [`Session::publish`] did not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The in-flight window (the broker's Receive Maximum) is full: wait for [`Event::Acked`].
+    #[error("in-flight window full")]
+    Full,
+    /// No connection is up (before CONNACK, or after it closed).
+    #[error("not connected")]
+    NotConnected,
+    /// QoS above what the broker allows (5.0 Maximum QoS), or QoS 2, which this session does not do.
+    #[error("QoS {0:?} not supported")]
+    QosNotSupported(QoS),
+    /// The packet cannot be encoded (too large for the broker, invalid field).
+    #[error("cannot encode: {0}")]
+    Encode(EncodeError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No transport: before the first connection, or after the transport went away.
+    Idle,
+    /// CONNECT sent, waiting for CONNACK.
+    Connecting { deadline: Instant },
+    /// CONNACK accepted.
+    Connected,
+    /// We ended the connection; waiting for the caller to drop the transport.
+    Closed,
+}
+
+/// One outbound QoS 1 message waiting for its PUBACK.
+#[derive(Debug)]
+struct InFlight {
+    /// Order of first sending: re-sent in this order ([MQTT-4.6.0-1]).
+    seq: u64,
+    /// Sent on the current connection.
+    sent: bool,
+    publish: Publish,
+}
+
+/// One inbound QoS 1 message waiting for the caller's ack.
+#[derive(Debug, Clone, Copy)]
+struct Inbound {
+    packet_id: PacketId,
+    acked: bool,
+}
+
+/// A persistent MQTT client session. See the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    codec: Codec,
+    /// Bumped by every `handle_connected`; part of each [`AckToken`].
+    connection: u32,
+    tx: BytesMut,
+    events: VecDeque<Event>,
+    /// Client id for CONNECT: the configured one, or the one a 5.0 broker assigned.
+    client_id: ByteStr,
+
+    // Keep alive, for the current connection.
+    keep_alive: Option<Duration>,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+
+    // Inbound QoS 1, in receive order, current connection only.
+    inbound: VecDeque<Inbound>,
+
+    // Outbound.
+    in_flight: HashMap<u16, InFlight>,
+    unsent: usize,
+    next_seq: u64,
+    next_packet_id: u16,
+    /// The broker's Receive Maximum (65,535 until a 5.0 CONNACK says otherwise).
+    send_window: u16,
+    maximum_qos: QoS,
+    subscribe_id: Option<PacketId>,
+}
+
+impl Session {
+    /// A session that is not connected yet.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when a subscription or the CONNECT it gives is invalid.
+    pub fn new(config: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
+        for s in &config.subscriptions {
+            validate_topic_filter(&s.filter).map_err(|error| ConfigError::InvalidFilter {
+                filter: s.filter.to_string(),
+                error,
+            })?;
+            if s.options.qos == QoS::ExactlyOnce {
+                return Err(ConfigError::Qos2Subscription {
+                    filter: s.filter.to_string(),
+                });
+            }
+        }
+        let codec = Codec::new(Role::Client, config.protocol);
+        let session = Self {
+            client_id: config.client_id.clone(),
+            codec,
+            config,
+            state: State::Idle,
+            connection: 0,
+            tx: BytesMut::new(),
+            events: VecDeque::new(),
+            keep_alive: None,
+            last_sent: now,
+            ping_sent: None,
+            inbound: VecDeque::new(),
+            in_flight: HashMap::new(),
+            unsent: 0,
+            next_seq: 0,
+            next_packet_id: 1,
+            send_window: u16::MAX,
+            maximum_qos: QoS::AtLeastOnce,
+            subscribe_id: None,
+        };
+        // Check the CONNECT once, so that a bad configuration fails here and not per connection.
+        session
+            .codec
+            .encode(
+                &Packet::Connect(Box::new(session.connect_packet())),
+                &mut BytesMut::new(),
+            )
+            .map_err(ConfigError::Connect)?;
+        Ok(session)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Whether CONNACK accepted the current connection and it is still up.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Inbound QoS 1 messages not yet PUBACKed (acked by the caller or not).
+    pub fn inbound_unacked(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Outbound QoS 1 messages without a PUBACK yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The transport is up: queue CONNECT. Whatever was queued for an earlier transport is
+    /// dropped; a connection that was still up is ended as by [`Session::handle_disconnected`].
+    pub fn handle_connected(&mut self, now: Instant) {
+        self.handle_disconnected(now);
+        self.tx.clear();
+        self.connection = self.connection.wrapping_add(1);
+        let mut codec = Codec::new(Role::Client, self.config.protocol);
+        if let Some(max) = self.config.maximum_packet_size {
+            codec = codec.with_max_packet_size(max.get());
+        }
+        self.codec = codec;
+        self.keep_alive = None;
+        self.ping_sent = None;
+        self.send_window = u16::MAX;
+        self.maximum_qos = QoS::AtLeastOnce;
+        self.subscribe_id = None;
+        self.state = State::Connecting {
+            deadline: now + self.config.connect_timeout,
+        };
+        let connect = Packet::Connect(Box::new(self.connect_packet()));
+        self.send(&connect, now);
+    }
+
+    /// The transport went away. Reports [`Event::Closed`] with [`CloseReason::TransportClosed`]
+    /// unless the session had already closed the connection. Unacknowledged inbound messages are
+    /// forgotten (the broker re-sends them, and their tokens no longer ack anything); outbound
+    /// in-flight messages are kept for the next connection.
+    pub fn handle_disconnected(&mut self, _now: Instant) {
+        if matches!(self.state, State::Connecting { .. } | State::Connected) {
+            self.events.push_back(Event::Closed {
+                reason: CloseReason::TransportClosed,
+            });
+        }
+        self.end_connection();
+    }
+
+    /// Bytes read from the transport: decodes every whole packet at the front of `buf` and acts
+    /// on it. A partial packet stays in `buf`. Ignored when no connection is up.
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
+        while matches!(self.state, State::Connecting { .. } | State::Connected) {
+            match self.codec.decode(buf) {
+                Ok(Some(packet)) => self.handle_packet(packet, now),
+                Ok(None) => break,
+                Err(error) => {
+                    self.close(CloseReason::Decode(error), Some(error.reason_code()), now);
+                }
+            }
+        }
+    }
+
+    /// Call at or after [`Session::poll_timeout`]: sends PINGREQ when nothing was sent for Keep
+    /// Alive, and closes the connection when CONNACK or PINGRESP is overdue.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Connecting { deadline } if now >= deadline => {
+                self.close(CloseReason::ConnectTimeout, None, now);
+            }
+            State::Connected => {
+                if let Some(sent) = self.ping_sent {
+                    if now >= sent + self.config.ping_timeout {
+                        self.close(CloseReason::KeepAliveTimeout, None, now);
+                    }
+                } else if let Some(keep_alive) = self.keep_alive
+                    && now >= self.last_sent + keep_alive
+                {
+                    self.ping_sent = Some(now);
+                    self.send(&Packet::PingReq, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the connection on our side: queues DISCONNECT (Normal disconnection) and reports
+    /// [`Event::Closed`] with [`CloseReason::Local`]. In-flight messages are kept.
+    pub fn disconnect(&mut self, now: Instant) {
+        if matches!(self.state, State::Connecting { .. } | State::Connected) {
+            self.send(
+                &Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)),
+                now,
+            );
+            self.events.push_back(Event::Closed {
+                reason: CloseReason::Local,
+            });
+            self.state = State::Closed;
+        }
+    }
+
+    /// Appends to `out` everything queued for the transport since the last call. Returns whether
+    /// anything was appended.
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        if self.tx.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.tx);
+        } else {
+            out.extend_from_slice(&self.tx);
+            self.tx.clear();
+        }
+        true
+    }
+
+    /// The next event, in the order they happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Connecting { deadline } => Some(deadline),
+            State::Connected => match (self.ping_sent, self.keep_alive) {
+                (Some(sent), _) => Some(sent + self.config.ping_timeout),
+                (None, Some(keep_alive)) => Some(self.last_sent + keep_alive),
+                (None, None) => None,
+            },
+            State::Idle | State::Closed => None,
+        }
+    }
+
+    /// The destination has the message: its PUBACK goes out as soon as every message received
+    /// before it on this connection is acked too ([MQTT-4.6.0-2]). Returns `false` (and does
+    /// nothing) for a token of an earlier connection, or one already acked: the broker re-sends
+    /// those messages on the next connection.
+    pub fn ack(&mut self, token: AckToken, now: Instant) -> bool {
+        if token.connection != self.connection || self.state != State::Connected {
+            return false;
+        }
+        let Some(entry) = self
+            .inbound
+            .iter_mut()
+            .find(|m| m.packet_id == token.packet_id && !m.acked)
+        else {
+            return false;
+        };
+        entry.acked = true;
+        while let Some(front) = self.inbound.front()
+            && front.acked
+        {
+            let packet_id = front.packet_id;
+            self.inbound.pop_front();
+            self.send(&Packet::PubAck(PubAck::new(packet_id)), now);
+        }
+        true
+    }
+
+    /// Sends a message. At QoS 1 it gets a packet id, counts against the broker's Receive Maximum
+    /// until its PUBACK ([`Event::Acked`]), and is re-sent after a reconnect. The message's `dup`
+    /// and `packet_id` are set here.
+    ///
+    /// # Errors
+    /// [`PublishError::Full`] when the in-flight window is full, [`PublishError::NotConnected`]
+    /// before CONNACK or after the connection closed, [`PublishError::QosNotSupported`] for QoS 2
+    /// or above the broker's Maximum QoS, [`PublishError::Encode`] when the packet cannot be
+    /// written (nothing is queued then).
+    pub fn publish(
+        &mut self,
+        mut publish: Publish,
+        now: Instant,
+    ) -> Result<Option<PacketId>, PublishError> {
+        if self.state != State::Connected {
+            return Err(PublishError::NotConnected);
+        }
+        if publish.qos == QoS::ExactlyOnce || publish.qos > self.maximum_qos {
+            return Err(PublishError::QosNotSupported(publish.qos));
+        }
+        publish.dup = false;
+        if publish.qos == QoS::AtMostOnce {
+            publish.packet_id = None;
+            self.encode_publish(&publish, now)?;
+            return Ok(None);
+        }
+        if self.in_flight.len() >= usize::from(self.send_window) {
+            return Err(PublishError::Full);
+        }
+        let packet_id = self.allocate_packet_id().ok_or(PublishError::Full)?;
+        publish.packet_id = Some(packet_id);
+        self.encode_publish(&publish, now)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.insert(
+            packet_id.get(),
+            InFlight {
+                seq,
+                sent: true,
+                publish,
+            },
+        );
+        Ok(Some(packet_id))
+    }
+
+    fn encode_publish(&mut self, publish: &Publish, now: Instant) -> Result<(), PublishError> {
+        // A Publish is small (slices), so wrapping it in a Packet costs reference counts only.
+        self.codec
+            .encode(&Packet::Publish(publish.clone()), &mut self.tx)
+            .map_err(PublishError::Encode)?;
+        self.last_sent = now;
+        Ok(())
+    }
+
+    fn connect_packet(&self) -> Connect {
+        let mut c = Connect::new(
+            self.config.protocol,
+            self.client_id.clone(),
+            self.config.keep_alive_secs,
+        );
+        c.clean_start = self.config.clean_start;
+        c.username = self.config.username.clone();
+        c.password = self.config.password.clone();
+        if self.config.protocol == ProtocolVersion::V5 {
+            if self.config.session_expiry_secs > 0 {
+                c.properties.session_expiry_interval_secs = Some(self.config.session_expiry_secs);
+            }
+            if self.config.receive_maximum.get() != u16::MAX {
+                c.properties.receive_maximum = Some(self.config.receive_maximum);
+            }
+            c.properties.maximum_packet_size = self.config.maximum_packet_size;
+        }
+        c
+    }
+
+    /// Encodes a control packet of ours; when it cannot be, the connection ends.
+    fn send(&mut self, packet: &Packet, now: Instant) {
+        match self.codec.encode(packet, &mut self.tx) {
+            Ok(()) => self.last_sent = now,
+            Err(e) => self.close(CloseReason::Encode(e), None, now),
+        }
+    }
+
+    /// Ends the connection on our side: a 5.0 DISCONNECT with `reason_code` when given, then
+    /// [`Event::Closed`].
+    fn close(&mut self, reason: CloseReason, reason_code: Option<ReasonCode>, now: Instant) {
+        if !matches!(self.state, State::Connecting { .. } | State::Connected) {
+            return;
+        }
+        self.state = State::Closed;
+        if let Some(code) = reason_code
+            && self.config.protocol == ProtocolVersion::V5
+        {
+            // Best effort: a DISCONNECT that cannot be encoded is not sent.
+            if self
+                .codec
+                .encode(&Packet::Disconnect(Disconnect::new(code)), &mut self.tx)
+                .is_ok()
+            {
+                self.last_sent = now;
+            }
+        }
+        self.events.push_back(Event::Closed { reason });
+    }
+
+    fn protocol_error(&mut self, reason_code: ReasonCode, what: &'static str, now: Instant) {
+        self.close(
+            CloseReason::Protocol { reason_code, what },
+            Some(reason_code),
+            now,
+        );
+    }
+
+    /// Connection state that does not outlive the connection.
+    fn end_connection(&mut self) {
+        self.state = State::Idle;
+        self.tx.clear();
+        self.inbound.clear();
+        self.ping_sent = None;
+        self.subscribe_id = None;
+        for m in self.in_flight.values_mut() {
+            m.sent = false;
+        }
+        self.unsent = self.in_flight.len();
+    }
+
+    fn handle_packet(&mut self, packet: Packet, now: Instant) {
+        if let State::Connecting { .. } = self.state {
+            match packet {
+                Packet::ConnAck(connack) => self.handle_connack(connack, now),
+                Packet::Disconnect(d) => self.handle_server_disconnect(d, now),
+                _ => self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.2.0-1] the first packet from the server must be CONNACK",
+                    now,
+                ),
+            }
+            return;
+        }
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish, now),
+            Packet::PubAck(ack) => self.handle_puback(ack, now),
+            Packet::SubAck(ack) => self.handle_suback(ack, now),
+            Packet::PingResp => self.ping_sent = None,
+            Packet::Disconnect(d) => self.handle_server_disconnect(d, now),
+            Packet::ConnAck(_) => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.2.0-2] a second CONNACK",
+                now,
+            ),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "QoS 2 acknowledgement, but this session never uses QoS 2",
+                now,
+            ),
+            Packet::UnsubAck(_) => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "UNSUBACK without an UNSUBSCRIBE",
+                now,
+            ),
+            Packet::Auth(_) => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-6] AUTH without an Authentication Method in CONNECT",
+                now,
+            ),
+            // The codec refuses these from a server; kept so that the match stays exhaustive.
+            Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq => {
+                self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "a packet only clients send",
+                    now,
+                );
+            }
+        }
+    }
+
+    fn handle_server_disconnect(&mut self, d: Disconnect, now: Instant) {
+        // No DISCONNECT in reply ([MQTT-3.14.4-2]: the server closes the connection).
+        self.close(
+            CloseReason::ServerDisconnect {
+                reason_code: d.reason_code,
+            },
+            None,
+            now,
+        );
+    }
+
+    fn handle_connack(&mut self, connack: ConnAck, now: Instant) {
+        if connack.reason_code != ReasonCode::SUCCESS {
+            self.close(
+                CloseReason::Refused {
+                    reason_code: connack.reason_code,
+                },
+                None,
+                now,
+            );
+            return;
+        }
+        if connack.session_present && self.config.clean_start {
+            self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.2.2-2] Session Present with Clean Start",
+                now,
+            );
+            return;
+        }
+        let p = &connack.properties;
+        self.keep_alive = match p
+            .server_keep_alive_secs
+            .unwrap_or(self.config.keep_alive_secs)
+        {
+            0 => None,
+            secs => Some(Duration::from_secs(u64::from(secs))),
+        };
+        self.send_window = p.receive_maximum.map_or(u16::MAX, NonZeroU16::get);
+        self.maximum_qos = match p.maximum_qos {
+            Some(QoS::AtMostOnce) => QoS::AtMostOnce,
+            _ => QoS::AtLeastOnce,
+        };
+        if let Some(max) = p.maximum_packet_size {
+            self.codec.set_peer_max_packet_size(max.get());
+        }
+        if let Some(id) = &p.assigned_client_identifier {
+            // Reconnect with it, so that the session is found again ([MQTT-3.2.2-16]).
+            self.client_id = id.clone();
+        }
+        self.state = State::Connected;
+        self.events.push_back(Event::Connected {
+            session_present: connack.session_present,
+        });
+        if !connack.session_present {
+            self.send_subscribe(now);
+        }
+        // In-flight messages go out again: with DUP when the broker kept the session
+        // ([MQTT-4.4.0-1]); without, as new messages, when it did not (the broker has no record of
+        // them, and at least once means they must still be delivered).
+        for m in self.in_flight.values_mut() {
+            m.publish.dup = connack.session_present;
+        }
+        self.send_unsent(now);
+    }
+
+    fn send_subscribe(&mut self, now: Instant) {
+        if self.config.subscriptions.is_empty() {
+            return;
+        }
+        let Some(packet_id) = self.allocate_packet_id() else {
+            self.close(
+                CloseReason::Protocol {
+                    reason_code: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                    what: "no packet identifier free for SUBSCRIBE",
+                },
+                Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
+                now,
+            );
+            return;
+        };
+        self.subscribe_id = Some(packet_id);
+        let subscribe = Subscribe {
+            packet_id,
+            properties: Default::default(),
+            filters: self.config.subscriptions.clone(),
+        };
+        self.send(&Packet::Subscribe(subscribe), now);
+    }
+
+    /// Sends in-flight messages not sent on this connection, oldest first, while the broker's
+    /// Receive Maximum allows.
+    fn send_unsent(&mut self, now: Instant) {
+        while self.unsent > 0 && self.in_flight.len() - self.unsent < usize::from(self.send_window)
+        {
+            let Some(key) = self
+                .in_flight
+                .iter()
+                .filter(|(_, m)| !m.sent)
+                .min_by_key(|(_, m)| m.seq)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            let Some(m) = self.in_flight.get_mut(&key) else {
+                break;
+            };
+            m.sent = true;
+            self.unsent -= 1;
+            let packet = Packet::Publish(m.publish.clone());
+            self.send(&packet, now);
+            if self.state != State::Connected {
+                break;
+            }
+        }
+    }
+
+    fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            let id = NonZeroU16::new(candidate)?;
+            if !self.in_flight.contains_key(&candidate) && self.subscribe_id != Some(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn handle_publish(&mut self, publish: Publish, now: Instant) {
+        if publish.properties.topic_alias().is_some() {
+            self.protocol_error(
+                ReasonCode::TOPIC_ALIAS_INVALID,
+                "[MQTT-3.3.2-9] Topic Alias, but our Topic Alias Maximum is 0",
+                now,
+            );
+            return;
+        }
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => {
+                self.events.push_back(Event::Message { publish, ack: None });
+            }
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                if self.inbound.iter().any(|m| m.packet_id == packet_id) {
+                    self.protocol_error(
+                        ReasonCode::PROTOCOL_ERROR,
+                        "[MQTT-2.2.1-3] PUBLISH with a packet identifier still in use",
+                        now,
+                    );
+                    return;
+                }
+                if self.config.protocol == ProtocolVersion::V5
+                    && self.inbound.len() >= usize::from(self.config.receive_maximum.get())
+                {
+                    self.protocol_error(
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "[MQTT-3.3.4-9] more unacknowledged QoS 1 PUBLISH than our Receive Maximum",
+                        now,
+                    );
+                    return;
+                }
+                self.inbound.push_back(Inbound {
+                    packet_id,
+                    acked: false,
+                });
+                let ack = Some(AckToken {
+                    connection: self.connection,
+                    packet_id,
+                });
+                self.events.push_back(Event::Message { publish, ack });
+            }
+            _ => self.protocol_error(
+                ReasonCode::QOS_NOT_SUPPORTED,
+                "QoS 2 PUBLISH, but every subscription asked for QoS 1 at most",
+                now,
+            ),
+        }
+    }
+
+    fn handle_puback(&mut self, ack: PubAck, now: Instant) {
+        let Some(m) = self.in_flight.remove(&ack.packet_id.get()) else {
+            self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "PUBACK for a packet identifier not in flight",
+                now,
+            );
+            return;
+        };
+        if !m.sent {
+            // Sent on an earlier connection and not re-sent yet: done all the same.
+            self.unsent -= 1;
+        }
+        self.events.push_back(Event::Acked {
+            packet_id: ack.packet_id,
+            reason_code: ack.reason_code,
+        });
+        self.send_unsent(now);
+    }
+
+    fn handle_suback(&mut self, ack: SubAck, now: Instant) {
+        if self.subscribe_id != Some(ack.packet_id) {
+            self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "SUBACK for a packet identifier not in use",
+                now,
+            );
+            return;
+        }
+        if ack.reason_codes.len() != self.config.subscriptions.len() {
+            self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.8.4-6] SUBACK with a reason code count other than the filter count",
+                now,
+            );
+            return;
+        }
+        self.subscribe_id = None;
+        self.events.push_back(Event::Subscribed {
+            reason_codes: ack.reason_codes,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_codec::{ConnAckProperties, SubscriptionOptions};
+
+    use super::*;
+
+    const V311: ProtocolVersion = ProtocolVersion::V311;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    fn id(n: u16) -> PacketId {
+        PacketId::new(n).expect("non-zero")
+    }
+
+    fn config(protocol: ProtocolVersion) -> SessionConfig {
+        let mut c = SessionConfig::new(protocol, ByteStr::from_static("sluice-df-0"));
+        c.keep_alive_secs = 30;
+        c.receive_maximum = NonZeroU16::new(3).expect("non-zero");
+        c.username = Some(ByteStr::from_static("user"));
+        c.password = Some(Bytes::from_static(b"secret"));
+        c.subscriptions = vec![
+            Subscription {
+                filter: ByteStr::from_static("$share/df/sensors/#"),
+                options: SubscriptionOptions::qos(QoS::AtLeastOnce),
+            },
+            Subscription {
+                filter: ByteStr::from_static("alerts/+"),
+                options: SubscriptionOptions::qos(QoS::AtMostOnce),
+            },
+        ];
+        c
+    }
+
+    /// The broker's end of the link: a server codec, and what the session wrote.
+    struct Broker {
+        codec: Codec,
+        version: ProtocolVersion,
+    }
+
+    impl Broker {
+        fn new(version: ProtocolVersion) -> Self {
+            Self {
+                codec: Codec::new(Role::Server, version),
+                version,
+            }
+        }
+
+        /// Everything the session has written, decoded.
+        fn recv(&mut self, s: &mut Session) -> Vec<Packet> {
+            let mut buf = BytesMut::new();
+            s.poll_transmit(&mut buf);
+            let mut out = Vec::new();
+            while let Some(p) = self
+                .codec
+                .decode(&mut buf)
+                .expect("session wrote a valid frame")
+            {
+                out.push(p);
+            }
+            assert!(buf.is_empty(), "a partial frame was written");
+            out
+        }
+
+        fn send(&mut self, s: &mut Session, packet: Packet, now: Instant) {
+            let mut buf = BytesMut::new();
+            self.codec.encode(&packet, &mut buf).expect("encode");
+            s.handle_bytes(&mut buf, now);
+            assert!(buf.is_empty());
+        }
+
+        fn connack(&mut self, s: &mut Session, session_present: bool, now: Instant) {
+            self.send(s, Packet::ConnAck(ConnAck::new(session_present)), now);
+        }
+
+        fn publish_qos1(&mut self, s: &mut Session, packet_id: u16, now: Instant) {
+            let mut p = Publish::new(
+                ByteStr::from_static("sensors/t"),
+                Bytes::from(packet_id.to_string()),
+            );
+            p.qos = QoS::AtLeastOnce;
+            p.packet_id = Some(id(packet_id));
+            self.send(s, Packet::Publish(p), now);
+        }
+
+        fn suback(&mut self, s: &mut Session, packet_id: PacketId, now: Instant) {
+            let codes = match self.version {
+                V5 => vec![ReasonCode::GRANTED_QOS_1, ReasonCode::SUCCESS],
+                V311 => vec![ReasonCode(1), ReasonCode(0)],
+            };
+            let ack = SubAck {
+                packet_id,
+                properties: Default::default(),
+                reason_codes: codes,
+            };
+            self.send(s, Packet::SubAck(ack), now);
+        }
+    }
+
+    fn events(s: &mut Session) -> Vec<Event> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    /// A session connected (CONNACK without Session Present) and subscribed.
+    fn connected(protocol: ProtocolVersion, now: Instant) -> (Session, Broker) {
+        let mut s = Session::new(config(protocol), now).expect("valid config");
+        let mut b = Broker::new(protocol);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.connack(&mut s, false, now);
+        let Packet::Subscribe(sub) = &b.recv(&mut s)[0] else {
+            panic!("no SUBSCRIBE")
+        };
+        b.suback(&mut s, sub.packet_id, now);
+        events(&mut s);
+        (s, b)
+    }
+
+    fn handshake(protocol: ProtocolVersion) {
+        let now = Instant::now();
+        let mut s = Session::new(config(protocol), now).expect("valid config");
+        let mut b = Broker::new(protocol);
+        assert_eq!(s.poll_timeout(), None);
+        assert!(
+            b.recv(&mut s).is_empty(),
+            "nothing before the transport is up"
+        );
+
+        s.handle_connected(now);
+        let sent = b.recv(&mut s);
+        let [Packet::Connect(c)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(c.protocol, protocol);
+        assert_eq!(c.client_id, "sluice-df-0");
+        assert!(!c.clean_start);
+        assert_eq!(c.keep_alive_secs, 30);
+        assert_eq!(c.username.as_deref(), Some("user"));
+        assert_eq!(c.password.as_deref(), Some(&b"secret"[..]));
+        if protocol == V5 {
+            assert_eq!(c.properties.session_expiry_interval_secs, Some(3600));
+            assert_eq!(c.properties.receive_maximum, NonZeroU16::new(3));
+        }
+        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(30)));
+        assert!(!s.is_connected());
+
+        let t1 = now + Duration::from_millis(5);
+        b.connack(&mut s, false, t1);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        assert!(s.is_connected());
+        let sent = b.recv(&mut s);
+        let [Packet::Subscribe(sub)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(sub.filters, config(protocol).subscriptions);
+        b.suback(&mut s, sub.packet_id, t1);
+        let codes = match protocol {
+            V5 => vec![ReasonCode::GRANTED_QOS_1, ReasonCode::SUCCESS],
+            V311 => vec![ReasonCode(1), ReasonCode(0)],
+        };
+        assert_eq!(
+            events(&mut s),
+            [Event::Subscribed {
+                reason_codes: codes
+            }]
+        );
+        // Keep alive runs from the last packet sent (the SUBSCRIBE).
+        assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn connect_and_subscribe_v311() {
+        handshake(V311);
+    }
+
+    #[test]
+    fn connect_and_subscribe_v5() {
+        handshake(V5);
+    }
+
+    #[test]
+    fn session_present_skips_resubscribe() {
+        for protocol in [V311, V5] {
+            let now = Instant::now();
+            let (mut s, mut b) = connected(protocol, now);
+            s.handle_disconnected(now);
+            assert_eq!(
+                events(&mut s),
+                [Event::Closed {
+                    reason: CloseReason::TransportClosed
+                }]
+            );
+            s.handle_connected(now);
+            assert!(matches!(b.recv(&mut s)[..], [Packet::Connect(_)]));
+            b.connack(&mut s, true, now);
+            assert_eq!(
+                events(&mut s),
+                [Event::Connected {
+                    session_present: true
+                }]
+            );
+            assert!(b.recv(&mut s).is_empty(), "no SUBSCRIBE with a session");
+        }
+    }
+
+    #[test]
+    fn connack_refusal_closes() {
+        for (protocol, code) in [(V311, ReasonCode(5)), (V5, ReasonCode::NOT_AUTHORIZED)] {
+            let now = Instant::now();
+            let mut s = Session::new(config(protocol), now).expect("valid config");
+            let mut b = Broker::new(protocol);
+            s.handle_connected(now);
+            b.recv(&mut s);
+            let mut connack = ConnAck::new(false);
+            connack.reason_code = code;
+            b.send(&mut s, Packet::ConnAck(connack), now);
+            assert_eq!(
+                events(&mut s),
+                [Event::Closed {
+                    reason: CloseReason::Refused { reason_code: code }
+                }]
+            );
+            assert!(b.recv(&mut s).is_empty());
+            assert_eq!(s.poll_timeout(), None);
+            assert_eq!(
+                s.publish(Publish::new("a".into(), Bytes::new()), now),
+                Err(PublishError::NotConnected)
+            );
+        }
+    }
+
+    #[test]
+    fn connect_timeout() {
+        let now = Instant::now();
+        let mut s = Session::new(config(V5), now).expect("valid config");
+        s.handle_connected(now);
+        s.handle_timeout(now + Duration::from_secs(29));
+        assert!(events(&mut s).is_empty());
+        s.handle_timeout(now + Duration::from_secs(30));
+        assert_eq!(
+            events(&mut s),
+            [Event::Closed {
+                reason: CloseReason::ConnectTimeout
+            }]
+        );
+    }
+
+    #[test]
+    fn inbound_acks_go_out_in_receive_order() {
+        for protocol in [V311, V5] {
+            let now = Instant::now();
+            let (mut s, mut b) = connected(protocol, now);
+            for packet_id in [7, 3, 9] {
+                b.publish_qos1(&mut s, packet_id, now);
+            }
+            let tokens: Vec<AckToken> = events(&mut s)
+                .into_iter()
+                .map(|e| match e {
+                    Event::Message {
+                        publish,
+                        ack: Some(token),
+                    } => {
+                        assert_eq!(publish.packet_id, Some(token.packet_id()));
+                        token
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(s.inbound_unacked(), 3);
+            // Nothing is acknowledged by the session itself.
+            assert!(b.recv(&mut s).is_empty());
+
+            // The destination confirms the last one first: it waits.
+            assert!(s.ack(tokens[2], now));
+            assert!(b.recv(&mut s).is_empty());
+            // Then the second: still waiting for the first.
+            assert!(s.ack(tokens[1], now));
+            assert!(b.recv(&mut s).is_empty());
+            assert!(!s.ack(tokens[1], now), "acked twice");
+            // The first releases all three, in receive order.
+            assert!(s.ack(tokens[0], now));
+            let acked: Vec<u16> = b
+                .recv(&mut s)
+                .into_iter()
+                .map(|p| match p {
+                    Packet::PubAck(a) => a.packet_id.get(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(acked, [7, 3, 9]);
+            assert_eq!(s.inbound_unacked(), 0);
+
+            // QoS 0 carries no token and is never acknowledged.
+            b.send(
+                &mut s,
+                Packet::Publish(Publish::new("alerts/x".into(), Bytes::from_static(b"!"))),
+                now,
+            );
+            assert!(matches!(
+                events(&mut s)[..],
+                [Event::Message { ack: None, .. }]
+            ));
+        }
+    }
+
+    #[test]
+    fn ack_from_an_earlier_connection_is_refused() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        b.publish_qos1(&mut s, 1, now);
+        let Some(Event::Message { ack: Some(old), .. }) = s.poll_event() else {
+            panic!()
+        };
+        s.handle_disconnected(now);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.connack(&mut s, false, now);
+        b.recv(&mut s);
+        events(&mut s);
+        // The broker lost the session; id 1 now names another message.
+        b.publish_qos1(&mut s, 1, now);
+        let Some(Event::Message { ack: Some(new), .. }) = s.poll_event() else {
+            panic!()
+        };
+        assert!(
+            !s.ack(old, now),
+            "a late ack must not acknowledge the new message"
+        );
+        assert!(b.recv(&mut s).is_empty());
+        assert!(s.ack(new, now));
+        assert!(matches!(b.recv(&mut s)[..], [Packet::PubAck(_)]));
+    }
+
+    #[test]
+    fn receive_maximum_enforced_inbound() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        for packet_id in 1..=3 {
+            b.publish_qos1(&mut s, packet_id, now);
+        }
+        assert_eq!(events(&mut s).len(), 3);
+        // A fourth while three are unacknowledged: over our Receive Maximum of 3.
+        b.publish_qos1(&mut s, 4, now);
+        let sent = b.recv(&mut s);
+        let [Packet::Disconnect(d)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(d.reason_code, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+        assert!(matches!(
+            &events(&mut s)[..],
+            [Event::Closed {
+                reason: CloseReason::Protocol {
+                    reason_code: ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    ..
+                }
+            }]
+        ));
+    }
+
+    #[test]
+    fn receive_maximum_ok_once_acked() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        for packet_id in 1..=3 {
+            b.publish_qos1(&mut s, packet_id, now);
+        }
+        let first = match s.poll_event() {
+            Some(Event::Message { ack: Some(t), .. }) => t,
+            other => panic!("{other:?}"),
+        };
+        events(&mut s);
+        s.ack(first, now);
+        b.recv(&mut s);
+        b.publish_qos1(&mut s, 4, now);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Message { ack: Some(_), .. }]
+        ));
+        assert!(s.is_connected());
+    }
+
+    fn qos1(topic: &'static str) -> Publish {
+        let mut p = Publish::new(ByteStr::from_static(topic), Bytes::from_static(b"x"));
+        p.qos = QoS::AtLeastOnce;
+        p
+    }
+
+    #[test]
+    fn receive_maximum_enforced_outbound() {
+        let now = Instant::now();
+        let mut s = Session::new(config(V5), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        let mut connack = ConnAck::new(true);
+        connack.properties = Box::new(ConnAckProperties {
+            receive_maximum: NonZeroU16::new(2),
+            ..ConnAckProperties::default()
+        });
+        b.send(&mut s, Packet::ConnAck(connack), now);
+        events(&mut s);
+
+        let a = s.publish(qos1("out/a"), now).expect("window").expect("id");
+        let c = s.publish(qos1("out/b"), now).expect("window").expect("id");
+        assert_ne!(a, c);
+        assert_eq!(
+            s.publish(qos1("out/c"), now),
+            Err(PublishError::Full),
+            "the broker's Receive Maximum is 2"
+        );
+        // QoS 0 is outside the window.
+        assert_eq!(
+            s.publish(Publish::new("out/0".into(), Bytes::new()), now),
+            Ok(None)
+        );
+        let sent = b.recv(&mut s);
+        assert_eq!(sent.len(), 3);
+
+        // Out-of-order PUBACK is fine.
+        b.send(&mut s, Packet::PubAck(PubAck::new(c)), now);
+        assert_eq!(
+            events(&mut s),
+            [Event::Acked {
+                packet_id: c,
+                reason_code: ReasonCode::SUCCESS
+            }]
+        );
+        let d = s.publish(qos1("out/c"), now).expect("window").expect("id");
+        assert!(d != a, "an id in use is not reused");
+        assert_eq!(s.in_flight(), 2);
+
+        // A PUBACK for an id not in flight is a protocol error.
+        b.recv(&mut s);
+        b.send(&mut s, Packet::PubAck(PubAck::new(id(999))), now);
+        let sent = b.recv(&mut s);
+        let [Packet::Disconnect(disc)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(disc.reason_code, ReasonCode::PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn keep_alive_pings_and_detects_a_dead_broker() {
+        for protocol in [V311, V5] {
+            let t0 = Instant::now();
+            let (mut s, mut b) = connected(protocol, t0);
+            let keep_alive = Duration::from_secs(30);
+            assert_eq!(s.poll_timeout(), Some(t0 + keep_alive));
+
+            // Not idle yet: nothing.
+            s.handle_timeout(t0 + keep_alive - Duration::from_millis(1));
+            assert!(b.recv(&mut s).is_empty());
+
+            // Idle for Keep Alive: PINGREQ, then the PINGRESP deadline.
+            let t1 = t0 + keep_alive;
+            s.handle_timeout(t1);
+            assert_eq!(b.recv(&mut s), [Packet::PingReq]);
+            assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+            b.send(&mut s, Packet::PingResp, t1 + Duration::from_secs(1));
+            assert_eq!(s.poll_timeout(), Some(t1 + keep_alive));
+
+            // Sending something else resets the idle timer.
+            let t2 = t1 + Duration::from_secs(20);
+            s.publish(qos1("out/a"), t2).expect("window");
+            b.recv(&mut s);
+            assert_eq!(s.poll_timeout(), Some(t2 + keep_alive));
+
+            // Next PINGREQ goes unanswered: the connection is dead.
+            let t3 = t2 + keep_alive;
+            s.handle_timeout(t3);
+            assert_eq!(b.recv(&mut s), [Packet::PingReq]);
+            s.handle_timeout(t3 + Duration::from_secs(9));
+            assert!(events(&mut s).is_empty());
+            s.handle_timeout(t3 + Duration::from_secs(10));
+            assert_eq!(
+                events(&mut s),
+                [Event::Closed {
+                    reason: CloseReason::KeepAliveTimeout
+                }]
+            );
+            assert_eq!(s.poll_timeout(), None);
+        }
+    }
+
+    #[test]
+    fn server_keep_alive_replaces_ours() {
+        let now = Instant::now();
+        let mut s = Session::new(config(V5), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        let mut connack = ConnAck::new(true);
+        connack.properties.server_keep_alive_secs = Some(5);
+        b.send(&mut s, Packet::ConnAck(connack), now);
+        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn malformed_frame_sends_disconnect_0x81_in_v5() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        // PUBLISH with QoS 3.
+        let mut bad = BytesMut::from(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01][..]);
+        s.handle_bytes(&mut bad, now);
+        let sent = b.recv(&mut s);
+        let [Packet::Disconnect(d)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(d.reason_code, ReasonCode::MALFORMED_PACKET);
+        assert_eq!(
+            events(&mut s),
+            [Event::Closed {
+                reason: CloseReason::Decode(DecodeError::PublishQos3)
+            }]
+        );
+        assert!(!s.is_connected());
+        // Nothing more is read, and the transport closing reports nothing new.
+        let mut more = BytesMut::from(&[0x40, 0x02, 0x00, 0x01][..]);
+        s.handle_bytes(&mut more, now);
+        assert_eq!(more.len(), 4, "not read after closing");
+        assert!(b.recv(&mut s).is_empty());
+        s.handle_disconnected(now);
+        assert!(events(&mut s).is_empty());
+    }
+
+    #[test]
+    fn malformed_frame_closes_without_disconnect_in_v311() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V311, now);
+        let mut bad = BytesMut::from(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01][..]);
+        s.handle_bytes(&mut bad, now);
+        assert!(b.recv(&mut s).is_empty());
+        assert_eq!(
+            events(&mut s),
+            [Event::Closed {
+                reason: CloseReason::Decode(DecodeError::PublishQos3)
+            }]
+        );
+    }
+
+    /// Connects again after the transport dropped, with the given CONNACK, and returns what the
+    /// session sent after the CONNECT.
+    fn reconnect(s: &mut Session, b: &mut Broker, connack: ConnAck, now: Instant) -> Vec<Packet> {
+        s.handle_disconnected(now);
+        s.handle_connected(now);
+        assert!(matches!(b.recv(s)[..], [Packet::Connect(_)]));
+        b.send(s, Packet::ConnAck(connack), now);
+        b.recv(s)
+    }
+
+    #[test]
+    fn in_flight_resent_with_dup_when_session_present() {
+        for protocol in [V311, V5] {
+            let now = Instant::now();
+            let (mut s, mut b) = connected(protocol, now);
+            let ids: Vec<PacketId> = ["out/1", "out/2", "out/3"]
+                .into_iter()
+                .map(|t| s.publish(qos1(t), now).expect("window").expect("id"))
+                .collect();
+            b.recv(&mut s);
+            b.send(&mut s, Packet::PubAck(PubAck::new(ids[1])), now);
+            events(&mut s);
+
+            let sent = reconnect(&mut s, &mut b, ConnAck::new(true), now);
+            let resent: Vec<(PacketId, bool, String)> = sent
+                .into_iter()
+                .map(|p| match p {
+                    Packet::Publish(p) => (p.packet_id.expect("QoS 1"), p.dup, p.topic.to_string()),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                resent,
+                [
+                    (ids[0], true, "out/1".to_string()),
+                    (ids[2], true, "out/3".to_string())
+                ],
+                "original ids, DUP, original order"
+            );
+            b.send(&mut s, Packet::PubAck(PubAck::new(ids[2])), now);
+            b.send(&mut s, Packet::PubAck(PubAck::new(ids[0])), now);
+            let acked: Vec<Event> = events(&mut s)
+                .into_iter()
+                .filter(|e| matches!(e, Event::Acked { .. }))
+                .collect();
+            assert_eq!(
+                acked,
+                [
+                    Event::Acked {
+                        packet_id: ids[2],
+                        reason_code: ReasonCode::SUCCESS
+                    },
+                    Event::Acked {
+                        packet_id: ids[0],
+                        reason_code: ReasonCode::SUCCESS
+                    }
+                ]
+            );
+            assert_eq!(s.in_flight(), 0);
+        }
+    }
+
+    #[test]
+    fn in_flight_resent_as_new_when_session_lost() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        let a = s.publish(qos1("out/1"), now).expect("window").expect("id");
+        b.recv(&mut s);
+        let sent = reconnect(&mut s, &mut b, ConnAck::new(false), now);
+        let [Packet::Subscribe(_), Packet::Publish(p)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(p.packet_id, Some(a));
+        assert!(!p.dup);
+    }
+
+    #[test]
+    fn resend_respects_a_smaller_window() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        let ids: Vec<PacketId> = (0..3)
+            .map(|_| s.publish(qos1("out/x"), now).expect("window").expect("id"))
+            .collect();
+        b.recv(&mut s);
+        let mut connack = ConnAck::new(true);
+        connack.properties.receive_maximum = NonZeroU16::new(1);
+        let sent = reconnect(&mut s, &mut b, connack, now);
+        assert!(matches!(&sent[..], [Packet::Publish(p)] if p.packet_id == Some(ids[0])));
+        assert_eq!(s.publish(qos1("out/y"), now), Err(PublishError::Full));
+        b.send(&mut s, Packet::PubAck(PubAck::new(ids[0])), now);
+        let sent = b.recv(&mut s);
+        assert!(matches!(&sent[..], [Packet::Publish(p)] if p.packet_id == Some(ids[1]) && p.dup));
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let now = Instant::now();
+        let mut c = config(V5);
+        c.subscriptions[0].options.qos = QoS::ExactlyOnce;
+        assert!(matches!(
+            Session::new(c, now),
+            Err(ConfigError::Qos2Subscription { .. })
+        ));
+        let mut c = config(V311);
+        c.subscriptions[1].filter = ByteStr::from_static("a/#/b");
+        assert!(matches!(
+            Session::new(c, now),
+            Err(ConfigError::InvalidFilter { .. })
+        ));
+        let mut c = config(V311);
+        c.username = None;
+        assert!(matches!(Session::new(c, now), Err(ConfigError::Connect(_))));
+    }
+}
