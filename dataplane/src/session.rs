@@ -15,9 +15,10 @@
 //! PUBACKs go out strictly in receive order ([MQTT-4.6.0-2]).
 //!
 //! Memory: the transmit buffer holds what was queued since the last [`Session::poll_transmit`];
-//! the inbound queue holds two words per unacknowledged QoS 1 message (at most Receive Maximum
-//! in 5.0, at most 65,535 distinct packet ids in 3.1.1); the outbound in-flight table holds one
-//! [`Publish`] (slices, no payload copy) per message up to the broker's Receive Maximum.
+//! the inbound queue holds 4 bytes per unacknowledged QoS 1 message (at most Receive Maximum in
+//! 5.0, at most 65,535 distinct packet ids in 3.1.1) plus a fixed 8 KiB bitmap of the ids in use;
+//! the outbound in-flight table holds one [`Publish`] (slices, no payload copy) per message, up
+//! to the broker's Receive Maximum.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::{NonZeroU16, NonZeroU32};
@@ -281,10 +282,15 @@ pub struct Session {
 
     // Inbound QoS 1, in receive order, current connection only.
     inbound: VecDeque<Inbound>,
+    /// The packet ids in `inbound`, one bit each, for an O(1) "in use" check per PUBLISH.
+    inbound_ids: Box<[u64; 1024]>,
 
     // Outbound.
     in_flight: HashMap<u16, InFlight>,
     unsent: usize,
+    /// Keys of in-flight messages to re-send on this connection, oldest first; entries whose
+    /// message was acknowledged meanwhile are skipped.
+    resend: VecDeque<u16>,
     next_seq: u64,
     next_packet_id: u16,
     /// The broker's Receive Maximum (65,535 until a 5.0 CONNACK says otherwise).
@@ -323,8 +329,10 @@ impl Session {
             last_sent: now,
             ping_sent: None,
             inbound: VecDeque::new(),
+            inbound_ids: Box::new([0; 1024]),
             in_flight: HashMap::new(),
             unsent: 0,
+            resend: VecDeque::new(),
             next_seq: 0,
             next_packet_id: 1,
             send_window: u16::MAX,
@@ -504,6 +512,7 @@ impl Session {
         {
             let packet_id = front.packet_id;
             self.inbound.pop_front();
+            self.set_inbound_id(packet_id, false);
             self.send(&Packet::PubAck(PubAck::new(packet_id)), now);
         }
         true
@@ -627,12 +636,14 @@ impl Session {
         self.state = State::Idle;
         self.tx.clear();
         self.inbound.clear();
+        self.inbound_ids.fill(0);
         self.ping_sent = None;
         self.subscribe_id = None;
         for m in self.in_flight.values_mut() {
             m.sent = false;
         }
         self.unsent = self.in_flight.len();
+        self.resend.clear();
     }
 
     fn handle_packet(&mut self, packet: Packet, now: Instant) {
@@ -751,6 +762,9 @@ impl Session {
         for m in self.in_flight.values_mut() {
             m.publish.dup = connack.session_present;
         }
+        let mut order: Vec<(u64, u16)> = self.in_flight.iter().map(|(k, m)| (m.seq, *k)).collect();
+        order.sort_unstable();
+        self.resend = order.into_iter().map(|(_, k)| k).collect();
         self.send_unsent(now);
     }
 
@@ -783,18 +797,15 @@ impl Session {
     fn send_unsent(&mut self, now: Instant) {
         while self.unsent > 0 && self.in_flight.len() - self.unsent < usize::from(self.send_window)
         {
-            let Some(key) = self
-                .in_flight
-                .iter()
-                .filter(|(_, m)| !m.sent)
-                .min_by_key(|(_, m)| m.seq)
-                .map(|(k, _)| *k)
-            else {
+            let Some(key) = self.resend.pop_front() else {
                 break;
             };
             let Some(m) = self.in_flight.get_mut(&key) else {
-                break;
+                continue; // acknowledged before it was re-sent
             };
+            if m.sent {
+                continue; // the id was acknowledged, then reused by a new message
+            }
             m.sent = true;
             self.unsent -= 1;
             let packet = Packet::Publish(m.publish.clone());
@@ -831,7 +842,7 @@ impl Session {
                 self.events.push_back(Event::Message { publish, ack: None });
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                if self.inbound.iter().any(|m| m.packet_id == packet_id) {
+                if self.inbound_id_in_use(packet_id) {
                     self.protocol_error(
                         ReasonCode::PROTOCOL_ERROR,
                         "[MQTT-2.2.1-3] PUBLISH with a packet identifier still in use",
@@ -853,6 +864,7 @@ impl Session {
                     packet_id,
                     acked: false,
                 });
+                self.set_inbound_id(packet_id, true);
                 let ack = Some(AckToken {
                     connection: self.connection,
                     packet_id,
@@ -864,6 +876,20 @@ impl Session {
                 "QoS 2 PUBLISH, but every subscription asked for QoS 1 at most",
                 now,
             ),
+        }
+    }
+
+    fn inbound_id_in_use(&self, id: PacketId) -> bool {
+        let i = usize::from(id.get());
+        self.inbound_ids[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set_inbound_id(&mut self, id: PacketId, in_use: bool) {
+        let i = usize::from(id.get());
+        if in_use {
+            self.inbound_ids[i / 64] |= 1 << (i % 64);
+        } else {
+            self.inbound_ids[i / 64] &= !(1 << (i % 64));
         }
     }
 
@@ -1546,6 +1572,56 @@ mod tests {
         b.send(&mut s, Packet::PubAck(PubAck::new(ids[0])), now);
         let sent = b.recv(&mut s);
         assert!(matches!(&sent[..], [Packet::Publish(p)] if p.packet_id == Some(ids[1]) && p.dup));
+    }
+
+    #[test]
+    fn inbound_packet_id_in_use_is_a_protocol_error() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        b.publish_qos1(&mut s, 5, now);
+        let token = match s.poll_event() {
+            Some(Event::Message { ack: Some(t), .. }) => t,
+            other => panic!("{other:?}"),
+        };
+        // Acknowledged: the id is free again and may come back.
+        s.ack(token, now);
+        b.recv(&mut s);
+        b.publish_qos1(&mut s, 5, now);
+        assert!(s.is_connected());
+        // Not acknowledged yet: the same id again is a protocol error.
+        b.publish_qos1(&mut s, 5, now);
+        let sent = b.recv(&mut s);
+        let [Packet::Disconnect(d)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn puback_for_a_message_not_yet_resent() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        let ids: Vec<PacketId> = (0..3)
+            .map(|_| s.publish(qos1("out/x"), now).expect("window").expect("id"))
+            .collect();
+        b.recv(&mut s);
+        let mut connack = ConnAck::new(true);
+        connack.properties.receive_maximum = NonZeroU16::new(1);
+        let sent = reconnect(&mut s, &mut b, connack, now);
+        assert_eq!(sent.len(), 1);
+        // The broker acknowledges the third (it had it from the last connection) and the first.
+        b.send(&mut s, Packet::PubAck(PubAck::new(ids[2])), now);
+        assert!(b.recv(&mut s).is_empty(), "window still full");
+        b.send(&mut s, Packet::PubAck(PubAck::new(ids[0])), now);
+        let sent = b.recv(&mut s);
+        assert!(
+            matches!(&sent[..], [Packet::Publish(p)] if p.packet_id == Some(ids[1])),
+            "only the second is left to re-send: {sent:?}"
+        );
+        b.send(&mut s, Packet::PubAck(PubAck::new(ids[1])), now);
+        assert_eq!(s.in_flight(), 0);
+        assert!(b.recv(&mut s).is_empty());
+        assert!(s.publish(qos1("out/y"), now).is_ok());
     }
 
     #[test]
