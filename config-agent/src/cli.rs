@@ -142,7 +142,12 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logs(filter: &str) -> anyhow::Result<()> {
+/// Sends `tracing` logs to stderr (colours only on a terminal), filtered by `RUST_LOG` or else by
+/// `filter`. Both binaries use it.
+///
+/// # Errors
+/// When `filter` is not a valid filter.
+pub fn init_logs(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .context("--log")?;

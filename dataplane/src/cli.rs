@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use clap::Parser;
 use sluice_config_agent::control::{DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
 use tracing::info;
@@ -41,14 +40,7 @@ pub struct Args {
 /// # Errors
 /// When the control socket cannot be created.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
-        .context("--log")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    sluice_config_agent::cli::init_logs(&args.log)?;
     let listener = bind(&args.control_socket)?;
     info!(socket = %args.control_socket.display(), "control socket ready");
     let state = ConfigState::new(Dirs {
