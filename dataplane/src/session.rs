@@ -1556,9 +1556,11 @@ mod tests {
         assert!(!p.dup);
     }
 
-    #[test]
-    fn resend_respects_a_smaller_window() {
-        let now = Instant::now();
+    /// Three QoS 1 messages in flight, then a reconnect to a broker that kept the session but now
+    /// allows one in flight: returns what the session sent after the CONNACK.
+    fn three_in_flight_then_window_of_one(
+        now: Instant,
+    ) -> (Session, Broker, Vec<PacketId>, Vec<Packet>) {
         let (mut s, mut b) = connected(V5, now);
         let ids: Vec<PacketId> = (0..3)
             .map(|_| s.publish(qos1("out/x"), now).expect("window").expect("id"))
@@ -1567,6 +1569,13 @@ mod tests {
         let mut connack = ConnAck::new(true);
         connack.properties.receive_maximum = NonZeroU16::new(1);
         let sent = reconnect(&mut s, &mut b, connack, now);
+        (s, b, ids, sent)
+    }
+
+    #[test]
+    fn resend_respects_a_smaller_window() {
+        let now = Instant::now();
+        let (mut s, mut b, ids, sent) = three_in_flight_then_window_of_one(now);
         assert!(matches!(&sent[..], [Packet::Publish(p)] if p.packet_id == Some(ids[0])));
         assert_eq!(s.publish(qos1("out/y"), now), Err(PublishError::Full));
         b.send(&mut s, Packet::PubAck(PubAck::new(ids[0])), now);
@@ -1600,14 +1609,7 @@ mod tests {
     #[test]
     fn puback_for_a_message_not_yet_resent() {
         let now = Instant::now();
-        let (mut s, mut b) = connected(V5, now);
-        let ids: Vec<PacketId> = (0..3)
-            .map(|_| s.publish(qos1("out/x"), now).expect("window").expect("id"))
-            .collect();
-        b.recv(&mut s);
-        let mut connack = ConnAck::new(true);
-        connack.properties.receive_maximum = NonZeroU16::new(1);
-        let sent = reconnect(&mut s, &mut b, connack, now);
+        let (mut s, mut b, ids, sent) = three_in_flight_then_window_of_one(now);
         assert_eq!(sent.len(), 1);
         // The broker acknowledges the third (it had it from the last connection) and the first.
         b.send(&mut s, Packet::PubAck(PubAck::new(ids[2])), now);
