@@ -3,5 +3,9 @@
 
 pub mod cli;
 pub mod control;
+pub mod forward;
+pub mod http;
+pub mod metrics;
 pub mod session;
 pub mod state;
+pub mod transport;
