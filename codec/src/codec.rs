@@ -11,8 +11,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::{
-    Auth, ConnAck, Connect, Disconnect, Packet, PubAck, PublishRef, SubAck, Subscribe, UnsubAck,
-    Unsubscribe, decode_publish, decode_publish_owned, encode_publish,
+    Auth, ConnAck, Connect, Disconnect, Packet, PubAck, Publish, PublishRef, SubAck, Subscribe,
+    UnsubAck, Unsubscribe, decode_publish, decode_publish_owned, encode_publish,
+    encode_publish_header,
 };
 use crate::reason::ReasonCode;
 use crate::types::{PacketType, ProtocolVersion, Role};
@@ -338,6 +339,26 @@ impl Codec {
         })
     }
 
+    /// Encodes a PUBLISH without its payload at the end of `buf`: fixed header, topic, packet id
+    /// and properties, announcing `publish.payload.len()` bytes of payload, which the caller
+    /// sends right after (a vectored write). Checks everything [`Codec::encode`] checks.
+    ///
+    /// # Errors
+    /// As [`Codec::encode`]. Nothing is written then.
+    pub fn encode_publish_header(
+        &self,
+        publish: &Publish,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        encode_publish_header(
+            self.version.ok_or(EncodeError::VersionUnknown)?,
+            &publish.fields(),
+            publish.payload.len(),
+            self.peer_max_packet_size as usize,
+            buf,
+        )
+    }
+
     /// Encodes `packet` at the end of `buf`.
     ///
     /// # Errors
@@ -488,5 +509,48 @@ fn check_codes(packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeEr
             })
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+
+    use super::Codec;
+    use crate::string::ByteStr;
+    use crate::types::{PacketId, ProtocolVersion, QoS, Role};
+    use crate::{EncodeError, Packet, Publish};
+
+    #[test]
+    fn publish_header_then_payload_is_the_whole_publish() {
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            let codec = Codec::new(Role::Client, version);
+            let mut p = Publish::new(ByteStr::from_static("a/b"), Bytes::from_static(&[7; 300]));
+            p.qos = QoS::AtLeastOnce;
+            p.packet_id = PacketId::new(9);
+            let mut whole = BytesMut::new();
+            codec
+                .encode(&Packet::Publish(p.clone()), &mut whole)
+                .expect("encodes");
+            let mut split = BytesMut::new();
+            codec
+                .encode_publish_header(&p, &mut split)
+                .expect("encodes");
+            split.extend_from_slice(&p.payload);
+            assert_eq!(whole, split);
+        }
+    }
+
+    #[test]
+    fn publish_header_checks_the_peer_maximum() {
+        let mut codec = Codec::new(Role::Client, ProtocolVersion::V5);
+        codec.set_peer_max_packet_size(100);
+        let p = Publish::new(ByteStr::from_static("a"), Bytes::from_static(&[0; 200]));
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            codec.encode_publish_header(&p, &mut buf),
+            Err(EncodeError::PacketTooLarge { .. })
+        ));
+        assert!(buf.is_empty());
     }
 }

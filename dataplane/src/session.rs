@@ -32,6 +32,11 @@ use sluice_codec::{
     TopicError,
 };
 
+/// Payloads of at least this many bytes are queued by reference and sent with a vectored write;
+/// smaller ones are copied next to their header, which costs less than another I/O vector
+/// entry and reference count.
+pub const VECTORED_MIN_PAYLOAD: usize = 512;
+
 /// How a session connects and what it subscribes to.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -51,6 +56,9 @@ pub struct SessionConfig {
     /// unacknowledged at once. Announced in a 5.0 CONNECT, where a broker sending more is a
     /// protocol error (0x93). Default 100.
     pub receive_maximum: NonZeroU16,
+    /// The most outbound QoS 1 messages left unacknowledged at once (our `maxInflightMessages`
+    /// when publishing); the broker's Receive Maximum lowers it further. Default 100.
+    pub max_in_flight: NonZeroU16,
     /// Largest packet accepted, bytes (whole frame); announced in a 5.0 CONNECT as Maximum Packet
     /// Size and checked from the fixed header. `None`: the protocol's limit. Default `None`.
     pub maximum_packet_size: Option<NonZeroU32>,
@@ -79,6 +87,7 @@ impl SessionConfig {
             clean_start: false,
             session_expiry_secs: 3600,
             receive_maximum: NonZeroU16::new(100).expect("non-zero"),
+            max_in_flight: NonZeroU16::new(100).expect("non-zero"),
             maximum_packet_size: None,
             username: None,
             password: None,
@@ -270,7 +279,13 @@ pub struct Session {
     codec: Codec,
     /// Bumped by every `handle_connected`; part of each [`AckToken`].
     connection: u32,
+    /// Encoded bytes not yet taken by the transport; follows `tx_chunks`.
     tx: BytesMut,
+    /// Frozen pieces queued before `tx`: headers and payloads of large PUBLISH packets, sent by
+    /// reference (see [`VECTORED_MIN_PAYLOAD`]).
+    tx_chunks: VecDeque<Bytes>,
+    /// Bytes in `tx_chunks`.
+    tx_chunks_len: usize,
     events: VecDeque<Event>,
     /// Client id for CONNECT: the configured one, or the one a 5.0 broker assigned.
     client_id: ByteStr,
@@ -324,6 +339,8 @@ impl Session {
             state: State::Idle,
             connection: 0,
             tx: BytesMut::new(),
+            tx_chunks: VecDeque::new(),
+            tx_chunks_len: 0,
             events: VecDeque::new(),
             keep_alive: None,
             last_sent: now,
@@ -374,7 +391,7 @@ impl Session {
     /// dropped; a connection that was still up is ended as by [`Session::handle_disconnected`].
     pub fn handle_connected(&mut self, now: Instant) {
         self.handle_disconnected(now);
-        self.tx.clear();
+        self.clear_transmit();
         self.connection = self.connection.wrapping_add(1);
         let mut codec = Codec::new(Role::Client, self.config.protocol);
         if let Some(max) = self.config.maximum_packet_size {
@@ -458,12 +475,17 @@ impl Session {
         }
     }
 
-    /// Appends to `out` everything queued for the transport since the last call. Returns whether
+    /// Appends to `out` everything queued for the transport since the last call, copied into one
+    /// buffer (for a transport that transforms the bytes anyway, such as TLS). Returns whether
     /// anything was appended.
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
-        if self.tx.is_empty() {
+        if self.tx.is_empty() && self.tx_chunks.is_empty() {
             return false;
         }
+        for chunk in self.tx_chunks.drain(..) {
+            out.extend_from_slice(&chunk);
+        }
+        self.tx_chunks_len = 0;
         if out.is_empty() {
             std::mem::swap(out, &mut self.tx);
         } else {
@@ -471,6 +493,26 @@ impl Session {
             self.tx.clear();
         }
         true
+    }
+
+    /// Appends to `out` everything queued for the transport since the last call, as pieces to
+    /// write in order with one vectored write: large payloads are the received `Bytes`, not
+    /// copies. Returns whether anything was appended.
+    pub fn poll_transmit_vectored(&mut self, out: &mut Vec<Bytes>) -> bool {
+        if self.tx.is_empty() && self.tx_chunks.is_empty() {
+            return false;
+        }
+        out.extend(self.tx_chunks.drain(..));
+        self.tx_chunks_len = 0;
+        if !self.tx.is_empty() {
+            out.push(self.tx.split().freeze());
+        }
+        true
+    }
+
+    /// Bytes queued for the transport and not yet taken by a `poll_transmit` call.
+    pub fn transmit_len(&self) -> usize {
+        self.tx.len() + self.tx_chunks_len
     }
 
     /// The next event, in the order they happened.
@@ -564,12 +606,29 @@ impl Session {
     }
 
     fn encode_publish(&mut self, publish: &Publish, now: Instant) -> Result<(), PublishError> {
-        // A Publish is small (slices), so wrapping it in a Packet costs reference counts only.
-        self.codec
-            .encode(&Packet::Publish(publish.clone()), &mut self.tx)
-            .map_err(PublishError::Encode)?;
+        if publish.payload.len() >= VECTORED_MIN_PAYLOAD {
+            self.codec
+                .encode_publish_header(publish, &mut self.tx)
+                .map_err(PublishError::Encode)?;
+            let header = self.tx.split().freeze();
+            self.tx_chunks_len += header.len() + publish.payload.len();
+            self.tx_chunks.push_back(header);
+            self.tx_chunks.push_back(publish.payload.clone());
+        } else {
+            // A Publish is small (slices), so wrapping it in a Packet costs reference counts
+            // only.
+            self.codec
+                .encode(&Packet::Publish(publish.clone()), &mut self.tx)
+                .map_err(PublishError::Encode)?;
+        }
         self.last_sent = now;
         Ok(())
+    }
+
+    fn clear_transmit(&mut self) {
+        self.tx.clear();
+        self.tx_chunks.clear();
+        self.tx_chunks_len = 0;
     }
 
     fn connect_packet(&self) -> Connect {
@@ -634,7 +693,7 @@ impl Session {
     /// Connection state that does not outlive the connection.
     fn end_connection(&mut self) {
         self.state = State::Idle;
-        self.tx.clear();
+        self.clear_transmit();
         self.inbound.clear();
         self.inbound_ids.fill(0);
         self.ping_sent = None;
@@ -737,7 +796,10 @@ impl Session {
             0 => None,
             secs => Some(Duration::from_secs(u64::from(secs))),
         };
-        self.send_window = p.receive_maximum.map_or(u16::MAX, NonZeroU16::get);
+        self.send_window = p
+            .receive_maximum
+            .map_or(u16::MAX, NonZeroU16::get)
+            .min(self.config.max_in_flight.get());
         self.maximum_qos = match p.maximum_qos {
             Some(QoS::AtMostOnce) => QoS::AtMostOnce,
             _ => QoS::AtLeastOnce,
@@ -1118,6 +1180,62 @@ mod tests {
     #[test]
     fn connect_and_subscribe_v5() {
         handshake(V5);
+    }
+
+    #[test]
+    fn large_payloads_go_out_by_reference() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        let big = Bytes::from(vec![b'x'; VECTORED_MIN_PAYLOAD + 10]);
+        let small = Bytes::from_static(b"small");
+        for payload in [big.clone(), small.clone(), big.clone()] {
+            let mut p = Publish::new(ByteStr::from_static("out/t"), payload);
+            p.qos = QoS::AtLeastOnce;
+            s.publish(p, now).expect("window open");
+        }
+        let queued = s.transmit_len();
+        let mut pieces = Vec::new();
+        assert!(s.poll_transmit_vectored(&mut pieces));
+        assert_eq!(pieces.iter().map(Bytes::len).sum::<usize>(), queued);
+        assert_eq!(s.transmit_len(), 0);
+        // The large payloads are the caller's buffers, not copies.
+        let by_ref = pieces.iter().filter(|p| p.as_ptr() == big.as_ptr()).count();
+        assert_eq!(by_ref, 2);
+        // And the pieces are the packets, in order.
+        let mut buf = BytesMut::new();
+        for piece in &pieces {
+            buf.extend_from_slice(piece);
+        }
+        let mut payloads = Vec::new();
+        while let Some(p) = b.codec.decode(&mut buf).expect("valid frames") {
+            let Packet::Publish(p) = p else {
+                panic!("{p:?}")
+            };
+            payloads.push(p.payload);
+        }
+        assert_eq!(payloads, [big.clone(), small, big]);
+        assert!(!s.poll_transmit_vectored(&mut pieces));
+    }
+
+    #[test]
+    fn max_in_flight_caps_the_window() {
+        let now = Instant::now();
+        let mut c = config(V5);
+        c.max_in_flight = NonZeroU16::new(2).expect("non-zero");
+        let mut s = Session::new(c, now).expect("valid");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.connack(&mut s, false, now);
+        events(&mut s);
+        let msg = || {
+            let mut p = Publish::new(ByteStr::from_static("o"), Bytes::from_static(b"1"));
+            p.qos = QoS::AtLeastOnce;
+            p
+        };
+        assert!(s.publish(msg(), now).is_ok());
+        assert!(s.publish(msg(), now).is_ok());
+        assert_eq!(s.publish(msg(), now), Err(PublishError::Full));
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub use subscribe::{
 };
 pub use unsubscribe::{Unsubscribe, UnsubscribeProperties};
 
-pub(crate) use publish::{decode_publish, decode_publish_owned, encode_publish};
+pub(crate) use publish::{
+    decode_publish, decode_publish_owned, encode_publish, encode_publish_header,
+};
 
 use bytes::{BufMut, Bytes};
 

@@ -836,6 +836,27 @@ pub(crate) fn encode_publish(
     Ok(())
 }
 
+/// Encodes a PUBLISH up to its payload (which has `payload_len` bytes and follows separately),
+/// refusing one whose frame would exceed `max_size` bytes.
+pub(crate) fn encode_publish_header(
+    version: ProtocolVersion,
+    f: &Fields<'_>,
+    payload_len: usize,
+    max_size: usize,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let body = publish_encoded_len(version, f, payload_len)?;
+    let size = 1 + varint_len(body as u32) + body;
+    if size > max_size {
+        return Err(EncodeError::PacketTooLarge {
+            size,
+            max: max_size,
+        });
+    }
+    write_header(version, f, body, buf);
+    Ok(())
+}
+
 /// Decodes a PUBLISH frame into an owned [`Publish`] that shares the frame: the topic (and the
 /// property block, when there is one) are slices of it, and the payload is the frame itself,
 /// advanced past the header, so only the topic adds a reference count.
