@@ -1,14 +1,21 @@
 //! The `dataplane` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use sluice_config_agent::control::{DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
 use tracing::info;
 
 use crate::control::{bind, serve};
-use crate::state::{ConfigState, Dirs};
+use crate::http::MetricsServer;
+use crate::metrics::Registry;
+use crate::plan::Environment;
+use crate::runtime::{IoDriver, Runtime};
+use crate::state::{ConfigState, Dirs, Runner};
 
 /// Sluice's data plane: configured by `config-agent` over a Unix socket.
 #[derive(Debug, Parser)]
@@ -26,6 +33,26 @@ pub struct Args {
     /// Folder where a persistent volume claim resolves to `NAME/`.
     #[arg(long, value_name = "DIR")]
     pub volumes_dir: Option<PathBuf>,
+    /// Folder of service account tokens, one file per audience (`ServiceAccountToken`
+    /// authentication).
+    #[arg(long, value_name = "DIR")]
+    pub token_dir: Option<PathBuf>,
+    /// IMDS-compatible endpoint for managed identity tokens, e.g. `http://169.254.169.254`.
+    #[arg(long, value_name = "URL")]
+    pub imds_endpoint: Option<String>,
+    /// Worker threads, one per core; default: every CPU this process may use.
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// I/O driver of the workers.
+    #[arg(long, value_enum, default_value_t = IoDriver::Auto)]
+    pub io_driver: IoDriver,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address (port 0: any free port, logged).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long a changed or removed dataflow, or all of them at SIGTERM, may take to drain, in
+    /// seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub drain_timeout: u64,
     /// The largest control frame accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: u32,
@@ -35,23 +62,60 @@ pub struct Args {
     pub log: String,
 }
 
-/// Runs the data plane until it is killed.
+/// Runs the data plane until SIGTERM or SIGINT, then drains and exits.
 ///
 /// # Errors
-/// When the control socket cannot be created.
+/// When the control socket, the metrics listener or the workers cannot be set up.
 pub fn run(args: Args) -> anyhow::Result<()> {
     sluice_config_agent::cli::init_logs(&args.log)?;
-    let listener = bind(&args.control_socket)?;
-    info!(socket = %args.control_socket.display(), "control socket ready");
-    let state = ConfigState::new(Dirs {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let cores = args.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let registry = Arc::new(Registry::new());
+    let _metrics = match args.metrics_addr {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, Arc::clone(&registry))?;
+            info!(addr = %server.local_addr(), "metrics listening");
+            Some(server)
+        }
+        None => None,
+    };
+    let runtime = Runtime::start(cores, args.io_driver, Arc::clone(&registry))?;
+    let drain_timeout = Duration::from_secs(args.drain_timeout);
+    let dirs = Dirs {
         secrets: args.secrets_dir,
         configmaps: args.configmaps_dir,
         volumes: args.volumes_dir,
+    };
+    let state = ConfigState::with_runner(Runner {
+        runtime: runtime.handle(),
+        env: Environment {
+            dirs,
+            token_dir: args.token_dir,
+            imds_endpoint: args.imds_endpoint,
+            cores,
+        },
+        registry,
+        drain_timeout,
     });
-    serve(
-        listener,
-        Arc::new(Mutex::new(state)),
-        FrameDecoder::new(args.max_frame_bytes),
-    );
+    let listener = bind(&args.control_socket)?;
+    info!(socket = %args.control_socket.display(), "control socket ready");
+    let max_frame = args.max_frame_bytes;
+    std::thread::Builder::new()
+        .name("sluice-control".into())
+        .spawn(move || {
+            serve(
+                listener,
+                Arc::new(Mutex::new(state)),
+                FrameDecoder::new(max_frame),
+            );
+        })?;
+    if let Some(signal) = signals.forever().next() {
+        info!(signal, "draining");
+    }
+    runtime.shutdown(drain_timeout);
+    let _ = std::fs::remove_file(&args.control_socket);
+    info!("stopped");
     Ok(())
 }

@@ -387,6 +387,18 @@ impl Session {
         self.in_flight.len()
     }
 
+    /// Whether [`Session::publish`] would take a QoS 1 message now: connected, and the in-flight
+    /// window has room.
+    pub fn can_publish(&self) -> bool {
+        self.state == State::Connected && self.in_flight.len() < usize::from(self.send_window)
+    }
+
+    /// The highest QoS the broker accepts from us (5.0 Maximum QoS; QoS 1 otherwise, as this
+    /// session does not do QoS 2).
+    pub fn maximum_qos(&self) -> QoS {
+        self.maximum_qos
+    }
+
     /// The transport is up: queue CONNECT. Whatever was queued for an earlier transport is
     /// dropped; a connection that was still up is ended as by [`Session::handle_disconnected`].
     pub fn handle_connected(&mut self, now: Instant) {

@@ -1,14 +1,21 @@
-//! The configuration in force: the last snapshot the data plane accepted, and how a new one is
-//! checked and compared with it. Running the dataflows is the runtime's business (issue 4); this
-//! module decides what is in force and reports what changed.
+//! The configuration in force: the last snapshot the data plane accepted, how a new one is
+//! checked and compared with it, and what the runtime is told to do about the difference: start
+//! added dataflows, drain and restart changed ones, drain and stop removed (or disabled) ones,
+//! and leave unchanged ones alone, with their sessions and in-flight messages.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_config_agent::control::{Changes, Problem};
 use sluice_config_agent::{Options, RealFiles, Snapshot, validate_snapshot};
 use tracing::{info, warn};
 
 use crate::control::Applier;
+use crate::metrics::Registry;
+use crate::plan::{DataflowPlan, Environment, plan};
+use crate::runtime::{Command, RuntimeHandle};
 
 /// Where the data plane finds the files that references resolve to.
 #[derive(Debug, Clone, Default)]
@@ -21,22 +28,91 @@ pub struct Dirs {
     pub volumes: Option<PathBuf>,
 }
 
+/// Where accepted snapshots go: the runtime, and what it needs to run them.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// The workers.
+    pub runtime: RuntimeHandle,
+    /// Files, token dir, IMDS endpoint, cores.
+    pub env: Environment,
+    /// Readiness and metrics.
+    pub registry: Arc<Registry>,
+    /// How long a changed or removed dataflow may take to drain.
+    pub drain_timeout: Duration,
+}
+
 /// The snapshot in force and its generation.
 #[derive(Debug)]
 pub struct ConfigState {
     dirs: Dirs,
     generation: Option<u64>,
     snapshot: Option<Snapshot>,
+    runner: Option<Runner>,
+    /// What runs, by `namespace/name`.
+    running: HashMap<String, Arc<DataflowPlan>>,
 }
 
 impl ConfigState {
-    /// No configuration yet.
+    /// No configuration yet; accepted snapshots are only recorded (no runtime).
     pub fn new(dirs: Dirs) -> Self {
         Self {
             dirs,
             generation: None,
             snapshot: None,
+            runner: None,
+            running: HashMap::new(),
         }
+    }
+
+    /// No configuration yet; accepted snapshots run on `runner`.
+    pub fn with_runner(runner: Runner) -> Self {
+        let mut s = Self::new(runner.env.dirs.clone());
+        s.runner = Some(runner);
+        s
+    }
+
+    /// Tells the runtime what changed between the plans in force and `snapshot`'s.
+    fn run(&mut self, generation: u64, snapshot: &Snapshot) {
+        let Some(runner) = &self.runner else {
+            return;
+        };
+        let (plans, skipped) = plan(snapshot, &runner.env);
+        for s in &skipped {
+            warn!(generation, dataflow = %s.key, reason = %s.reason, "dataflow not run");
+        }
+        let new: HashMap<String, Arc<DataflowPlan>> = plans
+            .into_iter()
+            .map(|p| (p.key.clone(), Arc::new(p)))
+            .collect();
+        for (key, old) in &self.running {
+            let keep = new
+                .get(key)
+                .is_some_and(|p| p.content_hash == old.content_hash);
+            if !keep {
+                for &core in &old.cores {
+                    runner.runtime.send(
+                        core,
+                        Command::Stop {
+                            key: key.clone(),
+                            timeout: runner.drain_timeout,
+                        },
+                    );
+                }
+            }
+        }
+        for (key, p) in &new {
+            let same = self
+                .running
+                .get(key)
+                .is_some_and(|old| old.content_hash == p.content_hash);
+            if !same {
+                for &core in &p.cores {
+                    runner.runtime.send(core, Command::Start(Arc::clone(p)));
+                }
+            }
+        }
+        self.running = new;
+        runner.registry.set_snapshot_applied(true);
     }
 
     /// The snapshot in force.
@@ -86,6 +162,7 @@ impl Applier for ConfigState {
             unchanged = changes.unchanged.len(),
             "snapshot applied"
         );
+        self.run(generation, &snapshot);
         self.generation = Some(generation);
         self.snapshot = Some(snapshot);
         Ok(changes)

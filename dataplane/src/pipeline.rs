@@ -1,0 +1,747 @@
+//! One dataflow on one core: a source MQTT session, a destination MQTT session, and the
+//! forwarding between them, on the core's single-threaded event loop.
+//!
+//! ```text
+//!  source socket ─read─> source Session ─Message─> Forwarder ─> destination Session ─writev─> socket
+//!        ^                     ^                                         │
+//!        └── PUBACK (in order) ┴──── ack(token) <── Acked (PUBACK) <─────┘
+//! ```
+//!
+//! Each side runs a driver task (connect with jittered exponential backoff, then a reader, a
+//! writer and a timer task per connection). The sans-IO [`Session`]s hold all protocol state;
+//! the tasks only move bytes and call them, and every call is followed by
+//! [`Pipeline::process`], which routes the events both sessions produced.
+//!
+//! Delivery (principle 1): a QoS 1 source message is acknowledged with its [`AckToken`] only
+//! when the destination has it: its PUBACK from the destination broker (QoS 1 destination), or
+//! once it is queued for the socket (QoS 0 destination, which promises no more). The source
+//! session sends the PUBACKs in receive order.
+//!
+//! Backpressure (principle 4): the source reader stops reading when messages wait for the
+//! destination's window ([`MAX_PENDING`]) or when the destination's unsent bytes exceed
+//! [`MAX_UNSENT_BYTES`]; it resumes when they drain. Memory per pipeline is bounded by those,
+//! the source's Receive Maximum and the read buffer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{
+    AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, OwnedReadHalf,
+    OwnedWriteHalf, Splitable,
+};
+use monoio::net::TcpStream;
+use sluice_codec::{Publish, QoS};
+use tracing::{debug, info, warn};
+
+use crate::forward::Forwarder;
+use crate::iovec::IoChunks;
+use crate::local::Notify;
+use crate::metrics::{DataflowMetrics, Side};
+use crate::plan::{DataflowPlan, MqttEndpointPlan};
+use crate::session::{AckToken, CloseReason, Event, Session};
+
+/// Forwarded messages waiting for room in the destination's window before the source reader
+/// pauses.
+pub const MAX_PENDING: usize = 4096;
+/// Destination bytes queued and not yet written before the source reader pauses.
+pub const MAX_UNSENT_BYTES: usize = 4 << 20;
+/// Read buffer size per connection.
+pub const READ_BUFFER: usize = 256 << 10;
+/// First reconnect delay; doubles per failure up to [`BACKOFF_MAX`], with full jitter.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// TCP connect timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A message on its way: what acknowledges it at the source, and when it arrived.
+#[derive(Debug)]
+struct Held {
+    ack: Option<AckToken>,
+    received: Instant,
+    bytes: usize,
+}
+
+/// One connection attempt of one side.
+#[derive(Default)]
+struct Conn {
+    /// Wakes the writer.
+    tx: Notify,
+    /// The connection is ending: the writer flushes what is queued, then shuts the socket.
+    closing: Cell<bool>,
+    /// The writer has finished.
+    writer_done: Cell<bool>,
+    writer_done_notify: Notify,
+    /// Cancels the reader's (and a stuck writer's) operation.
+    canceller: RefCell<Option<Canceller>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("closing", &self.closing.get())
+            .finish()
+    }
+}
+
+impl Conn {
+    fn close(&self) {
+        self.closing.set(true);
+        self.tx.notify();
+    }
+
+    fn cancel_io(&self) {
+        if let Some(c) = self.canceller.borrow_mut().take() {
+            c.cancel();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    src: Session,
+    dst: Session,
+    fwd: Forwarder,
+    /// Forwarded, waiting for the destination's window (or connection).
+    pending: VecDeque<(Publish, Held)>,
+    /// In the destination's window, by destination packet id.
+    acks: HashMap<u16, Held>,
+}
+
+/// A running dataflow on one core. See the module documentation.
+#[derive(Debug)]
+pub struct Pipeline {
+    plan: Arc<DataflowPlan>,
+    core: usize,
+    metrics: Arc<DataflowMetrics>,
+    state: RefCell<State>,
+    src_conn: RefCell<Option<Rc<Conn>>>,
+    dst_conn: RefCell<Option<Rc<Conn>>>,
+    /// The source reader may read again.
+    resume: Notify,
+    /// Draining: read nothing more from the source.
+    stopping: Cell<bool>,
+    /// Stopped: the side drivers end.
+    stopped: Cell<bool>,
+    src_done: Cell<bool>,
+    dst_done: Cell<bool>,
+    done: Notify,
+}
+
+/// Creating a pipeline failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A session configuration was refused.
+    #[error("{side} session: {error}")]
+    Session {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// Why.
+        error: crate::session::ConfigError,
+    },
+    /// The forwarding rules are invalid.
+    #[error("destination topic: {0}")]
+    Forward(String),
+}
+
+impl Pipeline {
+    /// Starts the dataflow's source and destination connections on the current core's event
+    /// loop (spawns their tasks).
+    ///
+    /// # Errors
+    /// [`StartError`] when the plan's sessions or topic template are refused.
+    pub fn start(
+        plan: Arc<DataflowPlan>,
+        core: usize,
+        metrics: Arc<DataflowMetrics>,
+    ) -> Result<Rc<Self>, StartError> {
+        let now = Instant::now();
+        let mut src_cfg = plan
+            .source
+            .session_config(plan.client_id(&plan.source, "src", core));
+        src_cfg.subscriptions = plan.subscriptions();
+        let dst_cfg =
+            plan.destination
+                .session_config(plan.client_id(&plan.destination, "dst", core));
+        let src = Session::new(src_cfg, now).map_err(|error| StartError::Session {
+            side: "source",
+            error,
+        })?;
+        let dst = Session::new(dst_cfg, now).map_err(|error| StartError::Session {
+            side: "destination",
+            error,
+        })?;
+        let fwd = Forwarder::new(plan.forward_settings().map_err(StartError::Forward)?);
+        let p = Rc::new(Self {
+            plan,
+            core,
+            metrics,
+            state: RefCell::new(State {
+                src,
+                dst,
+                fwd,
+                pending: VecDeque::new(),
+                acks: HashMap::new(),
+            }),
+            src_conn: RefCell::new(None),
+            dst_conn: RefCell::new(None),
+            resume: Notify::new(),
+            stopping: Cell::new(false),
+            stopped: Cell::new(false),
+            src_done: Cell::new(false),
+            dst_done: Cell::new(false),
+            done: Notify::new(),
+        });
+        info!(dataflow = %p.plan.key, core, "starting");
+        monoio::spawn(drive(Rc::clone(&p), Side::Source));
+        monoio::spawn(drive(Rc::clone(&p), Side::Destination));
+        Ok(p)
+    }
+
+    /// The plan it runs.
+    pub fn plan(&self) -> &Arc<DataflowPlan> {
+        &self.plan
+    }
+
+    /// Drains, then stops: reads nothing more from the source, waits (at most `timeout`) until
+    /// every message already received is acknowledged at the destination and its PUBACK sent,
+    /// then disconnects both sessions. What is still unacknowledged after the timeout is left to
+    /// the source broker, which delivers it again (persistent session).
+    pub async fn stop(self: &Rc<Self>, timeout: Duration) {
+        self.stopping.set(true);
+        let deadline = Instant::now() + timeout;
+        while !self.drained() && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drained = self.drained();
+        {
+            let now = Instant::now();
+            let mut st = self.state.borrow_mut();
+            st.src.disconnect(now);
+            st.dst.disconnect(now);
+        }
+        self.process();
+        self.stopped.set(true);
+        for conn in [&self.src_conn, &self.dst_conn] {
+            if let Some(c) = conn.borrow().as_ref() {
+                c.close();
+            }
+        }
+        self.resume.notify();
+        // The writers flush the DISCONNECTs; then the readers are cancelled.
+        let flush_deadline = Instant::now() + Duration::from_secs(2);
+        while !(self.src_done.get() && self.dst_done.get()) {
+            if Instant::now() >= flush_deadline {
+                for conn in [&self.src_conn, &self.dst_conn] {
+                    if let Some(c) = conn.borrow().as_ref() {
+                        c.cancel_io();
+                    }
+                }
+            }
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            if Instant::now() >= flush_deadline + Duration::from_secs(3) {
+                warn!(dataflow = %self.plan.key, core = self.core, "connections did not close in time");
+                break;
+            }
+        }
+        let st = self.state.borrow();
+        info!(
+            dataflow = %self.plan.key,
+            core = self.core,
+            drained,
+            unacknowledged = st.src.inbound_unacked(),
+            "stopped"
+        );
+    }
+
+    /// Everything received is acknowledged at the source, nothing waits for the destination.
+    fn drained(&self) -> bool {
+        let st = self.state.borrow();
+        st.pending.is_empty()
+            && st.acks.is_empty()
+            && st.src.inbound_unacked() == 0
+            && st.src.transmit_len() == 0
+    }
+
+    fn set_conn(&self, side: Side, conn: Option<Rc<Conn>>) {
+        match side {
+            Side::Source => *self.src_conn.borrow_mut() = conn,
+            Side::Destination => *self.dst_conn.borrow_mut() = conn,
+        }
+    }
+
+    fn endpoint(&self, side: Side) -> &MqttEndpointPlan {
+        match side {
+            Side::Source => &self.plan.source,
+            Side::Destination => &self.plan.destination,
+        }
+    }
+
+    /// Whether the source reader must wait.
+    fn should_pause(&self) -> bool {
+        if self.stopping.get() {
+            return true;
+        }
+        let st = self.state.borrow();
+        st.pending.len() >= MAX_PENDING || st.dst.transmit_len() >= MAX_UNSENT_BYTES
+    }
+
+    /// Routes the events both sessions produced, then wakes the writers that have bytes.
+    fn process(&self) {
+        let now = Instant::now();
+        let mut wall = None;
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        while let Some(ev) = st.src.poll_event() {
+            match ev {
+                Event::Message { publish, ack } => {
+                    let wall = *wall.get_or_insert_with(SystemTime::now);
+                    self.on_message(st, publish, ack, now, wall);
+                }
+                Event::Connected { session_present } => {
+                    self.metrics.set_connected(Side::Source, true);
+                    info!(dataflow = %self.plan.key, core = self.core, session_present, "source connected");
+                }
+                Event::Subscribed { reason_codes } => {
+                    for (code, sub) in reason_codes.iter().zip(&st.src.config().subscriptions) {
+                        if code.0 >= 0x80 {
+                            warn!(dataflow = %self.plan.key, filter = %sub.filter, code = code.0, "subscription refused by the source broker");
+                        }
+                    }
+                }
+                Event::Acked { .. } => {}
+                Event::Closed { reason } => {
+                    self.metrics.set_connected(Side::Source, false);
+                    if reason == CloseReason::Local {
+                        debug!(dataflow = %self.plan.key, core = self.core, "source connection closed");
+                    } else {
+                        warn!(dataflow = %self.plan.key, core = self.core, %reason, "source connection closed");
+                    }
+                    if let Some(c) = self.src_conn.borrow().as_ref() {
+                        c.close();
+                        c.cancel_io_later();
+                    }
+                }
+            }
+        }
+        let mut progressed = false;
+        while let Some(ev) = st.dst.poll_event() {
+            match ev {
+                Event::Acked {
+                    packet_id,
+                    reason_code,
+                } => {
+                    if let Some(held) = st.acks.remove(&packet_id.get()) {
+                        if reason_code.0 >= 0x80 {
+                            self.metrics.on_dropped("destination_refused");
+                            debug!(dataflow = %self.plan.key, code = reason_code.0, "destination refused a message");
+                        } else {
+                            self.metrics.on_forwarded(held.bytes);
+                        }
+                        self.metrics
+                            .on_acked(now.saturating_duration_since(held.received));
+                        if let Some(token) = held.ack {
+                            st.src.ack(token, now);
+                        }
+                    }
+                    progressed = true;
+                }
+                Event::Connected { session_present } => {
+                    self.metrics.set_connected(Side::Destination, true);
+                    info!(dataflow = %self.plan.key, core = self.core, session_present, "destination connected");
+                    progressed = true;
+                }
+                Event::Closed { reason } => {
+                    self.metrics.set_connected(Side::Destination, false);
+                    if reason == CloseReason::Local {
+                        debug!(dataflow = %self.plan.key, core = self.core, "destination connection closed");
+                    } else {
+                        warn!(dataflow = %self.plan.key, core = self.core, %reason, "destination connection closed");
+                    }
+                    if let Some(c) = self.dst_conn.borrow().as_ref() {
+                        c.close();
+                        c.cancel_io_later();
+                    }
+                }
+                Event::Message { .. } | Event::Subscribed { .. } => {}
+            }
+        }
+        if progressed {
+            self.drain_pending(st, now);
+        }
+        self.metrics.set_in_flight(st.acks.len() + st.pending.len());
+        if st.src.transmit_len() > 0
+            && let Some(c) = self.src_conn.borrow().as_ref()
+        {
+            c.tx.notify();
+        }
+        if st.dst.transmit_len() > 0
+            && let Some(c) = self.dst_conn.borrow().as_ref()
+        {
+            c.tx.notify();
+        }
+        if st.pending.len() < MAX_PENDING / 2 {
+            self.resume.notify();
+        }
+    }
+
+    fn on_message(
+        &self,
+        st: &mut State,
+        publish: Publish,
+        ack: Option<AckToken>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let bytes = publish.payload.len();
+        self.metrics.on_received(bytes);
+        match st.fwd.forward(&publish, Duration::ZERO, wall) {
+            Err(reason) => {
+                self.metrics.on_dropped(reason.as_str());
+                debug!(dataflow = %self.plan.key, topic = %publish.topic, reason = reason.as_str(), "message dropped");
+                if let Some(token) = ack {
+                    st.src.ack(token, now);
+                }
+            }
+            Ok(mut out) => {
+                if out.qos > st.dst.maximum_qos() {
+                    out.qos = st.dst.maximum_qos();
+                }
+                let held = Held {
+                    ack,
+                    received: now,
+                    bytes,
+                };
+                let ready = if out.qos == QoS::AtMostOnce {
+                    st.dst.is_connected()
+                } else {
+                    st.dst.can_publish()
+                };
+                if st.pending.is_empty() && ready {
+                    self.publish(st, out, held, now);
+                } else {
+                    st.pending.push_back((out, held));
+                }
+            }
+        }
+    }
+
+    fn drain_pending(&self, st: &mut State, now: Instant) {
+        while let Some((front, _)) = st.pending.front() {
+            let ready = if front.qos == QoS::AtMostOnce {
+                st.dst.is_connected()
+            } else {
+                st.dst.can_publish()
+            };
+            if !ready {
+                break;
+            }
+            let Some((out, held)) = st.pending.pop_front() else {
+                break;
+            };
+            self.publish(st, out, held, now);
+        }
+    }
+
+    fn publish(&self, st: &mut State, out: Publish, held: Held, now: Instant) {
+        match st.dst.publish(out, now) {
+            Ok(Some(packet_id)) => {
+                st.acks.insert(packet_id.get(), held);
+            }
+            Ok(None) => {
+                // QoS 0 at the destination: queued for its socket is all it promises.
+                self.metrics.on_forwarded(held.bytes);
+                self.metrics
+                    .on_acked(now.saturating_duration_since(held.received));
+                if let Some(token) = held.ack {
+                    st.src.ack(token, now);
+                }
+            }
+            Err(
+                e @ (crate::session::PublishError::Full
+                | crate::session::PublishError::NotConnected),
+            ) => {
+                // Checked before calling; keep the message anyway. The Publish was consumed,
+                // so this cannot happen without a bug: count it so that it shows.
+                self.metrics.on_dropped("internal");
+                warn!(dataflow = %self.plan.key, error = %e, "destination refused a message it had room for");
+                if let Some(token) = held.ack {
+                    st.src.ack(token, now);
+                }
+            }
+            Err(e) => {
+                self.metrics.on_dropped("destination_encode");
+                debug!(dataflow = %self.plan.key, error = %e, "message cannot be sent to the destination");
+                if let Some(token) = held.ack {
+                    st.src.ack(token, now);
+                }
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Cancels outstanding I/O from a fresh task, so that the caller (which may be the reader
+    /// itself, inside its processing) is not re-entered.
+    fn cancel_io_later(self: &Rc<Self>) {
+        let c = Rc::clone(self);
+        monoio::spawn(async move {
+            // Let the writer flush a DISCONNECT first.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !c.writer_done.get() && Instant::now() < deadline {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            c.cancel_io();
+        });
+    }
+}
+
+/// Full-jitter exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let cap = BACKOFF_BASE
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(1);
+        Duration::from_millis(fastrand::u64(ms / 2..=ms))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Source => "source",
+        Side::Destination => "destination",
+    }
+}
+
+fn session(st: &mut State, side: Side) -> &mut Session {
+    match side {
+        Side::Source => &mut st.src,
+        Side::Destination => &mut st.dst,
+    }
+}
+
+/// Connects, runs and reconnects one side until the pipeline stops.
+async fn drive(p: Rc<Pipeline>, side: Side) {
+    let mut backoff = Backoff { attempt: 0 };
+    let mut first = true;
+    while !p.stopped.get() {
+        if !first {
+            p.metrics.on_reconnect(side);
+            let delay = backoff.next();
+            debug!(dataflow = %p.plan.key, side = side_name(side), ?delay, "reconnecting");
+            sleep_unless_stopped(&p, delay).await;
+            if p.stopped.get() {
+                break;
+            }
+        }
+        first = false;
+        let ep = p.endpoint(side);
+        let stream = match connect(&ep.host, ep.port).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(dataflow = %p.plan.key, core = p.core, side = side_name(side), host = %ep.host, port = ep.port, error = %e, "cannot connect");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let conn = Rc::new(Conn::default());
+        *conn.canceller.borrow_mut() = Some(Canceller::new());
+        p.set_conn(side, Some(Rc::clone(&conn)));
+        {
+            let mut st = p.state.borrow_mut();
+            session(&mut st, side).handle_connected(Instant::now());
+        }
+        monoio::spawn(write_loop(Rc::clone(&p), side, Rc::clone(&conn), wr));
+        monoio::spawn(timer_loop(Rc::clone(&p), side, Rc::clone(&conn)));
+        conn.tx.notify();
+        let was_connected = read_loop(&p, side, &conn, rd).await;
+        conn.close();
+        // Let the writer flush (a DISCONNECT with the reason code, say), then make sure it ends.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !conn.writer_done.get() && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(2)).await;
+        }
+        conn.cancel_io();
+        while !conn.writer_done.get() {
+            conn.writer_done_notify.notified().await;
+        }
+        {
+            let mut st = p.state.borrow_mut();
+            session(&mut st, side).handle_disconnected(Instant::now());
+        }
+        p.set_conn(side, None);
+        p.process();
+        p.metrics.set_connected(side, false);
+        if was_connected {
+            backoff.reset();
+        }
+    }
+    match side {
+        Side::Source => p.src_done.set(true),
+        Side::Destination => p.dst_done.set(true),
+    }
+    p.done.notify();
+}
+
+async fn sleep_unless_stopped(p: &Pipeline, delay: Duration) {
+    let deadline = Instant::now() + delay;
+    while !p.stopped.get() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        monoio::time::sleep(left.min(Duration::from_millis(100))).await;
+    }
+}
+
+async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    // Name resolution blocks the loop briefly; it happens once per connection attempt.
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Reads until the connection ends. Returns whether CONNACK was received.
+async fn read_loop(
+    p: &Rc<Pipeline>,
+    side: Side,
+    conn: &Rc<Conn>,
+    mut rd: OwnedReadHalf<TcpStream>,
+) -> bool {
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut was_connected = false;
+    loop {
+        if side == Side::Source {
+            while p.should_pause() && !conn.closing.get() {
+                p.resume.notified().await;
+            }
+        }
+        if conn.closing.get() {
+            break;
+        }
+        if buf.capacity() - buf.len() < READ_BUFFER / 4 {
+            buf.reserve(READ_BUFFER);
+        }
+        let Some(handle) = conn.canceller.borrow().as_ref().map(Canceller::handle) else {
+            break;
+        };
+        let (res, b) = rd.cancelable_read(buf, handle).await;
+        buf = b;
+        match res {
+            Ok(0) => {
+                debug!(dataflow = %p.plan.key, side = side_name(side), "connection closed by the broker");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !conn.closing.get() {
+                    debug!(dataflow = %p.plan.key, side = side_name(side), error = %e, "read failed");
+                }
+                break;
+            }
+        }
+        {
+            let mut st = p.state.borrow_mut();
+            let s = session(&mut st, side);
+            s.handle_bytes(&mut buf, Instant::now());
+            was_connected |= s.is_connected();
+        }
+        p.process();
+    }
+    was_connected
+}
+
+async fn write_loop(
+    p: Rc<Pipeline>,
+    side: Side,
+    conn: Rc<Conn>,
+    mut wr: OwnedWriteHalf<TcpStream>,
+) {
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut chunks = IoChunks::new();
+    'outer: loop {
+        {
+            let mut st = p.state.borrow_mut();
+            session(&mut st, side).poll_transmit_vectored(&mut pieces);
+        }
+        if side == Side::Destination && !pieces.is_empty() {
+            p.resume.notify();
+        }
+        chunks.extend(&mut pieces);
+        if chunks.is_empty() {
+            if conn.closing.get() {
+                break;
+            }
+            conn.tx.notified().await;
+            continue;
+        }
+        while !chunks.is_empty() {
+            chunks.prepare();
+            let Some(handle) = conn.canceller.borrow().as_ref().map(Canceller::handle) else {
+                break 'outer;
+            };
+            let (res, c) = wr.cancelable_writev(chunks, handle).await;
+            chunks = c;
+            match res {
+                Ok(0) => break 'outer,
+                Ok(n) => chunks.advance(n),
+                Err(e) => {
+                    debug!(dataflow = %p.plan.key, side = side_name(side), error = %e, "write failed");
+                    conn.close();
+                    conn.cancel_io();
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    conn.writer_done.set(true);
+    conn.writer_done_notify.notify();
+}
+
+async fn timer_loop(p: Rc<Pipeline>, side: Side, conn: Rc<Conn>) {
+    loop {
+        let wait = {
+            let mut st = p.state.borrow_mut();
+            let next = session(&mut st, side).poll_timeout();
+            next.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+        };
+        monoio::time::sleep(wait.min(Duration::from_secs(1))).await;
+        if conn.closing.get() {
+            break;
+        }
+        {
+            let mut st = p.state.borrow_mut();
+            session(&mut st, side).handle_timeout(Instant::now());
+        }
+        p.process();
+    }
+}

@@ -1,0 +1,520 @@
+//! What to run for a snapshot: one [`DataflowPlan`] per enabled dataflow, with its endpoints
+//! resolved to hosts, files and MQTT session settings, and the cores it runs on. Built on the
+//! control thread; the workers only read it.
+//!
+//! Dataflows this data plane cannot run yet (a Kafka or LocalStorage endpoint on either side)
+//! come back as [`Skipped`] with the reason, so that the caller can log it.
+
+use std::num::NonZeroU16;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_codec::{ByteStr, ProtocolVersion, QoS, Subscription, SubscriptionOptions};
+use sluice_config_agent::Snapshot;
+use sluice_config_agent::model::{
+    DataflowEndpoint, EndpointSpec, MqttAuthentication, MqttProtocol, MqttSettings, MqttVersion,
+    OperationalMode,
+};
+use sluice_config_agent::validate::is_event_grid;
+
+use crate::forward::{ForwardSettings, TopicTemplate};
+use crate::session::SessionConfig;
+use crate::state::Dirs;
+
+/// Where the data plane finds what it needs besides the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// Secret, ConfigMap and volume folders.
+    pub dirs: Dirs,
+    /// `--token-dir`: service account tokens, one file per audience.
+    pub token_dir: Option<PathBuf>,
+    /// `--imds-endpoint`: where managed identity tokens come from.
+    pub imds_endpoint: Option<String>,
+    /// Worker threads (cores).
+    pub cores: usize,
+}
+
+/// How to authenticate to a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Nothing (or a client certificate, which is part of TLS).
+    None,
+    /// User Name and Password, read from the secret when the plan was made.
+    UsernamePassword {
+        /// User Name.
+        username: ByteStr,
+        /// Password.
+        password: Bytes,
+    },
+    /// A Kubernetes service account token, read from `<token-dir>/<audience>` before every
+    /// connection and sent as MQTT 5.0 enhanced authentication `K8S-SAT`.
+    ServiceAccountToken {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// A managed identity token from the IMDS endpoint, sent as enhanced authentication
+    /// `OAUTH2-JWT`.
+    ManagedIdentity {
+        /// The IMDS endpoint (`--imds-endpoint`).
+        endpoint: String,
+        /// The resource / scope asked for.
+        resource: String,
+        /// A user-assigned identity's client ID.
+        client_id: Option<String>,
+    },
+}
+
+/// TLS settings of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPlan {
+    /// CA certificates from the ConfigMap; `None`: the system trust store.
+    pub ca_files: Option<Vec<PathBuf>>,
+    /// Client certificate chain and key for mutual TLS.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// Files of an X.509 client identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// `client_cert.pem`.
+    pub cert: PathBuf,
+    /// `client_key.pem`.
+    pub key: PathBuf,
+    /// `client_intermediate_certs.pem`, when the secret has it.
+    pub intermediates: Option<PathBuf>,
+}
+
+/// An MQTT endpoint, resolved.
+#[derive(Debug, Clone)]
+pub struct MqttEndpointPlan {
+    /// `namespace/name` of the `DataflowEndpoint`.
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `None` when `tls.mode` is `Disabled`.
+    pub tls: Option<TlsPlan>,
+    /// MQTT over WebSocket.
+    pub websocket: bool,
+    /// Authentication.
+    pub credentials: Credentials,
+    /// The endpoint's settings as written.
+    pub settings: MqttSettings,
+    /// Whether the broker offers shared subscriptions (not Azure Event Grid).
+    pub can_share: bool,
+}
+
+impl MqttEndpointPlan {
+    /// MQTT version.
+    pub fn protocol(&self) -> ProtocolVersion {
+        match self.settings.mqtt_version {
+            MqttVersion::V3 => ProtocolVersion::V311,
+            MqttVersion::V5 => ProtocolVersion::V5,
+        }
+    }
+
+    /// QoS of subscriptions and publications.
+    pub fn qos(&self) -> QoS {
+        if self.settings.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        }
+    }
+
+    /// `maxInflightMessages`, clamped to what MQTT can say.
+    pub fn max_inflight(&self) -> NonZeroU16 {
+        let n = self
+            .settings
+            .max_inflight_messages
+            .clamp(1, u32::from(u16::MAX));
+        NonZeroU16::new(u16::try_from(n).unwrap_or(u16::MAX)).unwrap_or(NonZeroU16::MIN)
+    }
+
+    /// The session configuration for one connection of this endpoint.
+    pub fn session_config(&self, client_id: String) -> SessionConfig {
+        let mut c = SessionConfig::new(self.protocol(), ByteStr::from(client_id));
+        c.keep_alive_secs = u16::try_from(self.settings.keep_alive_seconds).unwrap_or(u16::MAX);
+        c.clean_start = self.settings.clean_session;
+        c.session_expiry_secs = self.settings.session_expiry_seconds;
+        c.receive_maximum = self.max_inflight();
+        c.max_in_flight = self.max_inflight();
+        if let Credentials::UsernamePassword { username, password } = &self.credentials {
+            c.username = Some(username.clone());
+            c.password = Some(password.clone());
+        }
+        c.connect_timeout = Duration::from_secs(10);
+        c
+    }
+}
+
+/// One dataflow, ready to run.
+#[derive(Debug, Clone)]
+pub struct DataflowPlan {
+    /// `namespace/name`: the key in [`sluice_config_agent::control::Changes`].
+    pub key: String,
+    /// The dataflow's name (for client ids, the shared subscription group, CloudEvents).
+    pub name: String,
+    /// The snapshot's content hash of this dataflow.
+    pub content_hash: String,
+    /// Source broker.
+    pub source: MqttEndpointPlan,
+    /// Topic filters as written (`$share/` ones included).
+    pub filters: Vec<String>,
+    /// Destination broker.
+    pub destination: MqttEndpointPlan,
+    /// The destination topic as written.
+    pub destination_topic: String,
+    /// Cores that run it.
+    pub cores: Vec<usize>,
+    /// Whether each core subscribes with `$share/<group>/` (several connections share the load).
+    pub shared: bool,
+    /// The profile's log level.
+    pub log_level: Option<String>,
+}
+
+impl DataflowPlan {
+    /// The shared subscription group: the dataflow's name, made safe for a share name (no `/`,
+    /// `+`, `#`).
+    pub fn share_group(&self) -> String {
+        self.name
+            .chars()
+            .map(|c| if matches!(c, '/' | '+' | '#') { '_' } else { c })
+            .collect()
+    }
+
+    /// The subscriptions of the source session on one core.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let options = SubscriptionOptions::qos(self.source.qos());
+        self.filters
+            .iter()
+            .map(|f| {
+                let filter = if self.shared && !f.starts_with("$share/") {
+                    format!("$share/{}/{f}", self.share_group())
+                } else {
+                    f.clone()
+                };
+                Subscription {
+                    filter: ByteStr::from(filter),
+                    options,
+                }
+            })
+            .collect()
+    }
+
+    /// Client id of the source (`side` = "src") or destination ("dst") connection on `core`:
+    /// `clientIdPrefix` + dataflow + side + core, stable across restarts so that the broker
+    /// keeps the session.
+    pub fn client_id(&self, endpoint: &MqttEndpointPlan, side: &str, core: usize) -> String {
+        let prefix = endpoint.settings.client_id_prefix.as_deref().unwrap_or("");
+        let sep = if prefix.is_empty() || prefix.ends_with('-') {
+            ""
+        } else {
+            "-"
+        };
+        format!("{prefix}{sep}{}-{side}-{core}", self.name)
+    }
+
+    /// The forwarding rules.
+    ///
+    /// # Errors
+    /// When the destination topic is not a valid template (validation should have refused it).
+    pub fn forward_settings(&self) -> Result<ForwardSettings, String> {
+        Ok(ForwardSettings {
+            dataflow: self.name.clone(),
+            topic: TopicTemplate::parse(&self.destination_topic).map_err(|e| e.to_string())?,
+            qos: self.destination.qos(),
+            retain: self.destination.settings.retain,
+            cloud_events: self.destination.settings.cloud_event_attributes,
+            destination_version: self.destination.protocol(),
+        })
+    }
+}
+
+/// A dataflow of the snapshot that is not run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `namespace/name`.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Plans for every dataflow of `snapshot`: those to run, and those skipped.
+pub fn plan(snapshot: &Snapshot, env: &Environment) -> (Vec<DataflowPlan>, Vec<Skipped>) {
+    let mut plans = Vec::new();
+    let mut skipped = Vec::new();
+    for d in &snapshot.dataflows {
+        let df = &d.dataflow;
+        let key = format!("{}/{}", df.metadata.namespace, df.metadata.name);
+        match plan_one(snapshot, d, env) {
+            Ok(Some(p)) => plans.push(p),
+            Ok(None) => skipped.push(Skipped {
+                key,
+                reason: "mode: Disabled".into(),
+            }),
+            Err(reason) => skipped.push(Skipped { key, reason }),
+        }
+    }
+    (plans, skipped)
+}
+
+fn plan_one(
+    snapshot: &Snapshot,
+    d: &sluice_config_agent::SnapshotDataflow,
+    env: &Environment,
+) -> Result<Option<DataflowPlan>, String> {
+    let df = &d.dataflow;
+    if df.spec.mode == OperationalMode::Disabled {
+        return Ok(None);
+    }
+    let ns = &df.metadata.namespace;
+    let source = df.spec.source().ok_or("no Source operation")?;
+    let destination = df.spec.destination().ok_or("no Destination operation")?;
+    let src_ep = snapshot
+        .endpoint(ns, &source.endpoint_ref)
+        .ok_or_else(|| format!("source endpoint {} not found", source.endpoint_ref))?;
+    let dst_ep = snapshot
+        .endpoint(ns, &destination.endpoint_ref)
+        .ok_or_else(|| {
+            format!(
+                "destination endpoint {} not found",
+                destination.endpoint_ref
+            )
+        })?;
+    let source_plan = mqtt_endpoint(snapshot, src_ep, env)?;
+    let destination_plan = mqtt_endpoint(snapshot, dst_ep, env)?;
+    let profile = snapshot.profile(ns, &df.spec.profile_ref);
+    let instances = profile.map_or(1, |p| p.spec.instance_count.max(1));
+    let any_shared = source.data_sources.iter().any(|f| f.starts_with("$share/"));
+    // Every core subscribes with the same shared group, so the broker spreads the messages;
+    // without shared subscriptions, one core holds the dataflow.
+    let shared = source_plan.can_share && (env.cores > 1 || instances > 1) && !any_shared;
+    let cores = if shared || any_shared {
+        (0..env.cores.max(1)).collect()
+    } else {
+        vec![0]
+    };
+    Ok(Some(DataflowPlan {
+        key: format!("{ns}/{}", df.metadata.name),
+        name: df.metadata.name.clone(),
+        content_hash: d.content_hash.clone(),
+        source: source_plan,
+        filters: source.data_sources.clone(),
+        destination: destination_plan,
+        destination_topic: destination.data_destination.clone(),
+        cores,
+        shared,
+        log_level: profile.map(|p| p.spec.diagnostics.logs.level.clone()),
+    }))
+}
+
+fn mqtt_endpoint(
+    snapshot: &Snapshot,
+    endpoint: &DataflowEndpoint,
+    env: &Environment,
+) -> Result<MqttEndpointPlan, String> {
+    let name = format!("{}/{}", endpoint.metadata.namespace, endpoint.metadata.name);
+    let settings = match &endpoint.spec {
+        EndpointSpec::Mqtt { mqtt_settings } => mqtt_settings.clone(),
+        EndpointSpec::Kafka { .. } => {
+            return Err(format!(
+                "endpoint {name}: Kafka endpoints are not supported by this data plane yet"
+            ));
+        }
+        EndpointSpec::LocalStorage { .. } => {
+            return Err(format!(
+                "endpoint {name}: LocalStorage endpoints are not supported by this data plane yet"
+            ));
+        }
+    };
+    let tls_on = settings.tls.mode == OperationalMode::Enabled;
+    let host_port = settings
+        .host
+        .clone()
+        .unwrap_or_else(|| snapshot.local_broker_host.clone());
+    let default_port = match (settings.protocol, tls_on) {
+        (MqttProtocol::Mqtt, false) => 1883,
+        (MqttProtocol::Mqtt, true) => 8883,
+        (MqttProtocol::WebSockets, false) => 80,
+        (MqttProtocol::WebSockets, true) => 443,
+    };
+    let (host, port) = split_host_port(&host_port, default_port)
+        .ok_or_else(|| format!("endpoint {name}: bad host {host_port:?}"))?;
+    let secret = |secret: &str, key: &str| -> Result<PathBuf, String> {
+        let dir = env
+            .dirs
+            .secrets
+            .as_deref()
+            .ok_or_else(|| format!("endpoint {name}: secret {secret} needs --secrets-dir"))?;
+        Ok(dir.join(secret).join(key))
+    };
+    let mut client_cert = None;
+    let credentials = match &settings.authentication {
+        MqttAuthentication::Anonymous => Credentials::None,
+        MqttAuthentication::UsernamePassword {
+            username_password_settings,
+        } => {
+            let s = &username_password_settings.secret_ref;
+            let username = read_trimmed(&secret(s, "username")?)?;
+            let password = read_trimmed(&secret(s, "password")?)?;
+            let username = String::from_utf8(username)
+                .map_err(|_| format!("endpoint {name}: secret {s}: username is not UTF-8"))?;
+            Credentials::UsernamePassword {
+                username: ByteStr::from(username),
+                password: Bytes::from(password),
+            }
+        }
+        MqttAuthentication::X509Certificate {
+            x509_certificate_settings,
+        } => {
+            let s = &x509_certificate_settings.secret_ref;
+            let intermediates = secret(s, "client_intermediate_certs.pem")?;
+            client_cert = Some(ClientCert {
+                cert: secret(s, "client_cert.pem")?,
+                key: secret(s, "client_key.pem")?,
+                intermediates: intermediates.exists().then_some(intermediates),
+            });
+            Credentials::None
+        }
+        MqttAuthentication::ServiceAccountToken {
+            service_account_token_settings,
+        } => {
+            let dir = env
+                .token_dir
+                .as_deref()
+                .ok_or_else(|| format!("endpoint {name}: ServiceAccountToken needs --token-dir"))?;
+            Credentials::ServiceAccountToken {
+                path: dir.join(&service_account_token_settings.audience),
+            }
+        }
+        MqttAuthentication::SystemAssignedManagedIdentity {
+            system_assigned_managed_identity_settings,
+        } => Credentials::ManagedIdentity {
+            endpoint: imds(env, &name)?,
+            resource: system_assigned_managed_identity_settings
+                .audience
+                .clone()
+                .unwrap_or_else(|| "https://eventgrid.azure.net".into()),
+            client_id: None,
+        },
+        MqttAuthentication::UserAssignedManagedIdentity {
+            user_assigned_managed_identity_settings: u,
+        } => Credentials::ManagedIdentity {
+            endpoint: imds(env, &name)?,
+            resource: u
+                .scope
+                .clone()
+                .unwrap_or_else(|| "https://eventgrid.azure.net/.default".into()),
+            client_id: Some(u.client_id.clone()),
+        },
+    };
+    let tls = if tls_on {
+        let ca_files = match &settings.tls.trusted_ca_certificate_config_map_ref {
+            None => None,
+            Some(cm) => {
+                let dir = env.dirs.configmaps.as_deref().ok_or_else(|| {
+                    format!("endpoint {name}: ConfigMap {cm} needs --configmaps-dir")
+                })?;
+                Some(ca_files_in(&dir.join(cm)).map_err(|e| format!("endpoint {name}: {e}"))?)
+            }
+        };
+        Some(TlsPlan {
+            ca_files,
+            client_cert,
+        })
+    } else {
+        if client_cert.is_some() {
+            return Err(format!(
+                "endpoint {name}: X509Certificate authentication needs tls.mode Enabled"
+            ));
+        }
+        None
+    };
+    Ok(MqttEndpointPlan {
+        name,
+        host,
+        port,
+        tls,
+        websocket: settings.protocol == MqttProtocol::WebSockets,
+        credentials,
+        can_share: !is_event_grid(endpoint),
+        settings,
+    })
+}
+
+fn imds(env: &Environment, name: &str) -> Result<String, String> {
+    env.imds_endpoint
+        .clone()
+        .ok_or_else(|| format!("endpoint {name}: managed identity needs --imds-endpoint"))
+}
+
+fn read_trimmed(path: &Path) -> Result<Vec<u8>, String> {
+    let mut v = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        v.pop();
+    }
+    Ok(v)
+}
+
+/// Every `*.pem` / `*.crt` file of a ConfigMap folder, sorted (dot files skipped).
+fn ca_files_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.')
+                && (name.ends_with(".pem") || name.ends_with(".crt"))
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("{}: no .pem or .crt file", dir.display()));
+    }
+    Ok(files)
+}
+
+/// `host:port`, `host` (default port), `[v6]:port`.
+pub fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host.to_string(), port.parse().ok()?)),
+        Some(_) => None,
+        None if !s.is_empty() => Some((s.to_string(), default_port)),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("localhost:1883", 1),
+            Some(("localhost".into(), 1883))
+        );
+        assert_eq!(
+            split_host_port("broker", 8883),
+            Some(("broker".into(), 8883))
+        );
+        assert_eq!(split_host_port("[::1]:1884", 1), Some(("::1".into(), 1884)));
+        assert_eq!(split_host_port("[::1]", 7), Some(("::1".into(), 7)));
+        assert_eq!(split_host_port("a:b", 1), None);
+        assert_eq!(split_host_port("", 1), None);
+    }
+}
