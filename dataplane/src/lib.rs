@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod plan;
 pub mod runtime;
 pub mod session;
+pub mod sink;
 pub mod state;
 pub mod transport;

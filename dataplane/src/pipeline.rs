@@ -35,7 +35,7 @@ use monoio::io::{
     OwnedWriteHalf, Splitable,
 };
 use monoio::net::TcpStream;
-use sluice_codec::{Publish, QoS};
+use sluice_codec::Publish;
 use tracing::{debug, info, warn};
 
 use crate::forward::Forwarder;
@@ -44,6 +44,7 @@ use crate::local::Notify;
 use crate::metrics::{DataflowMetrics, Side};
 use crate::plan::{DataflowPlan, MqttEndpointPlan};
 use crate::session::{AckToken, CloseReason, Event, Session};
+use crate::sink::{MqttSink, Notice, Offer, Outcome, Sink, Ticket};
 
 /// Forwarded messages waiting for room in the destination's window before the source reader
 /// pauses.
@@ -105,12 +106,13 @@ impl Conn {
 #[derive(Debug)]
 struct State {
     src: Session,
-    dst: Session,
+    sink: MqttSink,
     fwd: Forwarder,
     /// Forwarded, waiting for the destination's window (or connection).
     pending: VecDeque<(Publish, Held)>,
-    /// In the destination's window, by destination packet id.
-    acks: HashMap<u16, Held>,
+    /// Accepted by the sink, by ticket.
+    held: HashMap<Ticket, Held>,
+    next_ticket: Ticket,
 }
 
 /// A running dataflow on one core. See the module documentation.
@@ -183,10 +185,11 @@ impl Pipeline {
             metrics,
             state: RefCell::new(State {
                 src,
-                dst,
+                sink: MqttSink::new(dst),
                 fwd,
                 pending: VecDeque::new(),
-                acks: HashMap::new(),
+                held: HashMap::new(),
+                next_ticket: 0,
             }),
             src_conn: RefCell::new(None),
             dst_conn: RefCell::new(None),
@@ -223,7 +226,7 @@ impl Pipeline {
             let now = Instant::now();
             let mut st = self.state.borrow_mut();
             st.src.disconnect(now);
-            st.dst.disconnect(now);
+            st.sink.session_mut().disconnect(now);
         }
         self.process();
         self.stopped.set(true);
@@ -263,7 +266,7 @@ impl Pipeline {
     fn drained(&self) -> bool {
         let st = self.state.borrow();
         st.pending.is_empty()
-            && st.acks.is_empty()
+            && st.held.is_empty()
             && st.src.inbound_unacked() == 0
             && st.src.transmit_len() == 0
     }
@@ -288,7 +291,7 @@ impl Pipeline {
             return true;
         }
         let st = self.state.borrow();
-        st.pending.len() >= MAX_PENDING || st.dst.transmit_len() >= MAX_UNSENT_BYTES
+        st.pending.len() >= MAX_PENDING || st.sink.backlog_bytes() >= MAX_UNSENT_BYTES
     }
 
     /// Routes the events both sessions produced, then wakes the writers that have bytes.
@@ -330,33 +333,15 @@ impl Pipeline {
             }
         }
         let mut progressed = false;
-        while let Some(ev) = st.dst.poll_event() {
-            match ev {
-                Event::Acked {
-                    packet_id,
-                    reason_code,
-                } => {
-                    if let Some(held) = st.acks.remove(&packet_id.get()) {
-                        if reason_code.0 >= 0x80 {
-                            self.metrics.on_dropped("destination_refused");
-                            debug!(dataflow = %self.plan.key, code = reason_code.0, "destination refused a message");
-                        } else {
-                            self.metrics.on_forwarded(held.bytes);
-                        }
-                        self.metrics
-                            .on_acked(now.saturating_duration_since(held.received));
-                        if let Some(token) = held.ack {
-                            st.src.ack(token, now);
-                        }
-                    }
-                    progressed = true;
-                }
-                Event::Connected { session_present } => {
+        st.sink.process_events();
+        while let Some(notice) = st.sink.poll_notice() {
+            match notice {
+                Notice::Connected { session_present } => {
                     self.metrics.set_connected(Side::Destination, true);
                     info!(dataflow = %self.plan.key, core = self.core, session_present, "destination connected");
                     progressed = true;
                 }
-                Event::Closed { reason } => {
+                Notice::Closed { reason } => {
                     self.metrics.set_connected(Side::Destination, false);
                     if reason == CloseReason::Local {
                         debug!(dataflow = %self.plan.key, core = self.core, "destination connection closed");
@@ -368,19 +353,24 @@ impl Pipeline {
                         c.cancel_io_later();
                     }
                 }
-                Event::Message { .. } | Event::Subscribed { .. } => {}
             }
+        }
+        while let Some((ticket, outcome)) = st.sink.poll_ack() {
+            if let Some(held) = st.held.remove(&ticket) {
+                self.complete(st, held, outcome, now);
+            }
+            progressed = true;
         }
         if progressed {
             self.drain_pending(st, now);
         }
-        self.metrics.set_in_flight(st.acks.len() + st.pending.len());
+        self.metrics.set_in_flight(st.held.len() + st.pending.len());
         if st.src.transmit_len() > 0
             && let Some(c) = self.src_conn.borrow().as_ref()
         {
             c.tx.notify();
         }
-        if st.dst.transmit_len() > 0
+        if st.sink.backlog_bytes() > 0
             && let Some(c) = self.dst_conn.borrow().as_ref()
         {
             c.tx.notify();
@@ -408,22 +398,16 @@ impl Pipeline {
                     st.src.ack(token, now);
                 }
             }
-            Ok(mut out) => {
-                if out.qos > st.dst.maximum_qos() {
-                    out.qos = st.dst.maximum_qos();
-                }
+            Ok(out) => {
                 let held = Held {
                     ack,
                     received: now,
                     bytes,
                 };
-                let ready = if out.qos == QoS::AtMostOnce {
-                    st.dst.is_connected()
-                } else {
-                    st.dst.can_publish()
-                };
-                if st.pending.is_empty() && ready {
-                    self.publish(st, out, held, now);
+                if st.pending.is_empty() {
+                    if let Some(back) = self.offer(st, out, held, now) {
+                        st.pending.push_back(back);
+                    }
                 } else {
                     st.pending.push_back((out, held));
                 }
@@ -432,55 +416,54 @@ impl Pipeline {
     }
 
     fn drain_pending(&self, st: &mut State, now: Instant) {
-        while let Some((front, _)) = st.pending.front() {
-            let ready = if front.qos == QoS::AtMostOnce {
-                st.dst.is_connected()
-            } else {
-                st.dst.can_publish()
-            };
-            if !ready {
+        while let Some((out, held)) = st.pending.pop_front() {
+            if let Some(back) = self.offer(st, out, held, now) {
+                st.pending.push_front(back);
                 break;
             }
-            let Some((out, held)) = st.pending.pop_front() else {
-                break;
-            };
-            self.publish(st, out, held, now);
         }
     }
 
-    fn publish(&self, st: &mut State, out: Publish, held: Held, now: Instant) {
-        match st.dst.publish(out, now) {
-            Ok(Some(packet_id)) => {
-                st.acks.insert(packet_id.get(), held);
+    /// Offers one message to the sink; gives it back when the sink is busy.
+    fn offer(
+        &self,
+        st: &mut State,
+        out: Publish,
+        held: Held,
+        now: Instant,
+    ) -> Option<(Publish, Held)> {
+        let ticket = st.next_ticket;
+        match st.sink.offer(out, ticket, now) {
+            Offer::Accepted => {
+                st.next_ticket += 1;
+                st.held.insert(ticket, held);
             }
-            Ok(None) => {
-                // QoS 0 at the destination: queued for its socket is all it promises.
-                self.metrics.on_forwarded(held.bytes);
-                self.metrics
-                    .on_acked(now.saturating_duration_since(held.received));
+            Offer::Done => self.complete(st, held, Outcome::Delivered, now),
+            Offer::Busy(out) => return Some((out, held)),
+            Offer::Dropped(reason) => {
+                self.metrics.on_dropped(reason);
+                debug!(dataflow = %self.plan.key, reason, "message cannot be sent to the destination");
                 if let Some(token) = held.ack {
                     st.src.ack(token, now);
                 }
             }
-            Err(
-                e @ (crate::session::PublishError::Full
-                | crate::session::PublishError::NotConnected),
-            ) => {
-                // Checked before calling; keep the message anyway. The Publish was consumed,
-                // so this cannot happen without a bug: count it so that it shows.
-                self.metrics.on_dropped("internal");
-                warn!(dataflow = %self.plan.key, error = %e, "destination refused a message it had room for");
-                if let Some(token) = held.ack {
-                    st.src.ack(token, now);
-                }
+        }
+        None
+    }
+
+    /// The sink is done with a message: acknowledge it at the source.
+    fn complete(&self, st: &mut State, held: Held, outcome: Outcome, now: Instant) {
+        match outcome {
+            Outcome::Delivered => self.metrics.on_forwarded(held.bytes),
+            Outcome::Refused(reason) => {
+                self.metrics.on_dropped(reason);
+                debug!(dataflow = %self.plan.key, reason, "destination refused a message");
             }
-            Err(e) => {
-                self.metrics.on_dropped("destination_encode");
-                debug!(dataflow = %self.plan.key, error = %e, "message cannot be sent to the destination");
-                if let Some(token) = held.ack {
-                    st.src.ack(token, now);
-                }
-            }
+        }
+        self.metrics
+            .on_acked(now.saturating_duration_since(held.received));
+        if let Some(token) = held.ack {
+            st.src.ack(token, now);
         }
     }
 }
@@ -532,7 +515,7 @@ fn side_name(side: Side) -> &'static str {
 fn session(st: &mut State, side: Side) -> &mut Session {
     match side {
         Side::Source => &mut st.src,
-        Side::Destination => &mut st.dst,
+        Side::Destination => st.sink.session_mut(),
     }
 }
 
