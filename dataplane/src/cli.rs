@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::control::{bind, serve};
 use crate::http::MetricsServer;
+use crate::logs::LogLevel;
 use crate::metrics::Registry;
 use crate::plan::Environment;
 use crate::runtime::{IoDriver, Runtime};
@@ -57,9 +58,10 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: u32,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing` directive list);
-    /// `RUST_LOG` overrides it.
-    #[arg(long, value_name = "FILTER", default_value = "info")]
-    pub log: String,
+    /// `RUST_LOG` overrides it. Without either, the level follows the dataflow profiles
+    /// (`diagnostics.logs.level`, the most verbose of them), `info` until a snapshot arrives.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
 }
 
 /// Runs the data plane until SIGTERM or SIGINT, then drains and exits.
@@ -67,7 +69,7 @@ pub struct Args {
 /// # Errors
 /// When the control socket, the metrics listener or the workers cannot be set up.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    sluice_config_agent::cli::init_logs(&args.log)?;
+    let log_level = Arc::new(LogLevel::init(args.log.as_deref())?);
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -98,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         registry,
         drain_timeout,
+        log_level: Some(log_level),
     });
     let listener = bind(&args.control_socket)?;
     info!(socket = %args.control_socket.display(), "control socket ready");

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod http;
 pub mod iovec;
 pub mod local;
+pub mod logs;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;

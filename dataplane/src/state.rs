@@ -13,6 +13,7 @@ use sluice_config_agent::{Options, RealFiles, Snapshot, validate_snapshot};
 use tracing::{info, warn};
 
 use crate::control::Applier;
+use crate::logs::{LogLevel, most_verbose};
 use crate::metrics::Registry;
 use crate::plan::{DataflowPlan, Environment, plan};
 use crate::runtime::{Command, RuntimeHandle};
@@ -39,6 +40,8 @@ pub struct Runner {
     pub registry: Arc<Registry>,
     /// How long a changed or removed dataflow may take to drain.
     pub drain_timeout: Duration,
+    /// Follows the profiles' log level.
+    pub log_level: Option<Arc<LogLevel>>,
 }
 
 /// The snapshot in force and its generation.
@@ -77,6 +80,16 @@ impl ConfigState {
             return;
         };
         let (plans, skipped) = plan(snapshot, &runner.env);
+        if let Some(log) = &runner.log_level
+            && let Some(level) = most_verbose(
+                snapshot
+                    .profiles
+                    .iter()
+                    .map(|p| p.spec.diagnostics.logs.level.as_str()),
+            )
+        {
+            log.apply_profile(level);
+        }
         for s in &skipped {
             warn!(generation, dataflow = %s.key, reason = %s.reason, "dataflow not run");
         }
