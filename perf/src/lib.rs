@@ -1,2 +1,20 @@
-//! Sluice's performance tooling: load generator, replay broker, verifier and the benchmark
-//! harness. Nothing is implemented here yet; see ARCHITECTURE.md ("Where the time goes").
+//! Sluice's performance tooling (see ARCHITECTURE.md, "Where the time goes", and
+//! `perf/README.md`):
+//!
+//! - [`replay`]: the replay broker, a minimal MQTT server that streams pre-encoded PUBLISH
+//!   frames as fast as a client reads and counts what is published back to it;
+//! - [`client`]: a small blocking MQTT client, the trivial reader used to measure the replay
+//!   broker alone, and the tests' client;
+//! - [`ceiling`]: the replay broker alone with trivial readers: its own ceiling;
+//! - [`bench`]: the harness that runs MQTT to MQTT through the data plane and through a naive
+//!   `mosquitto_sub | mosquitto_pub` bridge against the replay broker;
+//! - [`procstat`]: CPU time and peak memory of processes, from `/proc`, and child processes that
+//!   are stopped when dropped;
+//! - [`payload`]: the payload format (a sequence number, then filler).
+
+pub mod bench;
+pub mod ceiling;
+pub mod client;
+pub mod payload;
+pub mod procstat;
+pub mod replay;

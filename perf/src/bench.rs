@@ -1,0 +1,754 @@
+//! `sluice-perf bench`: MQTT to MQTT through the Sluice data plane and through a naive bridge
+//! (`mosquitto_sub | mosquitto_pub -l`), both fed by the replay broker and both publishing back
+//! into it, for each payload size and QoS.
+//!
+//! One case: start a replay broker (source and sink listeners, gate closed), start the
+//! process(es) under test, wait until the source has a subscription and the sink a connection
+//! and both have been stable for a moment, sample CPU, open the gate, wait until the sink has
+//! every message (or nothing new arrived for the idle timeout), sample CPU and peak RSS again,
+//! stop the processes (SIGTERM, then SIGKILL) and the broker. Figures:
+//!
+//! - messages per second at the sink: `received / (last - first)`, from the replay broker's
+//!   timestamps of the first and last reads that held a PUBLISH;
+//! - CPU seconds per million messages: `utime + stime` of the processes under test (the
+//!   `dataplane`; `mosquitto_sub` plus `mosquitto_pub`), after minus before, per message
+//!   received, times one million;
+//! - peak RSS: `VmHWM` of the same processes (summed for the two mosquitto clients);
+//! - the harness's own CPU per million (the replay broker's threads and this loop), to show how
+//!   much of the machine the load source took.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use sluice_codec::QoS;
+
+use crate::procstat::{self, Children};
+use crate::replay::{ReplayBroker, ReplayConfig, ReplayStats};
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Implementation {
+    /// `mosquitto_sub ... | mosquitto_pub -l ...` (Debian's mosquitto-clients).
+    Naive,
+    /// `dataplane`, configured by `config-agent run`.
+    Sluice,
+}
+
+impl Implementation {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::Sluice => "sluice",
+        }
+    }
+}
+
+/// Options of `sluice-perf bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Run only this implementation (default: both, Sluice first).
+    #[arg(long, value_enum)]
+    pub only: Option<Implementation>,
+    /// Payload sizes, in bytes (at least 13: a 12-digit sequence number and a space).
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1024])]
+    pub payload_bytes: Vec<usize>,
+    /// QoS levels of the source and destination (0, 1).
+    #[arg(long, value_delimiter = ',', default_values_t = [0u8, 1])]
+    pub qos: Vec<u8>,
+    /// Messages per Sluice case.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Messages per naive-bridge case (it is slow; figures are reported per million anyway).
+    #[arg(long, default_value_t = 100_000)]
+    pub naive_messages: u64,
+    /// `maxInflightMessages` of both endpoints, and the replay broker's window towards every
+    /// client (so the naive bridge gets the same window).
+    #[arg(long, default_value_t = 100)]
+    pub max_inflight: u16,
+    /// Distinct source topics (`bench/in/0` to `bench/in/<N-1>`).
+    #[arg(long, default_value_t = 8)]
+    pub topics: u32,
+    /// `dataplane --cores N`.
+    #[arg(long, default_value_t = 1)]
+    pub cores: usize,
+    /// Pass `--metrics-addr 127.0.0.1:0` to the data plane.
+    #[arg(long)]
+    pub metrics: bool,
+    /// One more argument for the data plane (repeat for several).
+    #[arg(long = "dataplane-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub dataplane_args: Vec<String>,
+    /// `--log` of the data plane and the agent (their logs go to files in the work folder).
+    #[arg(long, default_value = "info")]
+    pub log: String,
+    /// Folder of the `dataplane` and `config-agent` binaries (default: this executable's
+    /// folder, e.g. target/release).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// The `mosquitto_sub` program.
+    #[arg(long, default_value = "mosquitto_sub")]
+    pub mosquitto_sub: String,
+    /// The `mosquitto_pub` program.
+    #[arg(long, default_value = "mosquitto_pub")]
+    pub mosquitto_pub: String,
+    /// How long to wait for the subscription and the sink connection before starting anyway,
+    /// in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub ready_timeout_secs: u64,
+    /// A case fails when no message reached the sink this long after the start, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub first_message_timeout_secs: u64,
+    /// A case ends when no message reached the sink for this long, in seconds (the missing
+    /// messages are reported).
+    #[arg(long, default_value_t = 5)]
+    pub idle_timeout_secs: u64,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Work folder for manifests, sockets and logs (default: a temporary folder, removed at the
+    /// end unless a case failed).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        Self {
+            only: None,
+            payload_bytes: vec![100, 1024],
+            qos: vec![0, 1],
+            messages: 1_000_000,
+            naive_messages: 100_000,
+            max_inflight: 100,
+            topics: 8,
+            cores: 1,
+            metrics: false,
+            dataplane_args: Vec::new(),
+            log: "info".into(),
+            bin_dir: None,
+            mosquitto_sub: "mosquitto_sub".into(),
+            mosquitto_pub: "mosquitto_pub".into(),
+            ready_timeout_secs: 10,
+            first_message_timeout_secs: 10,
+            idle_timeout_secs: 5,
+            json: None,
+            work_dir: None,
+        }
+    }
+}
+
+/// One measurement to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    /// What forwards.
+    pub implementation: Implementation,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+    /// QoS of source and destination.
+    pub qos: QoS,
+    /// Messages sent.
+    pub messages: u64,
+}
+
+/// The figures of one case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseResult {
+    /// The case.
+    pub case: Case,
+    /// The replay broker's counters at the end.
+    pub stats: ReplayStats,
+    /// Messages per second at the sink.
+    pub msgs_per_sec: Option<f64>,
+    /// CPU seconds (user + system) of the processes under test during the run.
+    pub cpu_secs: f64,
+    /// The same per million messages received.
+    pub cpu_secs_per_million: Option<f64>,
+    /// Peak RSS of the processes under test, in KiB.
+    pub peak_rss_kib: u64,
+    /// CPU seconds per million of this process (replay broker and harness).
+    pub harness_cpu_secs_per_million: Option<f64>,
+    /// From the gate opening to the end of the case, in seconds.
+    pub wall_secs: f64,
+    /// Why the case failed, if it did.
+    pub error: Option<String>,
+}
+
+impl CaseResult {
+    fn failed(case: Case, error: String) -> Self {
+        Self {
+            case,
+            stats: ReplayStats::default(),
+            msgs_per_sec: None,
+            cpu_secs: 0.0,
+            cpu_secs_per_million: None,
+            peak_rss_kib: 0,
+            harness_cpu_secs_per_million: None,
+            wall_secs: 0.0,
+            error: Some(error),
+        }
+    }
+
+    /// Sequence numbers never received.
+    pub fn missing(&self) -> u64 {
+        self.case.messages.saturating_sub(self.stats.distinct)
+    }
+
+    /// The result as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "implementation": self.case.implementation.name(),
+            "payload_bytes": self.case.payload_bytes,
+            "qos": self.case.qos as u8,
+            "messages": self.case.messages,
+            "received": self.stats.received,
+            "distinct": self.stats.distinct,
+            "duplicates": self.stats.duplicates,
+            "missing": self.missing(),
+            "msgs_per_sec": self.msgs_per_sec,
+            "cpu_secs": self.cpu_secs,
+            "cpu_secs_per_million": self.cpu_secs_per_million,
+            "peak_rss_kib": self.peak_rss_kib,
+            "harness_cpu_secs_per_million": self.harness_cpu_secs_per_million,
+            "wall_secs": self.wall_secs,
+            "error": self.error,
+        })
+    }
+}
+
+/// The cases `args` asks for: Sluice first, then the naive bridge; payload sizes, then QoS.
+///
+/// # Errors
+/// A QoS other than 0 or 1.
+pub fn cases(args: &BenchArgs) -> anyhow::Result<Vec<Case>> {
+    let impls = match args.only {
+        Some(i) => vec![i],
+        None => vec![Implementation::Sluice, Implementation::Naive],
+    };
+    let mut out = Vec::new();
+    for implementation in impls {
+        for &payload_bytes in &args.payload_bytes {
+            for &q in &args.qos {
+                let qos = match q {
+                    0 => QoS::AtMostOnce,
+                    1 => QoS::AtLeastOnce,
+                    _ => bail!("QoS {q}: the bench runs QoS 0 and 1"),
+                };
+                out.push(Case {
+                    implementation,
+                    payload_bytes,
+                    qos,
+                    messages: match implementation {
+                        Implementation::Sluice => args.messages,
+                        Implementation::Naive => args.naive_messages,
+                    },
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs every case, printing a table row to `out` after each; returns the results (failed
+/// cases carry their error) and writes `--json` if asked.
+///
+/// # Errors
+/// Bad arguments, an unusable work folder, or writing the output.
+pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Vec<CaseResult>> {
+    let cases = cases(args)?;
+    let (temp, work) = match &args.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            (None, d.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
+            let path = t.path().to_path_buf();
+            (Some(t), path)
+        }
+    };
+    let load_before = loadavg();
+    writeln!(
+        out,
+        "# sluice-perf bench: {} CPUs, load average {}, window {}, dataplane --cores {}, work folder {}",
+        cpus(),
+        load_before,
+        args.max_inflight,
+        args.cores,
+        work.display()
+    )?;
+    writeln!(out, "{}", header())?;
+    let mut results = Vec::new();
+    for case in cases {
+        let result = run_case(args, case, &work);
+        writeln!(out, "{}", row(&result))?;
+        if let Some(e) = &result.error {
+            writeln!(out, "  {} error: {e}", case.implementation.name())?;
+        }
+        out.flush()?;
+        results.push(result);
+    }
+    let load_after = loadavg();
+    writeln!(out, "# load average after: {load_after}")?;
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "cpus": cpus(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "max_inflight": args.max_inflight,
+            "cores": args.cores,
+            "topics": args.topics,
+            "results": results.iter().map(CaseResult::to_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(t) = temp
+        && results.iter().any(|r| r.error.is_some())
+    {
+        writeln!(out, "# logs and manifests kept in {}", t.keep().display())?;
+    }
+    Ok(results)
+}
+
+fn header() -> String {
+    format!(
+        "{:<7} {:>7} {:>3} {:>9} {:>9} {:>8} {:>11} {:>9} {:>9} {:>10}",
+        "impl",
+        "payload",
+        "qos",
+        "messages",
+        "received",
+        "missing",
+        "msgs/s",
+        "cpu s/M",
+        "rss MiB",
+        "harness/M"
+    )
+}
+
+fn row(r: &CaseResult) -> String {
+    let opt = |v: Option<f64>, prec: usize| match v {
+        Some(v) => format!("{v:.prec$}"),
+        None => "-".into(),
+    };
+    format!(
+        "{:<7} {:>7} {:>3} {:>9} {:>9} {:>8} {:>11} {:>9} {:>9.1} {:>10}",
+        r.case.implementation.name(),
+        r.case.payload_bytes,
+        r.case.qos as u8,
+        r.case.messages,
+        r.stats.received,
+        r.missing(),
+        opt(r.msgs_per_sec, 0),
+        opt(r.cpu_secs_per_million, 2),
+        r.peak_rss_kib as f64 / 1024.0,
+        opt(r.harness_cpu_secs_per_million, 2),
+    )
+}
+
+/// `/proc/loadavg`'s three averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Runs one case; a failure is returned in [`CaseResult::error`].
+pub fn run_case(args: &BenchArgs, case: Case, work: &Path) -> CaseResult {
+    let dir = work.join(format!(
+        "{}-{}-q{}",
+        case.implementation.name(),
+        case.payload_bytes,
+        case.qos as u8
+    ));
+    match measure(args, case, &dir) {
+        Ok(r) => r,
+        Err(e) => CaseResult::failed(case, format!("{e:#}")),
+    }
+}
+
+/// The processes whose CPU and memory are measured, by name.
+fn measured(implementation: Implementation) -> &'static [&'static str] {
+    match implementation {
+        Implementation::Naive => &["mosquitto_sub", "mosquitto_pub"],
+        Implementation::Sluice => &["dataplane"],
+    }
+}
+
+fn measure(args: &BenchArgs, case: Case, dir: &Path) -> anyhow::Result<CaseResult> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let broker = ReplayBroker::start(ReplayConfig {
+        sink_port: Some(0),
+        messages: case.messages,
+        payload_bytes: case.payload_bytes,
+        qos: case.qos,
+        topics: args.topics,
+        max_inflight: args.max_inflight,
+        start_released: false,
+        ..ReplayConfig::default()
+    })?;
+    let mut children = Children::new();
+    match case.implementation {
+        Implementation::Naive => start_naive(args, case, &broker, dir, &mut children)?,
+        Implementation::Sluice => start_sluice(args, case, &broker, dir, &mut children)?,
+    }
+    let names = measured(case.implementation);
+    wait_ready(args, &broker, &mut children)?;
+
+    let ticks = procstat::clock_ticks_per_second() as f64;
+    let cpu0 = children.cpu_ticks(names)?;
+    let self0 = procstat::self_cpu_secs()?;
+    let t0 = Instant::now();
+    broker.release();
+    let first_timeout = Duration::from_secs(args.first_message_timeout_secs);
+    let idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+    let mut last_count = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let st = broker.stats();
+        if st.received >= case.messages {
+            break;
+        }
+        if let Err(e) = children.check_running() {
+            bail!("{e:#}\n(replay broker: {})", describe(&st));
+        }
+        if st.received == 0 {
+            if t0.elapsed() > first_timeout {
+                let logs = children
+                    .procs()
+                    .iter()
+                    .map(|p| format!("--- end of {}:\n{}", p.log.display(), p.log_tail(15)))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                bail!(
+                    "no messages arrived at the sink within {} s (replay broker: {})\n{logs}",
+                    args.first_message_timeout_secs,
+                    describe(&st)
+                );
+            }
+        } else if st.received != last_count {
+            last_count = st.received;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > idle_timeout {
+            break;
+        }
+    }
+    let wall_secs = t0.elapsed().as_secs_f64();
+    let cpu1 = children.cpu_ticks(names)?;
+    let self1 = procstat::self_cpu_secs()?;
+    let peak_rss_kib = children.peak_rss_kib(names)?;
+    let stats = broker.stats();
+    children.stop_all();
+    broker.shutdown();
+    let cpu_secs = (cpu1 - cpu0) as f64 / ticks;
+    let per_million = |secs: f64| (stats.received > 0).then(|| secs * 1e6 / stats.received as f64);
+    Ok(CaseResult {
+        case,
+        stats,
+        msgs_per_sec: stats.received_per_sec(),
+        cpu_secs,
+        cpu_secs_per_million: per_million(cpu_secs),
+        peak_rss_kib,
+        harness_cpu_secs_per_million: per_million(self1 - self0),
+        wall_secs,
+        error: None,
+    })
+}
+
+fn describe(st: &ReplayStats) -> String {
+    format!(
+        "{} connections ({} on the sink listener), {} stream subscriptions, {} messages sent, {} acknowledged, {} received",
+        st.connections,
+        st.sink_connections,
+        st.stream_subscriptions,
+        st.sent,
+        st.acked,
+        st.received
+    )
+}
+
+/// Waits until the source has a subscription and the sink a connection, and neither count has
+/// changed for a moment; starts anyway after the ready timeout (the first-message timeout then
+/// says what is missing).
+fn wait_ready(
+    args: &BenchArgs,
+    broker: &ReplayBroker,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    const STABLE: Duration = Duration::from_millis(300);
+    let start = Instant::now();
+    let mut seen = (u64::MAX, u64::MAX);
+    let mut since = Instant::now();
+    loop {
+        children.check_running()?;
+        let st = broker.stats();
+        let now = (st.connections, st.stream_subscriptions);
+        if now != seen {
+            seen = now;
+            since = Instant::now();
+        }
+        if st.stream_subscriptions >= 1 && st.sink_connections >= 1 && since.elapsed() >= STABLE {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(args.ready_timeout_secs) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `program` can be run: a path that exists, or a name found on `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Whether the naive bridge's programs are installed; the reason when not.
+///
+/// # Errors
+/// The program that is missing.
+pub fn naive_available(args: &BenchArgs) -> anyhow::Result<()> {
+    for p in [&args.mosquitto_sub, &args.mosquitto_pub] {
+        if find_program(p).is_none() {
+            bail!("{p} not found on PATH (Debian: apt-get install mosquitto-clients)");
+        }
+    }
+    Ok(())
+}
+
+fn start_naive(
+    args: &BenchArgs,
+    case: Case,
+    broker: &ReplayBroker,
+    dir: &Path,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    naive_available(args)?;
+    let qos = (case.qos as u8).to_string();
+    let common = |cmd: &mut Command, port: u16| {
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            "5",
+            "-q",
+            &qos,
+        ]);
+    };
+    let mut sub = Command::new(&args.mosquitto_sub);
+    common(&mut sub, broker.source_addr().port());
+    // mosquitto clients announce a Receive Maximum of 20 unless told otherwise: give the
+    // bridge the same window as the data plane's source.
+    let window = args.max_inflight.to_string();
+    sub.args(["-t", "bench/in/#", "-i", "sluice-perf-naive-sub"])
+        .args(["-D", "connect", "receive-maximum", &window])
+        .stdout(Stdio::piped());
+    let p = children.spawn(
+        "mosquitto_sub",
+        &mut sub,
+        Stdio::null(),
+        &dir.join("mosquitto_sub.log"),
+        false,
+    )?;
+    let pipe = p.child.stdout.take().context("mosquitto_sub's stdout")?;
+    let mut publ = Command::new(&args.mosquitto_pub);
+    common(&mut publ, broker.sink_addr().port());
+    publ.args(["-t", "bench/out", "-l", "-i", "sluice-perf-naive-pub"]);
+    children.spawn(
+        "mosquitto_pub",
+        &mut publ,
+        Stdio::from(pipe),
+        &dir.join("mosquitto_pub.log"),
+        true,
+    )?;
+    Ok(())
+}
+
+/// The manifests of the Sluice case: a source and a destination endpoint on the replay
+/// broker's two listeners, a profile and a dataflow from `bench/in/#` to
+/// `bench/out/${inputTopic.3}`.
+pub fn manifests(source: SocketAddr, sink: SocketAddr, qos: QoS, max_inflight: u16) -> String {
+    let endpoint = |name: &str, addr: SocketAddr| {
+        format!(
+            "apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata:
+  name: {name}
+  namespace: azure-iot-operations
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: {addr}
+    authentication:
+      method: Anonymous
+      anonymousSettings: {{}}
+    tls:
+      mode: Disabled
+    mqttVersion: v5
+    qos: {qos}
+    maxInflightMessages: {max_inflight}
+    clientIdPrefix: sluice-bench
+",
+            qos = qos as u8
+        )
+    };
+    let mut s = String::from(
+        "# Written by sluice-perf bench: the replay broker's source and sink listeners.\n",
+    );
+    s += &endpoint("bench-source", source);
+    s += "---\n";
+    s += &endpoint("bench-sink", sink);
+    let _ = write!(
+        s,
+        "---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowProfile
+metadata:
+  name: bench
+  namespace: azure-iot-operations
+spec:
+  instanceCount: 1
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata:
+  name: bench
+  namespace: azure-iot-operations
+spec:
+  profileRef: bench
+  operations:
+    - operationType: Source
+      sourceSettings:
+        endpointRef: bench-source
+        dataSources:
+          - bench/in/#
+    - operationType: Destination
+      destinationSettings:
+        endpointRef: bench-sink
+        dataDestination: bench/out/${{inputTopic.3}}
+"
+    );
+    s
+}
+
+fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    match &args.bin_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("the executable's folder")?
+            .to_path_buf()),
+    }
+}
+
+fn start_sluice(
+    args: &BenchArgs,
+    case: Case,
+    broker: &ReplayBroker,
+    dir: &Path,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    let bins = bin_dir(args)?;
+    let dataplane = bins.join("dataplane");
+    let agent = bins.join("config-agent");
+    for b in [&dataplane, &agent] {
+        if !b.is_file() {
+            bail!(
+                "{} not found (build with `cargo build --release -p sluice --bins`, or pass --bin-dir)",
+                b.display()
+            );
+        }
+    }
+    let config_dir = dir.join("manifests");
+    std::fs::create_dir_all(&config_dir)?;
+    std::fs::write(
+        config_dir.join("bench.yaml"),
+        manifests(
+            broker.source_addr(),
+            broker.sink_addr(),
+            case.qos,
+            args.max_inflight,
+        ),
+    )?;
+    let local_broker = broker.source_addr().to_string();
+    let out = Command::new(&agent)
+        .args(["validate", "--local-broker", &local_broker])
+        .arg(&config_dir)
+        .output()
+        .with_context(|| format!("running {} validate", agent.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the bench manifests in {} are not valid:\n{}{}",
+            config_dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let socket = dir.join("control.sock");
+    let _ = std::fs::remove_file(&socket);
+    let mut dp = Command::new(&dataplane);
+    dp.arg("--control-socket").arg(&socket).args([
+        "--cores",
+        &args.cores.to_string(),
+        "--log",
+        &args.log,
+    ]);
+    if args.metrics {
+        dp.args(["--metrics-addr", "127.0.0.1:0"]);
+    }
+    dp.args(&args.dataplane_args);
+    children.spawn(
+        "dataplane",
+        &mut dp,
+        Stdio::null(),
+        &dir.join("dataplane.log"),
+        true,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
+    while !socket.exists() {
+        children.check_running()?;
+        if Instant::now() > deadline {
+            bail!(
+                "the data plane did not create {} within {} s",
+                socket.display(),
+                args.ready_timeout_secs
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut ag = Command::new(&agent);
+    ag.arg("run")
+        .arg("--config-dir")
+        .arg(&config_dir)
+        .arg("--control-socket")
+        .arg(&socket)
+        .args(["--local-broker", &local_broker, "--log", &args.log]);
+    children.spawn(
+        "config-agent",
+        &mut ag,
+        Stdio::null(),
+        &dir.join("config-agent.log"),
+        true,
+    )?;
+    Ok(())
+}
