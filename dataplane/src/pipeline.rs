@@ -35,6 +35,7 @@ use monoio::io::{
     OwnedWriteHalf, Splitable,
 };
 use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
 use sluice_codec::Publish;
 use tracing::{debug, info, warn};
 
@@ -45,6 +46,7 @@ use crate::metrics::{DataflowMetrics, Side};
 use crate::plan::{DataflowPlan, MqttEndpointPlan};
 use crate::session::{AckToken, CloseReason, Event, Session};
 use crate::sink::{MqttSink, Notice, Offer, Outcome, Sink, Ticket};
+use crate::transport::{ClientAuthFiles, Transport, TransportError, WsSettings, client_config};
 
 /// Forwarded messages waiting for room in the destination's window before the source reader
 /// pauses.
@@ -80,6 +82,9 @@ struct Conn {
     writer_done_notify: Notify,
     /// Cancels the reader's (and a stuck writer's) operation.
     canceller: RefCell<Option<Canceller>>,
+    /// TLS and/or WebSocket between the socket and the session; `None`: plain TCP, written
+    /// with vectored writes.
+    transport: RefCell<Option<Transport>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -119,6 +124,9 @@ struct State {
 #[derive(Debug)]
 pub struct Pipeline {
     plan: Arc<DataflowPlan>,
+    /// TLS client configurations of the source and destination, when they use TLS.
+    src_tls: Option<Arc<rustls::ClientConfig>>,
+    dst_tls: Option<Arc<rustls::ClientConfig>>,
     core: usize,
     metrics: Arc<DataflowMetrics>,
     state: RefCell<State>,
@@ -149,6 +157,14 @@ pub enum StartError {
     /// The forwarding rules are invalid.
     #[error("destination topic: {0}")]
     Forward(String),
+    /// The TLS configuration (CA or client certificate files) is unusable.
+    #[error("{side} TLS: {error}")]
+    Tls {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// Why.
+        error: TransportError,
+    },
 }
 
 impl Pipeline {
@@ -179,8 +195,18 @@ impl Pipeline {
             error,
         })?;
         let fwd = Forwarder::new(plan.forward_settings().map_err(StartError::Forward)?);
+        let src_tls = tls_config(&plan.source).map_err(|error| StartError::Tls {
+            side: "source",
+            error,
+        })?;
+        let dst_tls = tls_config(&plan.destination).map_err(|error| StartError::Tls {
+            side: "destination",
+            error,
+        })?;
         let p = Rc::new(Self {
             plan,
+            src_tls,
+            dst_tls,
             core,
             metrics,
             state: RefCell::new(State {
@@ -276,6 +302,33 @@ impl Pipeline {
             Side::Source => *self.src_conn.borrow_mut() = conn,
             Side::Destination => *self.dst_conn.borrow_mut() = conn,
         }
+    }
+
+    /// The TLS/WebSocket layers for a new connection of `side`; `None` for plain TCP.
+    fn transport(&self, side: Side) -> Result<Option<Transport>, TransportError> {
+        let (ep, tls) = match side {
+            Side::Source => (&self.plan.source, &self.src_tls),
+            Side::Destination => (&self.plan.destination, &self.dst_tls),
+        };
+        if tls.is_none() && !ep.websocket {
+            return Ok(None);
+        }
+        let tls = match tls {
+            Some(config) => {
+                let name = ServerName::try_from(ep.host.clone()).map_err(|_| {
+                    TransportError::InvalidAddress {
+                        input: ep.host.clone(),
+                        reason: "not a DNS name or IP address",
+                    }
+                })?;
+                Some((Arc::clone(config), name))
+            }
+            None => None,
+        };
+        let ws = ep
+            .websocket
+            .then(|| WsSettings::new(format!("{}:{}", ep.host, ep.port)));
+        Transport::new(tls, ws).map(Some)
     }
 
     fn endpoint(&self, side: Side) -> &MqttEndpointPlan {
@@ -484,7 +537,20 @@ impl Conn {
     }
 }
 
-/// Full-jitter exponential backoff.
+/// The TLS client configuration of an endpoint, when it uses TLS.
+fn tls_config(ep: &MqttEndpointPlan) -> Result<Option<Arc<rustls::ClientConfig>>, TransportError> {
+    let Some(tls) = &ep.tls else {
+        return Ok(None);
+    };
+    let client_auth = tls.client_cert.as_ref().map(|c| ClientAuthFiles {
+        cert: c.cert.clone(),
+        key: c.key.clone(),
+        intermediates: c.intermediates.clone(),
+    });
+    client_config(tls.ca_files.as_deref(), client_auth).map(Some)
+}
+
+/// Jittered exponential backoff.
 #[derive(Debug)]
 struct Backoff {
     attempt: u32,
@@ -543,9 +609,17 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let transport = match p.transport(side) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(dataflow = %p.plan.key, core = p.core, side = side_name(side), error = %e, "cannot set up TLS/WebSocket");
+                continue;
+            }
+        };
         let (rd, wr) = stream.into_split();
         let conn = Rc::new(Conn::default());
         *conn.canceller.borrow_mut() = Some(Canceller::new());
+        *conn.transport.borrow_mut() = transport;
         p.set_conn(side, Some(Rc::clone(&conn)));
         {
             let mut st = p.state.borrow_mut();
@@ -618,6 +692,9 @@ async fn read_loop(
     mut rd: OwnedReadHalf<TcpStream>,
 ) -> bool {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let layered = conn.transport.borrow().is_some();
+    // With TLS or WebSocket, `buf` holds what the socket gave and `app` the MQTT bytes.
+    let mut app = BytesMut::new();
     let mut was_connected = false;
     loop {
         if side == Side::Source {
@@ -649,10 +726,30 @@ async fn read_loop(
                 break;
             }
         }
+        let input = if layered {
+            let result = {
+                let mut t = conn.transport.borrow_mut();
+                t.as_mut().map(|t| t.read(&mut buf, &mut app))
+            };
+            // Handshake records, alerts or pongs may be waiting to go out.
+            conn.tx.notify();
+            if let Some(Err(e)) = result {
+                if matches!(e, TransportError::Closed(_)) {
+                    debug!(dataflow = %p.plan.key, side = side_name(side), error = %e, "transport closed by the broker");
+                } else {
+                    warn!(dataflow = %p.plan.key, core = p.core, side = side_name(side), error = %e, "transport error");
+                }
+                conn.close();
+                break;
+            }
+            &mut app
+        } else {
+            &mut buf
+        };
         {
             let mut st = p.state.borrow_mut();
             let s = session(&mut st, side);
-            s.handle_bytes(&mut buf, Instant::now());
+            s.handle_bytes(input, Instant::now());
             was_connected |= s.is_connected();
         }
         p.process();
@@ -666,6 +763,13 @@ async fn write_loop(
     conn: Rc<Conn>,
     mut wr: OwnedWriteHalf<TcpStream>,
 ) {
+    if conn.transport.borrow().is_some() {
+        write_loop_layered(&p, side, &conn, &mut wr).await;
+        let _ = wr.shutdown().await;
+        conn.writer_done.set(true);
+        conn.writer_done_notify.notify();
+        return;
+    }
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut chunks = IoChunks::new();
     'outer: loop {
@@ -706,6 +810,64 @@ async fn write_loop(
     let _ = wr.shutdown().await;
     conn.writer_done.set(true);
     conn.writer_done_notify.notify();
+}
+
+/// The writer behind TLS and/or WebSocket: session bytes go through the transport, whose
+/// output (records, frames) is written with plain writes.
+async fn write_loop_layered(
+    p: &Rc<Pipeline>,
+    side: Side,
+    conn: &Rc<Conn>,
+    wr: &mut OwnedWriteHalf<TcpStream>,
+) {
+    let mut plain = BytesMut::new();
+    let mut out = BytesMut::with_capacity(64 << 10);
+    loop {
+        {
+            let mut st = p.state.borrow_mut();
+            session(&mut st, side).poll_transmit(&mut plain);
+        }
+        if side == Side::Destination && !plain.is_empty() {
+            p.resume.notify();
+        }
+        {
+            let mut t = conn.transport.borrow_mut();
+            let Some(t) = t.as_mut() else { return };
+            if !plain.is_empty() {
+                if let Err(e) = t.write(&plain) {
+                    debug!(dataflow = %p.plan.key, side = side_name(side), error = %e, "transport refused a write");
+                    conn.close();
+                }
+                plain.clear();
+            }
+            if conn.closing.get() && out.is_empty() {
+                t.close();
+            }
+            t.poll_write(&mut out);
+        }
+        if out.is_empty() {
+            if conn.closing.get() {
+                return;
+            }
+            conn.tx.notified().await;
+            continue;
+        }
+        let Some(handle) = conn.canceller.borrow().as_ref().map(Canceller::handle) else {
+            return;
+        };
+        let (res, b) = wr.cancelable_write(out, handle).await;
+        out = b;
+        match res {
+            Ok(n) if n > 0 => bytes::Buf::advance(&mut out, n),
+            Ok(_) => return,
+            Err(e) => {
+                debug!(dataflow = %p.plan.key, side = side_name(side), error = %e, "write failed");
+                conn.close();
+                conn.cancel_io();
+                return;
+            }
+        }
+    }
 }
 
 async fn timer_loop(p: Rc<Pipeline>, side: Side, conn: Rc<Conn>) {

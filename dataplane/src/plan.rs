@@ -341,8 +341,8 @@ fn mqtt_endpoint(
         (MqttProtocol::WebSockets, false) => 80,
         (MqttProtocol::WebSockets, true) => 443,
     };
-    let (host, port) = split_host_port(&host_port, default_port)
-        .ok_or_else(|| format!("endpoint {name}: bad host {host_port:?}"))?;
+    let (host, port, _) = crate::transport::parse_host_port(&host_port, default_port)
+        .map_err(|e| format!("endpoint {name}: {e}"))?;
     let secret = |secret: &str, key: &str| -> Result<PathBuf, String> {
         let dir = env
             .dirs
@@ -418,7 +418,10 @@ fn mqtt_endpoint(
                 let dir = env.dirs.configmaps.as_deref().ok_or_else(|| {
                     format!("endpoint {name}: ConfigMap {cm} needs --configmaps-dir")
                 })?;
-                Some(ca_files_in(&dir.join(cm)).map_err(|e| format!("endpoint {name}: {e}"))?)
+                Some(
+                    crate::transport::ca_files_in(&dir.join(cm))
+                        .map_err(|e| format!("endpoint {name}: {e}"))?,
+                )
             }
         };
         Some(TlsPlan {
@@ -457,64 +460,4 @@ fn read_trimmed(path: &Path) -> Result<Vec<u8>, String> {
         v.pop();
     }
     Ok(v)
-}
-
-/// Every `*.pem` / `*.crt` file of a ConfigMap folder, sorted (dot files skipped).
-fn ca_files_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.')
-                && (name.ends_with(".pem") || name.ends_with(".crt"))
-                && p.is_file()
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(format!("{}: no .pem or .crt file", dir.display()));
-    }
-    Ok(files)
-}
-
-/// `host:port`, `host` (default port), `[v6]:port`.
-pub fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => default_port,
-            None => return None,
-        };
-        return Some((host.to_string(), port));
-    }
-    match s.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Some((host.to_string(), port.parse().ok()?)),
-        Some(_) => None,
-        None if !s.is_empty() => Some((s.to_string(), default_port)),
-        None => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(
-            split_host_port("localhost:1883", 1),
-            Some(("localhost".into(), 1883))
-        );
-        assert_eq!(
-            split_host_port("broker", 8883),
-            Some(("broker".into(), 8883))
-        );
-        assert_eq!(split_host_port("[::1]:1884", 1), Some(("::1".into(), 1884)));
-        assert_eq!(split_host_port("[::1]", 7), Some(("::1".into(), 7)));
-        assert_eq!(split_host_port("a:b", 1), None);
-        assert_eq!(split_host_port("", 1), None);
-    }
 }
