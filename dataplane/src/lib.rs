@@ -1,6 +1,7 @@
 //! Sluice's data plane: the per-core runtime, MQTT sessions, routing and sinks (issue 4), and the
 //! control socket through which `config-agent` configures it. See ARCHITECTURE.md.
 
+pub mod auth;
 pub mod cli;
 pub mod control;
 pub mod forward;

@@ -2,13 +2,41 @@
 //! of connections (3.1.1 and 5.0). It does not open sockets, read the clock or spawn anything: the
 //! I/O task feeds it bytes and `now`, and takes from it the bytes to write ([`Session::poll_transmit`]),
 //! what happened ([`Session::poll_event`]) and when to call back ([`Session::poll_timeout`]).
-//! Reconnect backoff, TLS and enhanced authentication are not here.
+//! Reconnect backoff and TLS are not here; getting tokens is not either (see [`crate::auth`]).
 //!
 //! ```text
 //!  handle_connected ──> CONNECT ──> CONNACK ──> SUBSCRIBE (unless Session Present) ──> SUBACK
-//!  handle_bytes     ──> events: Message (caller acks later), Acked, Subscribed, Closed
-//!  handle_timeout   ──> PINGREQ when idle for Keep Alive; Closed when no PINGRESP / CONNACK in time
+//!  handle_bytes     ──> events: Message (caller acks later), Acked, Subscribed, Reauthenticated,
+//!                       Closed
+//!  handle_timeout   ──> PINGREQ when idle for Keep Alive; Closed when no PINGRESP / CONNACK /
+//!                       re-authentication answer in time
+//!  reauthenticate   ──> AUTH 0x19 ──> AUTH 0x00 (Reauthenticated) or DISCONNECT (Closed)
 //! ```
+//!
+//! Enhanced authentication (MQTT 5.0 §4.12) is done for single-step token methods such as
+//! `K8S-SAT` (Azure IoT Operations MQTT broker: the data is a Kubernetes service account token)
+//! and `OAUTH2-JWT` (Azure Event Grid: the data is a Microsoft Entra JWT). CONNECT carries
+//! [`SessionConfig::authentication_method`] and the current data
+//! ([`Session::set_authentication_data`]); the broker answers with CONNACK. Neither method defines
+//! a challenge: the broker documentation describes CONNECT with the token and AUTH 0x19 with a new
+//! token, nothing else. So an AUTH Continue authentication (0x18) from the broker is answered with
+//! DISCONNECT Protocol Error (0x82) instead of a further AUTH: this session does not do
+//! challenge-response methods (SCRAM, Kerberos). Re-authentication is client-initiated only
+//! ([MQTT-4.12.1-1]); the server cannot ask for it, and an AUTH 0x19 from it breaks
+//! [MQTT-3.15.2-1] (Re-authenticate is sent by the client only).
+//!
+//! Checks on the broker, each answered with DISCONNECT Protocol Error (0x82), as Bad
+//! authentication method (0x8C) is not a DISCONNECT reason code (§3.14.2.1):
+//! - AUTH or an Authentication Method in CONNACK when CONNECT had none ([MQTT-4.12.0-6]);
+//! - a successful CONNACK, or any AUTH, whose Authentication Method is not ours
+//!   ([MQTT-4.12.0-5]);
+//! - AUTH Success (0x00) while no re-authentication is under way (before CONNACK, the exchange
+//!   ends with CONNACK, not AUTH);
+//! - AUTH Continue authentication (0x18), see above.
+//!
+//! A refused re-authentication ends with the broker's DISCONNECT ([MQTT-4.12.1-2]), reported as
+//! [`CloseReason::ServerDisconnect`]. Before CONNACK the session sends nothing but CONNECT
+//! ([MQTT-3.1.2-30]).
 //!
 //! Acknowledgements (principle 1): the session never PUBACKs an inbound QoS 1 message by itself.
 //! Each [`Event::Message`] at QoS 1 carries an [`AckToken`]; [`Session::ack`] marks it done, and
@@ -21,15 +49,16 @@
 //! to the broker's Receive Maximum.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sluice_codec::topic::validate_topic_filter;
 use sluice_codec::{
-    ByteStr, Codec, ConnAck, Connect, DecodeError, Disconnect, EncodeError, Packet, PacketId,
-    ProtocolVersion, PubAck, Publish, QoS, ReasonCode, Role, SubAck, Subscribe, Subscription,
-    TopicError,
+    Auth, AuthProperties, ByteStr, Codec, ConnAck, Connect, DecodeError, Disconnect, EncodeError,
+    Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, Role, SubAck, Subscribe,
+    Subscription, TopicError,
 };
 
 /// Payloads of at least this many bytes are queued by reference and sent with a vectored write;
@@ -37,8 +66,9 @@ use sluice_codec::{
 /// entry and reference count.
 pub const VECTORED_MIN_PAYLOAD: usize = 512;
 
-/// How a session connects and what it subscribes to.
-#[derive(Debug, Clone)]
+/// How a session connects and what it subscribes to. Its `Debug` output leaves out the password
+/// and the authentication data.
+#[derive(Clone)]
 pub struct SessionConfig {
     /// MQTT version for every connection of this session.
     pub protocol: ProtocolVersion,
@@ -66,6 +96,14 @@ pub struct SessionConfig {
     pub username: Option<ByteStr>,
     /// Password.
     pub password: Option<Bytes>,
+    /// Authentication Method for MQTT 5.0 enhanced authentication, for example `K8S-SAT` or
+    /// `OAUTH2-JWT`; see the module documentation for what this session does with it. 5.0 only
+    /// ([`ConfigError::AuthenticationNeedsV5`] in 3.1.1). Default `None`.
+    pub authentication_method: Option<ByteStr>,
+    /// Authentication Data sent in the first CONNECT (the token); replaced for later connections
+    /// by [`Session::set_authentication_data`] and [`Session::reauthenticate`]. Needs
+    /// `authentication_method` (§3.1.2.11.10). Default `None`.
+    pub authentication_data: Option<Bytes>,
     /// Topic filters with their options, all in one SUBSCRIBE after a CONNACK without Session
     /// Present. QoS 0 or 1 (this session does not do QoS 2).
     pub subscriptions: Vec<Subscription>,
@@ -91,9 +129,45 @@ impl SessionConfig {
             maximum_packet_size: None,
             username: None,
             password: None,
+            authentication_method: None,
+            authentication_data: None,
             subscriptions: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("protocol", &self.protocol)
+            .field("client_id", &self.client_id)
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("clean_start", &self.clean_start)
+            .field("session_expiry_secs", &self.session_expiry_secs)
+            .field("receive_maximum", &self.receive_maximum)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("maximum_packet_size", &self.maximum_packet_size)
+            .field("username", &self.username)
+            .field("password", &Redacted(&self.password))
+            .field("authentication_method", &self.authentication_method)
+            .field("authentication_data", &Redacted(&self.authentication_data))
+            .field("subscriptions", &self.subscriptions)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ping_timeout", &self.ping_timeout)
+            .finish()
+    }
+}
+
+/// Shows whether a secret is set and its length, not its bytes.
+struct Redacted<'a>(&'a Option<Bytes>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(b) => write!(f, "Some(<{} bytes redacted>)", b.len()),
+            None => f.write_str("None"),
         }
     }
 }
@@ -120,6 +194,31 @@ pub enum ConfigError {
     /// without a user name, or an empty client id with Clean Session 0).
     #[error("CONNECT: {0}")]
     Connect(EncodeError),
+    /// An Authentication Method or Data in a 3.1.1 session: enhanced authentication is MQTT 5.0.
+    #[error("enhanced authentication (Authentication Method / Data) needs MQTT 5.0")]
+    AuthenticationNeedsV5,
+    /// Authentication Data without an Authentication Method, which CONNECT cannot carry
+    /// (§3.1.2.11.10: a Protocol Error).
+    #[error("Authentication Data without an Authentication Method")]
+    AuthenticationDataWithoutMethod,
+}
+
+/// Why [`Session::reauthenticate`] did not start a re-authentication. Nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReauthError {
+    /// The session has no Authentication Method (or is 3.1.1): there is nothing to
+    /// re-authenticate ([MQTT-4.12.1-1]).
+    #[error("no Authentication Method: the connection was not made with enhanced authentication")]
+    NoAuthenticationMethod,
+    /// No connection is up (before CONNACK, or after it closed). The data is kept for the next
+    /// CONNECT.
+    #[error("not connected")]
+    NotConnected,
+    /// A re-authentication is under way: wait for [`Event::Reauthenticated`] or
+    /// [`Event::Closed`]. The data is kept for the next CONNECT.
+    #[error("a re-authentication is already under way")]
+    InProgress,
 }
 
 /// Identifies one inbound QoS 1 message for [`Session::ack`]. It names the connection the message
@@ -173,6 +272,9 @@ pub enum CloseReason {
     /// No PINGRESP within the ping timeout.
     #[error("no PINGRESP within the ping timeout")]
     KeepAliveTimeout,
+    /// No answer to our re-authentication (AUTH 0x19) within the connect timeout.
+    #[error("no answer to re-authentication within the connect timeout")]
+    ReauthTimeout,
     /// A packet of ours could not be encoded (for example it exceeds the broker's Maximum Packet
     /// Size).
     #[error("cannot encode a packet: {0}")]
@@ -208,6 +310,9 @@ pub enum Event {
         /// `Some` at QoS 1.
         ack: Option<AckToken>,
     },
+    /// The broker accepted the re-authentication started by [`Session::reauthenticate`] (AUTH
+    /// Success). A refused one ends the connection instead ([`Event::Closed`]).
+    Reauthenticated,
     /// The broker acknowledged one of our QoS 1 publishes (in any order). A 5.0 reason code of
     /// 0x80 and above means the broker refused the message, which is still done with.
     Acked {
@@ -271,8 +376,8 @@ struct Inbound {
     acked: bool,
 }
 
-/// A persistent MQTT client session. See the module documentation.
-#[derive(Debug)]
+/// A persistent MQTT client session. See the module documentation. Its `Debug` output shows the
+/// connection state, not the buffers (which hold credentials).
 pub struct Session {
     config: SessionConfig,
     state: State,
@@ -312,6 +417,30 @@ pub struct Session {
     send_window: u16,
     maximum_qos: QoS,
     subscribe_id: Option<PacketId>,
+
+    // Enhanced authentication.
+    /// Authentication Data for the next CONNECT (a secret: never logged).
+    auth_data: Option<Bytes>,
+    /// When a re-authentication (AUTH 0x19) is under way: the deadline for the broker's answer.
+    reauth_deadline: Option<Instant>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("connection", &self.connection)
+            .field("client_id", &self.client_id)
+            .field("transmit_len", &self.transmit_len())
+            .field("events", &self.events.len())
+            .field("inbound_unacked", &self.inbound.len())
+            .field("in_flight", &self.in_flight.len())
+            .field("send_window", &self.send_window)
+            .field("authentication_data", &Redacted(&self.auth_data))
+            .field("reauth_deadline", &self.reauth_deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -320,6 +449,14 @@ impl Session {
     /// # Errors
     /// [`ConfigError`] when a subscription or the CONNECT it gives is invalid.
     pub fn new(config: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
+        if config.protocol != ProtocolVersion::V5
+            && (config.authentication_method.is_some() || config.authentication_data.is_some())
+        {
+            return Err(ConfigError::AuthenticationNeedsV5);
+        }
+        if config.authentication_method.is_none() && config.authentication_data.is_some() {
+            return Err(ConfigError::AuthenticationDataWithoutMethod);
+        }
         for s in &config.subscriptions {
             validate_topic_filter(&s.filter).map_err(|error| ConfigError::InvalidFilter {
                 filter: s.filter.to_string(),
@@ -334,6 +471,7 @@ impl Session {
         let codec = Codec::new(Role::Client, config.protocol);
         let session = Self {
             client_id: config.client_id.clone(),
+            auth_data: config.authentication_data.clone(),
             codec,
             config,
             state: State::Idle,
@@ -355,6 +493,7 @@ impl Session {
             send_window: u16::MAX,
             maximum_qos: QoS::AtLeastOnce,
             subscribe_id: None,
+            reauth_deadline: None,
         };
         // Check the CONNECT once, so that a bad configuration fails here and not per connection.
         session
@@ -397,6 +536,63 @@ impl Session {
     /// session does not do QoS 2).
     pub fn maximum_qos(&self) -> QoS {
         self.maximum_qos
+    }
+
+    /// Replaces the Authentication Data that the next CONNECT carries. Call it with a fresh token
+    /// before each [`Session::handle_connected`]: tokens expire, so the caller re-reads them on
+    /// every reconnect. The connection that is up, if any, is not affected (that is
+    /// [`Session::reauthenticate`]). Without an [`SessionConfig::authentication_method`] the data
+    /// is kept but not sent, as CONNECT cannot carry it (§3.1.2.11.10).
+    pub fn set_authentication_data(&mut self, data: Option<Bytes>) {
+        self.auth_data = data;
+    }
+
+    /// Whether a re-authentication started by [`Session::reauthenticate`] waits for the broker's
+    /// answer.
+    pub fn is_reauthenticating(&self) -> bool {
+        self.reauth_deadline.is_some()
+    }
+
+    /// Re-authenticates the connection that is up with new Authentication Data (a fresh token),
+    /// so that the broker does not drop it when the old token expires: queues AUTH with
+    /// Re-authenticate (0x19), our Authentication Method and `data` ([MQTT-4.12.1-1]). Traffic
+    /// goes on meanwhile with the previous authentication. The broker answers with AUTH Success
+    /// ([`Event::Reauthenticated`]) or DISCONNECT ([`Event::Closed`] with
+    /// [`CloseReason::ServerDisconnect`], [MQTT-4.12.1-2]); no answer within
+    /// [`SessionConfig::connect_timeout`] ends the connection ([`CloseReason::ReauthTimeout`]).
+    /// `data` also becomes the data of the next CONNECT, as by
+    /// [`Session::set_authentication_data`]. An AUTH too large for the broker ends the
+    /// connection ([`CloseReason::Encode`]).
+    ///
+    /// # Errors
+    /// [`ReauthError::NoAuthenticationMethod`] when the session has no Authentication Method (the
+    /// data is not kept then), [`ReauthError::NotConnected`] before CONNACK or after the
+    /// connection closed, [`ReauthError::InProgress`] while an earlier re-authentication waits
+    /// for its answer. Nothing is sent in these cases.
+    pub fn reauthenticate(&mut self, data: Bytes, now: Instant) -> Result<(), ReauthError> {
+        let Some(method) = self.config.authentication_method.clone() else {
+            return Err(ReauthError::NoAuthenticationMethod);
+        };
+        self.auth_data = Some(data.clone());
+        if self.state != State::Connected {
+            return Err(ReauthError::NotConnected);
+        }
+        if self.reauth_deadline.is_some() {
+            return Err(ReauthError::InProgress);
+        }
+        let auth = Auth {
+            reason_code: ReasonCode::RE_AUTHENTICATE,
+            properties: Box::new(AuthProperties {
+                authentication_method: Some(method),
+                authentication_data: Some(data),
+                ..AuthProperties::default()
+            }),
+        };
+        self.send(&Packet::Auth(auth), now);
+        if self.state == State::Connected {
+            self.reauth_deadline = Some(now + self.config.connect_timeout);
+        }
+        Ok(())
     }
 
     /// The transport is up: queue CONNECT. Whatever was queued for an earlier transport is
@@ -450,14 +646,25 @@ impl Session {
     }
 
     /// Call at or after [`Session::poll_timeout`]: sends PINGREQ when nothing was sent for Keep
-    /// Alive, and closes the connection when CONNACK or PINGRESP is overdue.
+    /// Alive, and closes the connection when CONNACK, PINGRESP or the answer to a
+    /// re-authentication is overdue.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Connecting { deadline } if now >= deadline => {
                 self.close(CloseReason::ConnectTimeout, None, now);
             }
             State::Connected => {
-                if let Some(sent) = self.ping_sent {
+                if let Some(deadline) = self.reauth_deadline
+                    && now >= deadline
+                {
+                    // A failed re-authentication: DISCONNECT with a reason code ([MQTT-4.12.1-2]);
+                    // none of the specific ones fits a silent broker.
+                    self.close(
+                        CloseReason::ReauthTimeout,
+                        Some(ReasonCode::UNSPECIFIED_ERROR),
+                        now,
+                    );
+                } else if let Some(sent) = self.ping_sent {
                     if now >= sent + self.config.ping_timeout {
                         self.close(CloseReason::KeepAliveTimeout, None, now);
                     }
@@ -484,6 +691,7 @@ impl Session {
                 reason: CloseReason::Local,
             });
             self.state = State::Closed;
+            self.reauth_deadline = None;
         }
     }
 
@@ -536,11 +744,17 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Connecting { deadline } => Some(deadline),
-            State::Connected => match (self.ping_sent, self.keep_alive) {
-                (Some(sent), _) => Some(sent + self.config.ping_timeout),
-                (None, Some(keep_alive)) => Some(self.last_sent + keep_alive),
-                (None, None) => None,
-            },
+            State::Connected => {
+                let keep_alive = match (self.ping_sent, self.keep_alive) {
+                    (Some(sent), _) => Some(sent + self.config.ping_timeout),
+                    (None, Some(keep_alive)) => Some(self.last_sent + keep_alive),
+                    (None, None) => None,
+                };
+                match (keep_alive, self.reauth_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             State::Idle | State::Closed => None,
         }
     }
@@ -660,6 +874,10 @@ impl Session {
                 c.properties.receive_maximum = Some(self.config.receive_maximum);
             }
             c.properties.maximum_packet_size = self.config.maximum_packet_size;
+            if let Some(method) = &self.config.authentication_method {
+                c.properties.authentication_method = Some(method.clone());
+                c.properties.authentication_data = self.auth_data.clone();
+            }
         }
         c
     }
@@ -679,6 +897,7 @@ impl Session {
             return;
         }
         self.state = State::Closed;
+        self.reauth_deadline = None;
         if let Some(code) = reason_code
             && self.config.protocol == ProtocolVersion::V5
         {
@@ -710,6 +929,7 @@ impl Session {
         self.inbound_ids.fill(0);
         self.ping_sent = None;
         self.subscribe_id = None;
+        self.reauth_deadline = None;
         for m in self.in_flight.values_mut() {
             m.sent = false;
         }
@@ -722,6 +942,8 @@ impl Session {
             match packet {
                 Packet::ConnAck(connack) => self.handle_connack(connack, now),
                 Packet::Disconnect(d) => self.handle_server_disconnect(d, now),
+                // Enhanced authentication may put AUTH before CONNACK (§4.12).
+                Packet::Auth(auth) => self.handle_auth(&auth, now),
                 _ => self.protocol_error(
                     ReasonCode::PROTOCOL_ERROR,
                     "[MQTT-3.2.0-1] the first packet from the server must be CONNACK",
@@ -751,11 +973,7 @@ impl Session {
                 "UNSUBACK without an UNSUBSCRIBE",
                 now,
             ),
-            Packet::Auth(_) => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-6] AUTH without an Authentication Method in CONNECT",
-                now,
-            ),
+            Packet::Auth(auth) => self.handle_auth(&auth, now),
             // The codec refuses these from a server; kept so that the match stays exhaustive.
             Packet::Connect(_)
             | Packet::Subscribe(_)
@@ -800,6 +1018,28 @@ impl Session {
             );
             return;
         }
+        match (
+            &self.config.authentication_method,
+            &connack.properties.authentication_method,
+        ) {
+            (Some(ours), theirs) if theirs.as_ref() != Some(ours) => {
+                self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-4.12.0-5] successful CONNACK without our Authentication Method",
+                    now,
+                );
+                return;
+            }
+            (None, Some(_)) => {
+                self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-4.12.0-6] Authentication Method in CONNACK, but none in CONNECT",
+                    now,
+                );
+                return;
+            }
+            _ => {}
+        }
         let p = &connack.properties;
         self.keep_alive = match p
             .server_keep_alive_secs
@@ -840,6 +1080,48 @@ impl Session {
         order.sort_unstable();
         self.resend = order.into_iter().map(|(_, k)| k).collect();
         self.send_unsent(now);
+    }
+
+    /// AUTH from the broker, before or after CONNACK. See the module documentation for the rules.
+    fn handle_auth(&mut self, auth: &Auth, now: Instant) {
+        let Some(ours) = &self.config.authentication_method else {
+            self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-6] AUTH without an Authentication Method in CONNECT",
+                now,
+            );
+            return;
+        };
+        if auth.properties.authentication_method.as_ref() != Some(ours) {
+            self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-5] AUTH without our Authentication Method",
+                now,
+            );
+            return;
+        }
+        match auth.reason_code {
+            ReasonCode::SUCCESS if self.reauth_deadline.is_some() => {
+                self.reauth_deadline = None;
+                self.events.push_back(Event::Reauthenticated);
+            }
+            ReasonCode::SUCCESS => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH Success without a re-authentication under way (§4.12)",
+                now,
+            ),
+            ReasonCode::CONTINUE_AUTHENTICATION => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH Continue authentication: a challenge, but this session does single-step \
+                 token methods only (K8S-SAT, OAUTH2-JWT define none)",
+                now,
+            ),
+            _ => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.15.2-1] AUTH from the server with Re-authenticate, which only a client sends",
+                now,
+            ),
+        }
     }
 
     fn send_subscribe(&mut self, now: Instant) {
@@ -1754,6 +2036,480 @@ mod tests {
         assert_eq!(s.in_flight(), 0);
         assert!(b.recv(&mut s).is_empty());
         assert!(s.publish(qos1("out/y"), now).is_ok());
+    }
+
+    const SAT: &str = "K8S-SAT";
+
+    fn auth_config() -> SessionConfig {
+        let mut c = config(V5);
+        c.username = None;
+        c.password = None;
+        c.authentication_method = Some(ByteStr::from_static(SAT));
+        c.authentication_data = Some(Bytes::from_static(b"token-1"));
+        c
+    }
+
+    fn auth_packet(reason_code: ReasonCode, method: Option<&'static str>) -> Packet {
+        Packet::Auth(Auth {
+            reason_code,
+            properties: Box::new(AuthProperties {
+                authentication_method: method.map(ByteStr::from_static),
+                ..AuthProperties::default()
+            }),
+        })
+    }
+
+    fn connack_with_method(method: Option<&'static str>) -> ConnAck {
+        let mut connack = ConnAck::new(false);
+        connack.properties.authentication_method = method.map(ByteStr::from_static);
+        connack
+    }
+
+    /// A session with `auth_config`, connected and subscribed.
+    fn auth_connected(now: Instant) -> (Session, Broker) {
+        let mut s = Session::new(auth_config(), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.send(&mut s, Packet::ConnAck(connack_with_method(Some(SAT))), now);
+        let Packet::Subscribe(sub) = &b.recv(&mut s)[0] else {
+            panic!("no SUBSCRIBE")
+        };
+        b.suback(&mut s, sub.packet_id, now);
+        events(&mut s);
+        (s, b)
+    }
+
+    /// The CONNECT the session sends on its next connection.
+    fn next_connect(s: &mut Session, b: &mut Broker, now: Instant) -> Connect {
+        s.handle_disconnected(now);
+        s.handle_connected(now);
+        let sent = b.recv(s);
+        let [Packet::Connect(c)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        (**c).clone()
+    }
+
+    /// Asserts that the session sent DISCONNECT `code` and closed with a protocol error whose
+    /// text cites `clause`.
+    fn assert_protocol_error(s: &mut Session, b: &mut Broker, code: ReasonCode, clause: &str) {
+        let sent = b.recv(s);
+        let [Packet::Disconnect(d)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(d.reason_code, code);
+        let evs = events(s);
+        let [
+            Event::Closed {
+                reason: CloseReason::Protocol { reason_code, what },
+            },
+        ] = &evs[..]
+        else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(*reason_code, code);
+        assert!(what.contains(clause), "{what:?} should cite {clause}");
+        assert!(!s.is_connected());
+    }
+
+    #[test]
+    fn connect_carries_authentication_method_and_data() {
+        let now = Instant::now();
+        let mut s = Session::new(auth_config(), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        let sent = b.recv(&mut s);
+        let [Packet::Connect(c)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(c.properties.authentication_method.as_deref(), Some(SAT));
+        assert_eq!(
+            c.properties.authentication_data.as_deref(),
+            Some(&b"token-1"[..])
+        );
+        // [MQTT-3.1.2-30]: nothing but CONNECT before CONNACK, keep alive included.
+        s.handle_timeout(now + Duration::from_secs(29));
+        assert!(b.recv(&mut s).is_empty());
+
+        b.send(&mut s, Packet::ConnAck(connack_with_method(Some(SAT))), now);
+        assert_eq!(
+            events(&mut s),
+            [Event::Connected {
+                session_present: false
+            }]
+        );
+        assert!(matches!(b.recv(&mut s)[..], [Packet::Subscribe(_)]));
+    }
+
+    #[test]
+    fn no_authentication_properties_without_a_method() {
+        let now = Instant::now();
+        let mut s = Session::new(config(V5), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.set_authentication_data(Some(Bytes::from_static(b"ignored")));
+        let c = next_connect(&mut s, &mut b, now);
+        assert_eq!(c.properties.authentication_method, None);
+        assert_eq!(c.properties.authentication_data, None);
+        assert_eq!(
+            s.reauthenticate(Bytes::from_static(b"t"), now),
+            Err(ReauthError::NoAuthenticationMethod)
+        );
+    }
+
+    #[test]
+    fn token_changes_between_connections() {
+        let now = Instant::now();
+        let (mut s, mut b) = auth_connected(now);
+        // A new token while connected: nothing is sent on this connection.
+        s.set_authentication_data(Some(Bytes::from_static(b"token-2")));
+        assert!(b.recv(&mut s).is_empty());
+        assert!(s.is_connected());
+        let c = next_connect(&mut s, &mut b, now);
+        assert_eq!(
+            c.properties.authentication_data.as_deref(),
+            Some(&b"token-2"[..])
+        );
+        assert_eq!(c.properties.authentication_method.as_deref(), Some(SAT));
+        // And again before the following connection.
+        s.set_authentication_data(Some(Bytes::from_static(b"token-3")));
+        let c = next_connect(&mut s, &mut b, now);
+        assert_eq!(
+            c.properties.authentication_data.as_deref(),
+            Some(&b"token-3"[..])
+        );
+    }
+
+    #[test]
+    fn reauthentication_round_trip() {
+        let t0 = Instant::now();
+        let (mut s, mut b) = auth_connected(t0);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t0 + Duration::from_secs(30)),
+            "keep alive"
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        s.reauthenticate(Bytes::from_static(b"token-2"), t1)
+            .expect("connected");
+        let sent = b.recv(&mut s);
+        let [Packet::Auth(auth)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(auth.reason_code, ReasonCode::RE_AUTHENTICATE);
+        assert_eq!(auth.properties.authentication_method.as_deref(), Some(SAT));
+        assert_eq!(
+            auth.properties.authentication_data.as_deref(),
+            Some(&b"token-2"[..])
+        );
+        assert!(s.is_reauthenticating());
+        // Keep alive runs from the AUTH; the answer is due within the connect timeout (30 s).
+        assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(30)));
+        assert_eq!(
+            s.reauthenticate(Bytes::from_static(b"token-x"), t1),
+            Err(ReauthError::InProgress)
+        );
+        assert!(b.recv(&mut s).is_empty());
+
+        // Traffic goes on meanwhile.
+        b.publish_qos1(&mut s, 1, t1);
+        assert!(matches!(
+            events(&mut s)[..],
+            [Event::Message { ack: Some(_), .. }]
+        ));
+        assert!(s.publish(qos1("out/a"), t1).is_ok());
+        b.recv(&mut s);
+
+        b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), t1);
+        assert_eq!(events(&mut s), [Event::Reauthenticated]);
+        assert!(!s.is_reauthenticating());
+        assert!(s.is_connected());
+        assert!(
+            b.recv(&mut s).is_empty(),
+            "nothing in reply to AUTH Success"
+        );
+
+        // Another one may follow; the latest token is the next CONNECT's.
+        let t2 = t1 + Duration::from_secs(60);
+        s.reauthenticate(Bytes::from_static(b"token-3"), t2)
+            .expect("connected");
+        b.recv(&mut s);
+        b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), t2);
+        assert_eq!(events(&mut s), [Event::Reauthenticated]);
+        let c = next_connect(&mut s, &mut b, t2);
+        assert_eq!(
+            c.properties.authentication_data.as_deref(),
+            Some(&b"token-3"[..])
+        );
+    }
+
+    #[test]
+    fn reauthentication_refused_with_disconnect() {
+        let now = Instant::now();
+        let (mut s, mut b) = auth_connected(now);
+        s.reauthenticate(Bytes::from_static(b"stale"), now)
+            .expect("connected");
+        b.recv(&mut s);
+        b.send(
+            &mut s,
+            Packet::Disconnect(Disconnect::new(ReasonCode::NOT_AUTHORIZED)),
+            now,
+        );
+        assert_eq!(
+            events(&mut s),
+            [Event::Closed {
+                reason: CloseReason::ServerDisconnect {
+                    reason_code: ReasonCode::NOT_AUTHORIZED
+                }
+            }]
+        );
+        assert!(b.recv(&mut s).is_empty(), "no DISCONNECT in reply");
+        assert!(!s.is_reauthenticating());
+        assert_eq!(
+            s.reauthenticate(Bytes::from_static(b"t"), now),
+            Err(ReauthError::NotConnected)
+        );
+    }
+
+    #[test]
+    fn reauthentication_unanswered_times_out() {
+        let now = Instant::now();
+        let (mut s, mut b) = auth_connected(now);
+        s.reauthenticate(Bytes::from_static(b"token-2"), now)
+            .expect("connected");
+        b.recv(&mut s);
+        // Keep alive pings go on meanwhile.
+        s.handle_timeout(now + Duration::from_secs(29));
+        assert!(b.recv(&mut s).is_empty());
+        s.handle_timeout(now + Duration::from_secs(30));
+        let sent = b.recv(&mut s);
+        let [Packet::Disconnect(d)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(d.reason_code, ReasonCode::UNSPECIFIED_ERROR);
+        assert_eq!(
+            events(&mut s),
+            [Event::Closed {
+                reason: CloseReason::ReauthTimeout
+            }]
+        );
+    }
+
+    #[test]
+    fn reauthenticate_before_connack_is_refused() {
+        let now = Instant::now();
+        let mut s = Session::new(auth_config(), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        assert_eq!(
+            s.reauthenticate(Bytes::from_static(b"token-2"), now),
+            Err(ReauthError::NotConnected)
+        );
+        s.handle_connected(now);
+        b.recv(&mut s);
+        assert_eq!(
+            s.reauthenticate(Bytes::from_static(b"token-3"), now),
+            Err(ReauthError::NotConnected)
+        );
+        assert!(b.recv(&mut s).is_empty(), "[MQTT-3.1.2-30]");
+        // The data is kept for the next CONNECT.
+        let c = next_connect(&mut s, &mut b, now);
+        assert_eq!(
+            c.properties.authentication_data.as_deref(),
+            Some(&b"token-3"[..])
+        );
+    }
+
+    #[test]
+    fn wrong_method_in_connack_is_a_protocol_error() {
+        for method in [Some("OAUTH2-JWT"), None] {
+            let now = Instant::now();
+            let mut s = Session::new(auth_config(), now).expect("valid config");
+            let mut b = Broker::new(V5);
+            s.handle_connected(now);
+            b.recv(&mut s);
+            b.send(&mut s, Packet::ConnAck(connack_with_method(method)), now);
+            assert_protocol_error(
+                &mut s,
+                &mut b,
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-4.12.0-5]",
+            );
+        }
+    }
+
+    #[test]
+    fn refusal_needs_no_method() {
+        // [MQTT-4.12.0-5] names successful CONNACKs only.
+        let now = Instant::now();
+        let mut s = Session::new(auth_config(), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        let mut connack = ConnAck::new(false);
+        connack.reason_code = ReasonCode::BAD_AUTHENTICATION_METHOD;
+        b.send(&mut s, Packet::ConnAck(connack), now);
+        assert_eq!(
+            events(&mut s),
+            [Event::Closed {
+                reason: CloseReason::Refused {
+                    reason_code: ReasonCode::BAD_AUTHENTICATION_METHOD
+                }
+            }]
+        );
+        assert!(b.recv(&mut s).is_empty());
+    }
+
+    #[test]
+    fn wrong_method_in_auth_is_a_protocol_error() {
+        let now = Instant::now();
+        let (mut s, mut b) = auth_connected(now);
+        s.reauthenticate(Bytes::from_static(b"token-2"), now)
+            .expect("connected");
+        b.recv(&mut s);
+        b.send(
+            &mut s,
+            auth_packet(ReasonCode::SUCCESS, Some("OAUTH2-JWT")),
+            now,
+        );
+        assert_protocol_error(
+            &mut s,
+            &mut b,
+            ReasonCode::PROTOCOL_ERROR,
+            "[MQTT-4.12.0-5]",
+        );
+    }
+
+    #[test]
+    fn auth_challenge_during_connect_is_a_protocol_error() {
+        let now = Instant::now();
+        let mut s = Session::new(auth_config(), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.send(
+            &mut s,
+            auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, Some(SAT)),
+            now,
+        );
+        assert_protocol_error(
+            &mut s,
+            &mut b,
+            ReasonCode::PROTOCOL_ERROR,
+            "Continue authentication",
+        );
+    }
+
+    #[test]
+    fn unexpected_auth_from_the_broker() {
+        // AUTH Success with no re-authentication under way, before and after CONNACK.
+        let now = Instant::now();
+        let mut s = Session::new(auth_config(), now).expect("valid config");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
+        assert_protocol_error(&mut s, &mut b, ReasonCode::PROTOCOL_ERROR, "AUTH Success");
+
+        let (mut s, mut b) = auth_connected(now);
+        b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
+        assert_protocol_error(&mut s, &mut b, ReasonCode::PROTOCOL_ERROR, "AUTH Success");
+
+        // Re-authenticate is the client's code.
+        let (mut s, mut b) = auth_connected(now);
+        b.send(
+            &mut s,
+            auth_packet(ReasonCode::RE_AUTHENTICATE, Some(SAT)),
+            now,
+        );
+        assert_protocol_error(
+            &mut s,
+            &mut b,
+            ReasonCode::PROTOCOL_ERROR,
+            "[MQTT-3.15.2-1]",
+        );
+    }
+
+    #[test]
+    fn auth_without_a_method_in_connect_is_a_protocol_error() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
+        assert_protocol_error(
+            &mut s,
+            &mut b,
+            ReasonCode::PROTOCOL_ERROR,
+            "[MQTT-4.12.0-6]",
+        );
+
+        // Before CONNACK too, and a method in CONNACK.
+        let mut s = Session::new(config(V5), now).expect("valid config");
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.send(
+            &mut s,
+            auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, Some(SAT)),
+            now,
+        );
+        assert_protocol_error(
+            &mut s,
+            &mut b,
+            ReasonCode::PROTOCOL_ERROR,
+            "[MQTT-4.12.0-6]",
+        );
+        let mut s = Session::new(config(V5), now).expect("valid config");
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.send(&mut s, Packet::ConnAck(connack_with_method(Some(SAT))), now);
+        assert_protocol_error(
+            &mut s,
+            &mut b,
+            ReasonCode::PROTOCOL_ERROR,
+            "[MQTT-4.12.0-6]",
+        );
+    }
+
+    #[test]
+    fn authentication_config_is_checked() {
+        let now = Instant::now();
+        let mut c = config(V311);
+        c.authentication_method = Some(ByteStr::from_static(SAT));
+        assert_eq!(
+            Session::new(c, now).err(),
+            Some(ConfigError::AuthenticationNeedsV5)
+        );
+        let mut c = config(V311);
+        c.authentication_data = Some(Bytes::from_static(b"t"));
+        assert_eq!(
+            Session::new(c, now).err(),
+            Some(ConfigError::AuthenticationNeedsV5)
+        );
+        let mut c = config(V5);
+        c.authentication_data = Some(Bytes::from_static(b"t"));
+        assert_eq!(
+            Session::new(c, now).err(),
+            Some(ConfigError::AuthenticationDataWithoutMethod)
+        );
+        // A method without data is valid (the data may come later).
+        let mut c = config(V5);
+        c.authentication_method = Some(ByteStr::from_static(SAT));
+        assert!(Session::new(c, now).is_ok());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let now = Instant::now();
+        let mut c = auth_config();
+        c.password = Some(Bytes::from_static(b"hunter2"));
+        let text = format!("{c:?}");
+        assert!(text.contains("K8S-SAT"), "{text}");
+        assert!(!text.contains("token-1"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("<7 bytes redacted>"), "{text}");
+        let mut s = Session::new(auth_config(), now).expect("valid config");
+        s.handle_connected(now);
+        assert!(s.transmit_len() > 0, "CONNECT with the token queued");
+        let text = format!("{s:?}");
+        assert!(!text.contains("token-1"), "{text}");
     }
 
     #[test]
