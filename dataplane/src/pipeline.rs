@@ -371,6 +371,9 @@ impl Pipeline {
                     }
                 }
                 Event::Acked { .. } => {}
+                Event::Reauthenticated => {
+                    debug!(dataflow = %self.plan.key, core = self.core, "source re-authenticated");
+                }
                 Event::Closed { reason } => {
                     self.metrics.set_connected(Side::Source, false);
                     if reason == CloseReason::Local {

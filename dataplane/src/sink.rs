@@ -133,7 +133,7 @@ impl MqttSink {
                 }
                 Event::Closed { reason } => self.notices.push_back(Notice::Closed { reason }),
                 // A destination session subscribes to nothing.
-                Event::Message { .. } | Event::Subscribed { .. } => {}
+                Event::Message { .. } | Event::Subscribed { .. } | Event::Reauthenticated => {}
             }
         }
     }
