@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cli;
 pub mod control;
+pub mod credentials;
 pub mod forward;
 pub mod http;
 pub mod iovec;

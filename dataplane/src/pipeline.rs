@@ -39,6 +39,7 @@ use rustls::pki_types::ServerName;
 use sluice_codec::Publish;
 use tracing::{debug, info, warn};
 
+use crate::credentials::TokenSource;
 use crate::forward::Forwarder;
 use crate::iovec::IoChunks;
 use crate::local::Notify;
@@ -85,6 +86,8 @@ struct Conn {
     /// TLS and/or WebSocket between the socket and the session; `None`: plain TCP, written
     /// with vectored writes.
     transport: RefCell<Option<Transport>>,
+    /// When to fetch a fresh token and re-authenticate (enhanced authentication only).
+    reauth_at: Cell<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -127,6 +130,9 @@ pub struct Pipeline {
     /// TLS client configurations of the source and destination, when they use TLS.
     src_tls: Option<Arc<rustls::ClientConfig>>,
     dst_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Enhanced authentication tokens of the source and destination.
+    src_token: TokenSource,
+    dst_token: TokenSource,
     core: usize,
     metrics: Arc<DataflowMetrics>,
     state: RefCell<State>,
@@ -157,6 +163,14 @@ pub enum StartError {
     /// The forwarding rules are invalid.
     #[error("destination topic: {0}")]
     Forward(String),
+    /// The token source is unusable (a bad IMDS endpoint).
+    #[error("{side} authentication: {error}")]
+    Auth {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// Why.
+        error: crate::auth::AuthError,
+    },
     /// The TLS configuration (CA or client certificate files) is unusable.
     #[error("{side} TLS: {error}")]
     Tls {
@@ -203,10 +217,22 @@ impl Pipeline {
             side: "destination",
             error,
         })?;
+        let src_token =
+            TokenSource::new(&plan.source.credentials).map_err(|error| StartError::Auth {
+                side: "source",
+                error,
+            })?;
+        let dst_token =
+            TokenSource::new(&plan.destination.credentials).map_err(|error| StartError::Auth {
+                side: "destination",
+                error,
+            })?;
         let p = Rc::new(Self {
             plan,
             src_tls,
             dst_tls,
+            src_token,
+            dst_token,
             core,
             metrics,
             state: RefCell::new(State {
@@ -329,6 +355,13 @@ impl Pipeline {
             .websocket
             .then(|| WsSettings::new(format!("{}:{}", ep.host, ep.port)));
         Transport::new(tls, ws).map(Some)
+    }
+
+    fn token_source(&self, side: Side) -> &TokenSource {
+        match side {
+            Side::Source => &self.src_token,
+            Side::Destination => &self.dst_token,
+        }
     }
 
     fn endpoint(&self, side: Side) -> &MqttEndpointPlan {
@@ -603,6 +636,14 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
             }
         }
         first = false;
+        // A fresh token for every connection (enhanced authentication).
+        let token = match p.token_source(side).token().await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(dataflow = %p.plan.key, core = p.core, side = side_name(side), error = %e, "cannot get an authentication token");
+                continue;
+            }
+        };
         let ep = p.endpoint(side);
         let stream = match connect(&ep.host, ep.port).await {
             Ok(s) => s,
@@ -626,7 +667,12 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
         p.set_conn(side, Some(Rc::clone(&conn)));
         {
             let mut st = p.state.borrow_mut();
-            session(&mut st, side).handle_connected(Instant::now());
+            let s = session(&mut st, side);
+            if let Some((data, refresh_at)) = token {
+                s.set_authentication_data(Some(data));
+                conn.reauth_at.set(refresh_at);
+            }
+            s.handle_connected(Instant::now());
         }
         monoio::spawn(write_loop(Rc::clone(&p), side, Rc::clone(&conn), wr));
         monoio::spawn(timer_loop(Rc::clone(&p), side, Rc::clone(&conn)));
@@ -891,5 +937,45 @@ async fn timer_loop(p: Rc<Pipeline>, side: Side, conn: Rc<Conn>) {
             session(&mut st, side).handle_timeout(Instant::now());
         }
         p.process();
+        if conn
+            .reauth_at
+            .get()
+            .is_some_and(|at| SystemTime::now() >= at)
+        {
+            conn.reauth_at.set(None);
+            reauthenticate(&p, side, &conn).await;
+        }
+    }
+}
+
+/// Fetches a fresh token and re-authenticates the connection with it (MQTT 5.0 AUTH 0x19).
+/// A failure leaves the connection as it is; the next connection tries again.
+async fn reauthenticate(p: &Rc<Pipeline>, side: Side, conn: &Rc<Conn>) {
+    match p.token_source(side).token().await {
+        Ok(Some((data, refresh_at))) => {
+            if conn.closing.get() {
+                return;
+            }
+            conn.reauth_at.set(refresh_at);
+            let result = {
+                let mut st = p.state.borrow_mut();
+                session(&mut st, side).reauthenticate(data, Instant::now())
+            };
+            match result {
+                Ok(()) => {
+                    debug!(dataflow = %p.plan.key, side = side_name(side), "re-authenticating")
+                }
+                Err(e) => {
+                    debug!(dataflow = %p.plan.key, side = side_name(side), error = %e, "cannot re-authenticate now")
+                }
+            }
+            p.process();
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(dataflow = %p.plan.key, core = p.core, side = side_name(side), error = %e, "cannot refresh the authentication token");
+            conn.reauth_at
+                .set(Some(SystemTime::now() + Duration::from_secs(30)));
+        }
     }
 }

@@ -141,9 +141,18 @@ impl MqttEndpointPlan {
         c.session_expiry_secs = self.settings.session_expiry_seconds;
         c.receive_maximum = self.max_inflight();
         c.max_in_flight = self.max_inflight();
-        if let Credentials::UsernamePassword { username, password } = &self.credentials {
-            c.username = Some(username.clone());
-            c.password = Some(password.clone());
+        match &self.credentials {
+            Credentials::UsernamePassword { username, password } => {
+                c.username = Some(username.clone());
+                c.password = Some(password.clone());
+            }
+            Credentials::ServiceAccountToken { .. } => {
+                c.authentication_method = Some(ByteStr::from_static(crate::auth::K8S_SAT));
+            }
+            Credentials::ManagedIdentity { .. } => {
+                c.authentication_method = Some(ByteStr::from_static(crate::auth::OAUTH2_JWT));
+            }
+            Credentials::None => {}
         }
         c.connect_timeout = Duration::from_secs(10);
         c
