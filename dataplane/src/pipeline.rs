@@ -197,6 +197,7 @@ impl Pipeline {
             .source
             .session_config(plan.client_id(&plan.source, "src", core));
         src_cfg.subscriptions = plan.subscriptions();
+        src_cfg.unsubscribe_first = plan.previous_filters.clone();
         let dst_cfg =
             plan.destination
                 .session_config(plan.client_id(&plan.destination, "dst", core));

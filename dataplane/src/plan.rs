@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_codec::{ByteStr, ProtocolVersion, QoS, Subscription, SubscriptionOptions};
+use sluice_codec::{
+    ByteStr, ProtocolVersion, QoS, RetainHandling, Subscription, SubscriptionOptions,
+};
 use sluice_config_agent::Snapshot;
 use sluice_config_agent::model::{
     DataflowEndpoint, EndpointSpec, MqttAuthentication, MqttProtocol, MqttSettings, MqttVersion,
@@ -182,6 +184,9 @@ pub struct DataflowPlan {
     pub shared: bool,
     /// The profile's log level.
     pub log_level: Option<String>,
+    /// Source filters of the configuration this one replaces (a changed dataflow): those no
+    /// longer wanted are unsubscribed, as the broker kept them in the session.
+    pub previous_filters: Vec<ByteStr>,
 }
 
 impl DataflowPlan {
@@ -194,9 +199,19 @@ impl DataflowPlan {
             .collect()
     }
 
-    /// The subscriptions of the source session on one core.
+    /// The subscriptions of the source session on one core. Retain As Published, so that
+    /// `retain: Keep` sees the publisher's flag; retained messages only for a new subscription,
+    /// so that re-subscribing after a restart does not deliver them again.
     pub fn subscriptions(&self) -> Vec<Subscription> {
-        let options = SubscriptionOptions::qos(self.source.qos());
+        let options = match self.source.protocol() {
+            ProtocolVersion::V5 => SubscriptionOptions {
+                retain_as_published: true,
+                retain_handling: RetainHandling::SendAtSubscribeIfNew,
+                ..SubscriptionOptions::qos(self.source.qos())
+            },
+            // 3.1.1 has QoS only; a live message arrives with RETAIN 0 there.
+            ProtocolVersion::V311 => SubscriptionOptions::qos(self.source.qos()),
+        };
         self.filters
             .iter()
             .map(|f| {
@@ -317,6 +332,7 @@ fn plan_one(
         cores,
         shared,
         log_level: profile.map(|p| p.spec.diagnostics.logs.level.clone()),
+        previous_filters: Vec::new(),
     }))
 }
 

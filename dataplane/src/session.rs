@@ -5,7 +5,7 @@
 //! Reconnect backoff and TLS are not here; getting tokens is not either (see [`crate::auth`]).
 //!
 //! ```text
-//!  handle_connected ──> CONNECT ──> CONNACK ──> SUBSCRIBE (unless Session Present) ──> SUBACK
+//!  handle_connected ──> CONNECT ──> CONNACK ──> SUBSCRIBE (unless Session Present and already confirmed) ──> SUBACK
 //!  handle_bytes     ──> events: Message (caller acks later), Acked, Subscribed, Reauthenticated,
 //!                       Closed
 //!  handle_timeout   ──> PINGREQ when idle for Keep Alive; Closed when no PINGRESP / CONNACK /
@@ -58,7 +58,7 @@ use sluice_codec::topic::validate_topic_filter;
 use sluice_codec::{
     Auth, AuthProperties, ByteStr, Codec, ConnAck, Connect, DecodeError, Disconnect, EncodeError,
     Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, Role, SubAck, Subscribe,
-    Subscription, TopicError,
+    Subscription, TopicError, Unsubscribe,
 };
 
 /// Payloads of at least this many bytes are queued by reference and sent with a vectored write;
@@ -107,6 +107,10 @@ pub struct SessionConfig {
     /// Topic filters with their options, all in one SUBSCRIBE after a CONNACK without Session
     /// Present. QoS 0 or 1 (this session does not do QoS 2).
     pub subscriptions: Vec<Subscription>,
+    /// Filters of an earlier configuration of the same client id that this one no longer has:
+    /// removed with one UNSUBSCRIBE after the first CONNACK that reports Session Present (the
+    /// broker kept them with the session). Default empty.
+    pub unsubscribe_first: Vec<ByteStr>,
     /// How long to wait for CONNACK after the transport is up. Default 30 s.
     pub connect_timeout: Duration,
     /// How long to wait for PINGRESP after a PINGREQ before the connection is considered dead.
@@ -132,6 +136,7 @@ impl SessionConfig {
             authentication_method: None,
             authentication_data: None,
             subscriptions: Vec::new(),
+            unsubscribe_first: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
         }
@@ -417,6 +422,13 @@ pub struct Session {
     send_window: u16,
     maximum_qos: QoS,
     subscribe_id: Option<PacketId>,
+    /// A SUBACK confirmed this configuration's subscriptions on some connection: from then on a
+    /// Session Present CONNACK needs no SUBSCRIBE. Until then the session subscribes even when the
+    /// broker kept a session, because that session may hold another configuration's filters.
+    subscribed: bool,
+    unsubscribe_id: Option<PacketId>,
+    /// `unsubscribe_first` was done (or was not needed).
+    unsubscribed: bool,
 
     // Enhanced authentication.
     /// Authentication Data for the next CONNECT (a secret: never logged).
@@ -493,6 +505,9 @@ impl Session {
             send_window: u16::MAX,
             maximum_qos: QoS::AtLeastOnce,
             subscribe_id: None,
+            subscribed: false,
+            unsubscribe_id: None,
+            unsubscribed: false,
             reauth_deadline: None,
         };
         // Check the CONNECT once, so that a bad configuration fails here and not per connection.
@@ -611,6 +626,7 @@ impl Session {
         self.send_window = u16::MAX;
         self.maximum_qos = QoS::AtLeastOnce;
         self.subscribe_id = None;
+        self.unsubscribe_id = None;
         self.state = State::Connecting {
             deadline: now + self.config.connect_timeout,
         };
@@ -929,6 +945,7 @@ impl Session {
         self.inbound_ids.fill(0);
         self.ping_sent = None;
         self.subscribe_id = None;
+        self.unsubscribe_id = None;
         self.reauth_deadline = None;
         for m in self.in_flight.values_mut() {
             m.sent = false;
@@ -968,9 +985,15 @@ impl Session {
                 "QoS 2 acknowledgement, but this session never uses QoS 2",
                 now,
             ),
+            Packet::UnsubAck(ack) if self.unsubscribe_id == Some(ack.packet_id) => {
+                // Whatever the reason codes say (0x11 No subscription existed is fine), the old
+                // filters are gone or never were.
+                self.unsubscribe_id = None;
+                self.unsubscribed = true;
+            }
             Packet::UnsubAck(_) => self.protocol_error(
                 ReasonCode::PROTOCOL_ERROR,
-                "UNSUBACK without an UNSUBSCRIBE",
+                "UNSUBACK for a packet identifier not in use",
                 now,
             ),
             Packet::Auth(auth) => self.handle_auth(&auth, now),
@@ -1067,7 +1090,10 @@ impl Session {
         self.events.push_back(Event::Connected {
             session_present: connack.session_present,
         });
-        if !connack.session_present {
+        if connack.session_present && !self.unsubscribed {
+            self.send_unsubscribe(now);
+        }
+        if !connack.session_present || !self.subscribed {
             self.send_subscribe(now);
         }
         // In-flight messages go out again: with DUP when the broker kept the session
@@ -1124,6 +1150,30 @@ impl Session {
         }
     }
 
+    fn send_unsubscribe(&mut self, now: Instant) {
+        let filters: Vec<ByteStr> = self
+            .config
+            .unsubscribe_first
+            .iter()
+            .filter(|f| !self.config.subscriptions.iter().any(|s| &s.filter == *f))
+            .cloned()
+            .collect();
+        if filters.is_empty() {
+            self.unsubscribed = true;
+            return;
+        }
+        let Some(packet_id) = self.allocate_packet_id() else {
+            return;
+        };
+        self.unsubscribe_id = Some(packet_id);
+        let unsubscribe = Unsubscribe {
+            packet_id,
+            properties: Default::default(),
+            filters,
+        };
+        self.send(&Packet::Unsubscribe(unsubscribe), now);
+    }
+
     fn send_subscribe(&mut self, now: Instant) {
         if self.config.subscriptions.is_empty() {
             return;
@@ -1177,7 +1227,10 @@ impl Session {
             let candidate = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             let id = NonZeroU16::new(candidate)?;
-            if !self.in_flight.contains_key(&candidate) && self.subscribe_id != Some(id) {
+            if !self.in_flight.contains_key(&candidate)
+                && self.subscribe_id != Some(id)
+                && self.unsubscribe_id != Some(id)
+            {
                 return Some(id);
             }
         }
@@ -1287,6 +1340,7 @@ impl Session {
             return;
         }
         self.subscribe_id = None;
+        self.subscribed = true;
         self.events.push_back(Event::Subscribed {
             reason_codes: ack.reason_codes,
         });
@@ -1295,7 +1349,7 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use sluice_codec::{ConnAckProperties, SubscriptionOptions};
+    use sluice_codec::{ConnAckProperties, SubscriptionOptions, UnsubAck};
 
     use super::*;
 
@@ -1558,6 +1612,43 @@ mod tests {
     }
 
     #[test]
+    fn first_connection_subscribes_even_with_a_session() {
+        // A restarted configuration reuses its client id: the broker's session may hold the old
+        // configuration's filters, so the first connection subscribes anyway and removes the
+        // filters the new configuration dropped.
+        let now = Instant::now();
+        let mut c = config(V5);
+        c.unsubscribe_first = vec![
+            ByteStr::from_static("old/#"),
+            ByteStr::from_static("alerts/+"), // still subscribed: not removed
+        ];
+        let mut s = Session::new(c, now).expect("valid");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.connack(&mut s, true, now);
+        let sent = b.recv(&mut s);
+        let [Packet::Unsubscribe(unsub), Packet::Subscribe(sub)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(unsub.filters, [ByteStr::from_static("old/#")]);
+        let unsuback = UnsubAck {
+            packet_id: unsub.packet_id,
+            properties: Default::default(),
+            reason_codes: vec![ReasonCode::SUCCESS],
+        };
+        b.send(&mut s, Packet::UnsubAck(unsuback), now);
+        b.suback(&mut s, sub.packet_id, now);
+        assert!(s.is_connected());
+        // Once confirmed, a reconnect with a session present sends nothing.
+        s.handle_disconnected(now);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.connack(&mut s, true, now);
+        assert!(b.recv(&mut s).is_empty());
+    }
+
+    #[test]
     fn connack_refusal_closes() {
         for (protocol, code) in [(V311, ReasonCode(5)), (V5, ReasonCode::NOT_AUTHORIZED)] {
             let now = Instant::now();
@@ -1767,7 +1858,11 @@ mod tests {
             s.publish(Publish::new("out/0".into(), Bytes::new()), now),
             Ok(None)
         );
-        let sent = b.recv(&mut s);
+        let sent: Vec<Packet> = b
+            .recv(&mut s)
+            .into_iter()
+            .filter(|p| matches!(p, Packet::Publish(_)))
+            .collect();
         assert_eq!(sent.len(), 3);
 
         // Out-of-order PUBACK is fine.

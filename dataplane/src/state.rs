@@ -95,7 +95,13 @@ impl ConfigState {
         }
         let new: HashMap<String, Arc<DataflowPlan>> = plans
             .into_iter()
-            .map(|p| (p.key.clone(), Arc::new(p)))
+            .map(|mut p| {
+                if let Some(old) = self.running.get(&p.key) {
+                    p.previous_filters =
+                        old.subscriptions().into_iter().map(|s| s.filter).collect();
+                }
+                (p.key.clone(), Arc::new(p))
+            })
             .collect();
         for (key, old) in &self.running {
             let keep = new
