@@ -9,7 +9,7 @@
 //!   reuses the cached token while it is far from expiry.
 //! - Messages flow through the authenticated connections, before and after a reconnect.
 //! - A refused service account token (CONNACK 0x87) is retried, and the rotated file is used.
-//! - A refused managed identity token should be fetched again (ignored: a data plane bug).
+//! - A refused managed identity token is fetched again: the next connection presents a new one.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -787,7 +787,6 @@ fn a_refused_service_account_token_is_replaced_when_the_file_rotates() {
 /// this). Today the data plane reconnects with the refused token until its refresh time, most
 /// of the token's lifetime.
 #[test]
-#[ignore = "data plane bug: a refused IMDS token stays cached (TokenCache::clear is never called)"]
 fn a_refused_managed_identity_token_is_fetched_again() {
     let first = imds_token(1);
     let s = setup("sat\n", &[&first]);

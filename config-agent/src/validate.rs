@@ -443,7 +443,7 @@ fn check_endpoint(c: &mut Checker<'_>, at: At<'_>, e: &DataflowEndpoint) {
                         &["username", "password"],
                     );
                 }
-                other => unsupported_auth(c, at, &auth, other.method().as_str()),
+                other => identity_auth(c, at, &auth, other.method()),
             }
             if is_event_grid(e)
                 && s.protocol == MqttProtocol::WebSockets
@@ -566,6 +566,22 @@ fn check_endpoint(c: &mut Checker<'_>, at: At<'_>, e: &DataflowEndpoint) {
 
 fn is_single_segment(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// MQTT authentication with an identity the data plane gets from outside the manifests: a
+/// service account token file (`--token-dir`) or a managed identity endpoint (`--imds-endpoint`).
+fn identity_auth(c: &mut Checker<'_>, at: At<'_>, path: &str, method: MqttAuthMethod) {
+    let needs = match method {
+        MqttAuthMethod::ServiceAccountToken => {
+            "the data plane's --token-dir (a token file named by the audience)"
+        }
+        _ => "the data plane's --imds-endpoint (an IMDS-compatible token endpoint)",
+    };
+    c.warning(
+        at,
+        format!("{path}.method"),
+        format!("{method} authenticates with a token from {needs}; without it the dataflow does not start"),
+    );
 }
 
 fn unsupported_auth(c: &mut Checker<'_>, at: At<'_>, path: &str, method: &str) {

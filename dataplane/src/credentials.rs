@@ -104,6 +104,16 @@ impl TokenSource {
     }
 }
 
+impl TokenSource {
+    /// The broker refused the token: forget a cached one, so that the next connection fetches a
+    /// fresh token instead of presenting the refused one until its refresh time.
+    pub fn invalidate(&self) {
+        if let Self::Imds { cache, .. } = self {
+            cache.borrow_mut().clear();
+        }
+    }
+}
+
 /// Runs a blocking call on its own thread and awaits its result on the event loop.
 pub async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let mailbox = Mailbox::new();

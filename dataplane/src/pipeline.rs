@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
 use monoio::io::{
     AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, OwnedReadHalf,
     OwnedWriteHalf, Splitable,
@@ -142,6 +143,8 @@ pub struct Pipeline {
     resume: Notify,
     /// Draining: read nothing more from the source.
     stopping: Cell<bool>,
+    /// Receive Maximum overruns of the source already logged.
+    overruns_logged: Cell<u64>,
     /// Stopped: the side drivers end.
     stopped: Cell<bool>,
     src_done: Cell<bool>,
@@ -248,6 +251,7 @@ impl Pipeline {
             dst_conn: RefCell::new(None),
             resume: Notify::new(),
             stopping: Cell::new(false),
+            overruns_logged: Cell::new(0),
             stopped: Cell::new(false),
             src_done: Cell::new(false),
             dst_done: Cell::new(false),
@@ -313,6 +317,15 @@ impl Pipeline {
             unacknowledged = st.src.inbound_unacked(),
             "stopped"
         );
+    }
+
+    /// A connection ended: a refused token is not presented again.
+    fn on_closed(&self, side: Side, reason: &CloseReason) {
+        if let CloseReason::Refused { reason_code } = reason
+            && matches!(reason_code.0, 0x86 | 0x87 | 0x8C)
+        {
+            self.token_source(side).invalidate();
+        }
     }
 
     /// Everything received is acknowledged at the source, nothing waits for the destination.
@@ -410,6 +423,7 @@ impl Pipeline {
                 }
                 Event::Closed { reason } => {
                     self.metrics.set_connected(Side::Source, false);
+                    self.on_closed(Side::Source, &reason);
                     if reason == CloseReason::Local {
                         debug!(dataflow = %self.plan.key, core = self.core, "source connection closed");
                     } else {
@@ -422,6 +436,13 @@ impl Pipeline {
                 }
             }
         }
+        let overruns = st.src.receive_maximum_overruns();
+        if overruns > self.overruns_logged.get()
+            && (self.overruns_logged.get() == 0 || overruns >= 2 * self.overruns_logged.get())
+        {
+            self.overruns_logged.set(overruns);
+            warn!(dataflow = %self.plan.key, core = self.core, overruns, "the source broker sent more unacknowledged QoS 1 messages than our Receive Maximum (accepted; see docs/delivery.md)");
+        }
         let mut progressed = false;
         st.sink.process_events();
         while let Some(notice) = st.sink.poll_notice() {
@@ -433,6 +454,7 @@ impl Pipeline {
                 }
                 Notice::Closed { reason } => {
                     self.metrics.set_connected(Side::Destination, false);
+                    self.on_closed(Side::Destination, &reason);
                     if reason == CloseReason::Local {
                         debug!(dataflow = %self.plan.key, core = self.core, "destination connection closed");
                     } else {
@@ -761,8 +783,11 @@ async fn read_loop(
         let Some(handle) = conn.canceller.borrow().as_ref().map(Canceller::handle) else {
             break;
         };
-        let (res, b) = rd.cancelable_read(buf, handle).await;
-        buf = b;
+        // monoio reads a `BytesMut` into its start: read into the spare capacity instead, so
+        // that a partial frame at the front survives.
+        let start = buf.len();
+        let (res, slice) = rd.cancelable_read(buf.slice_mut(start..), handle).await;
+        buf = slice.into_inner();
         match res {
             Ok(0) => {
                 debug!(dataflow = %p.plan.key, side = side_name(side), "connection closed by the broker");

@@ -86,6 +86,14 @@ pub struct SessionConfig {
     /// unacknowledged at once. Announced in a 5.0 CONNECT, where a broker sending more is a
     /// protocol error (0x93). Default 100.
     pub receive_maximum: NonZeroU16,
+    /// Whether a 5.0 broker that sends more unacknowledged QoS 1 PUBLISH packets than our
+    /// Receive Maximum is disconnected (0x93 Receive Maximum exceeded, as the specification
+    /// says) or only counted ([`Session::receive_maximum_overruns`]). Default `false`: Debian's
+    /// mosquitto 2.0.11 with shared subscriptions overruns a client's Receive Maximum under load
+    /// (seen here: the first time by one message, then more and more), and disconnecting throws
+    /// the whole window away to be sent again, over and over. Memory stays bounded without it:
+    /// the pipeline stops reading when its own queues are full.
+    pub enforce_receive_maximum: bool,
     /// The most outbound QoS 1 messages left unacknowledged at once (our `maxInflightMessages`
     /// when publishing); the broker's Receive Maximum lowers it further. Default 100.
     pub max_in_flight: NonZeroU16,
@@ -130,6 +138,7 @@ impl SessionConfig {
             session_expiry_secs: 3600,
             receive_maximum: NonZeroU16::new(100).expect("non-zero"),
             max_in_flight: NonZeroU16::new(100).expect("non-zero"),
+            enforce_receive_maximum: false,
             maximum_packet_size: None,
             username: None,
             password: None,
@@ -422,6 +431,8 @@ pub struct Session {
     send_window: u16,
     maximum_qos: QoS,
     subscribe_id: Option<PacketId>,
+    /// QoS 1 PUBLISH packets received beyond Receive Maximum.
+    receive_maximum_overruns: u64,
     /// A SUBACK confirmed this configuration's subscriptions on some connection: from then on a
     /// Session Present CONNACK needs no SUBSCRIBE. Until then the session subscribes even when the
     /// broker kept a session, because that session may hold another configuration's filters.
@@ -506,6 +517,7 @@ impl Session {
             maximum_qos: QoS::AtLeastOnce,
             subscribe_id: None,
             subscribed: false,
+            receive_maximum_overruns: 0,
             unsubscribe_id: None,
             unsubscribed: false,
             reauth_deadline: None,
@@ -534,6 +546,12 @@ impl Session {
     /// Inbound QoS 1 messages not yet PUBACKed (acked by the caller or not).
     pub fn inbound_unacked(&self) -> usize {
         self.inbound.len()
+    }
+
+    /// QoS 1 PUBLISH packets the broker sent beyond our Receive Maximum (and which the session
+    /// took, unless [`SessionConfig::enforce_receive_maximum`]).
+    pub fn receive_maximum_overruns(&self) -> u64 {
+        self.receive_maximum_overruns
     }
 
     /// Outbound QoS 1 messages without a PUBACK yet.
@@ -1259,8 +1277,15 @@ impl Session {
                     );
                     return;
                 }
+                let receive_maximum = usize::from(self.config.receive_maximum.get());
                 if self.config.protocol == ProtocolVersion::V5
-                    && self.inbound.len() >= usize::from(self.config.receive_maximum.get())
+                    && self.inbound.len() >= receive_maximum
+                {
+                    self.receive_maximum_overruns += 1;
+                }
+                if self.config.protocol == ProtocolVersion::V5
+                    && self.config.enforce_receive_maximum
+                    && self.inbound.len() >= receive_maximum
                 {
                     self.protocol_error(
                         ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
@@ -1784,7 +1809,26 @@ mod tests {
             b.publish_qos1(&mut s, packet_id, now);
         }
         assert_eq!(events(&mut s).len(), 3);
-        // A fourth while three are unacknowledged: over our Receive Maximum of 3.
+        // A fourth while three are unacknowledged: over our Receive Maximum of 3, counted.
+        b.publish_qos1(&mut s, 4, now);
+        assert_eq!(events(&mut s).len(), 1);
+        assert_eq!(s.receive_maximum_overruns(), 1);
+        assert!(s.is_connected());
+
+        // Enforced, it is a protocol error.
+        let mut c = config(V5);
+        c.enforce_receive_maximum = true;
+        let mut s = Session::new(c, now).expect("valid");
+        let mut b = Broker::new(V5);
+        s.handle_connected(now);
+        b.recv(&mut s);
+        b.connack(&mut s, false, now);
+        b.recv(&mut s);
+        events(&mut s);
+        for packet_id in 1..=3 {
+            b.publish_qos1(&mut s, packet_id, now);
+        }
+        events(&mut s);
         b.publish_qos1(&mut s, 4, now);
         let sent = b.recv(&mut s);
         let [Packet::Disconnect(d)] = &sent[..] else {
