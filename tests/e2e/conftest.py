@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import confluent_kafka
 import pytest
 
 import brokers
+import dataplane
 
 LOG_TAIL_LINES = 200
 
@@ -107,3 +109,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 (f"{broker.name} log (last {LOG_TAIL_LINES} lines of {broker.log})", text)
             )
     return report
+
+
+# --- data plane tests (test_dataplane_*.py) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Log:
+    """A log file to show when the test fails (read like a broker's by the report hook)."""
+
+    name: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def sluice_bins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder with the `dataplane` and `config-agent` binaries: $SLUICE_BIN_DIR as given, or
+    target/release after one `cargo build --release` per session (a no-op when up to date)."""
+    try:
+        return dataplane.build_binaries(tmp_path_factory.mktemp("build") / "cargo-build.log")
+    except dataplane.Failure as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture
+def sluice(
+    request: pytest.FixtureRequest, tmp_path: Path, sluice_bins: Path
+) -> Iterator[dataplane.Harness]:
+    """Starts mosquittos, the data plane, the agent and paho clients for one test, in its
+    tmp_path; stops them all at teardown, and adds their logs to the report of a failed test."""
+
+    def on_log(name: str, path: Path) -> None:
+        request.node.stash.setdefault(_BROKERS, []).append(_Log(name, path))  # type: ignore[arg-type]
+
+    harness = dataplane.Harness(tmp_path, sluice_bins, on_log)
+    try:
+        yield harness
+    finally:
+        harness.close()
