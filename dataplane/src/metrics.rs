@@ -40,6 +40,7 @@
 //! | `sluice_bytes_forwarded_total` | counter | `dataflow` |
 //! | `sluice_messages_dropped_total` | counter | `dataflow`, `reason` |
 //! | `sluice_messages_in_flight` | gauge | `dataflow` |
+//! | `sluice_receive_maximum_overruns_total` | counter | `dataflow`: QoS 1 messages the source broker sent beyond our Receive Maximum |
 //! | `sluice_reconnects_total` | counter | `dataflow`, `side` = `source` or `destination` |
 //! | `sluice_session_connected` | gauge | `dataflow`, `side`: cores whose session is up |
 //! | `sluice_ack_latency_seconds` | histogram | `dataflow`; buckets [`LATENCY_BUCKETS_SECONDS`] |
@@ -161,6 +162,7 @@ pub struct DataflowMetrics {
     ack_sum_seconds: AtomicU64,
     drops: [DropSlot; DROP_REASON_SLOTS],
     drops_other: AtomicU64,
+    receive_maximum_overruns: AtomicU64,
 }
 
 impl DataflowMetrics {
@@ -177,6 +179,7 @@ impl DataflowMetrics {
             ack_sum_seconds: AtomicU64::new(0f64.to_bits()),
             drops: Default::default(),
             drops_other: AtomicU64::new(0),
+            receive_maximum_overruns: AtomicU64::new(0),
         }
     }
 
@@ -230,6 +233,13 @@ impl DataflowMetrics {
         self.ack_sum_seconds.store(sum.to_bits(), Relaxed);
     }
 
+    /// The source session's count of QoS 1 messages the broker sent beyond our Receive Maximum
+    /// (a total for the session, set after each read).
+    #[inline]
+    pub fn set_receive_maximum_overruns(&self, n: u64) {
+        self.receive_maximum_overruns.store(n, Relaxed);
+    }
+
     /// Messages received but not yet acknowledged to the source.
     #[inline]
     pub fn set_in_flight(&self, n: usize) {
@@ -274,6 +284,7 @@ impl DataflowMetrics {
         for side in Side::ALL {
             t.reconnects[side.index()] += self.reconnects[side.index()].load(Relaxed);
         }
+        t.receive_maximum_overruns += self.receive_maximum_overruns.load(Relaxed);
         for (total, bucket) in t.ack_latency_buckets.iter_mut().zip(&self.ack_buckets) {
             *total += bucket.load(Relaxed);
         }
@@ -315,6 +326,8 @@ pub struct Totals {
     pub ack_latency_buckets: [u64; LATENCY_BUCKET_COUNT],
     /// Sum of acknowledgement latencies, seconds.
     pub ack_latency_sum_seconds: f64,
+    /// QoS 1 messages the source broker sent beyond our Receive Maximum.
+    pub receive_maximum_overruns: u64,
     reconnects: [u64; 2],
     connected: [u64; 2],
 }
@@ -585,7 +598,7 @@ type Value = fn(&Totals) -> u64;
 type SideValue = fn(&Totals, Side) -> u64;
 
 /// Families with one sample per dataflow.
-const PER_DATAFLOW: [(Family, Value); 6] = [
+const PER_DATAFLOW: [(Family, Value); 7] = [
     (
         Family {
             name: "sluice_dataflow_cores",
@@ -633,6 +646,14 @@ const PER_DATAFLOW: [(Family, Value); 6] = [
             help: "Messages received and not yet acknowledged to the source.",
         },
         |t| t.in_flight,
+    ),
+    (
+        Family {
+            name: "sluice_receive_maximum_overruns_total",
+            kind: "counter",
+            help: "QoS 1 messages the source broker sent beyond our Receive Maximum (accepted).",
+        },
+        |t| t.receive_maximum_overruns,
     ),
 ];
 

@@ -61,6 +61,8 @@ pub const READ_BUFFER: usize = 256 << 10;
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection up at least this long resets the reconnect backoff.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// TCP connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -437,6 +439,7 @@ impl Pipeline {
             }
         }
         let overruns = st.src.receive_maximum_overruns();
+        self.metrics.set_receive_maximum_overruns(overruns);
         if overruns > self.overruns_logged.get()
             && (self.overruns_logged.get() == 0 || overruns >= 2 * self.overruns_logged.get())
         {
@@ -700,7 +703,7 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
         monoio::spawn(write_loop(Rc::clone(&p), side, Rc::clone(&conn), wr));
         monoio::spawn(timer_loop(Rc::clone(&p), side, Rc::clone(&conn)));
         conn.tx.notify();
-        let was_connected = read_loop(&p, side, &conn, rd).await;
+        let connected_at = read_loop(&p, side, &conn, rd).await;
         conn.close();
         // Let the writer flush (a DISCONNECT with the reason code, say), then make sure it ends.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -718,7 +721,9 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
         p.set_conn(side, None);
         p.process();
         p.metrics.set_connected(side, false);
-        if was_connected {
+        // A connection that stayed up a while starts the backoff over; one that a broker
+        // accepts and then breaks at once (a protocol error after CONNACK) keeps backing off.
+        if connected_at.is_some_and(|at| at.elapsed() >= HEALTHY_AFTER) {
             backoff.reset();
         }
     }
@@ -756,18 +761,18 @@ async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-/// Reads until the connection ends. Returns whether CONNACK was received.
+/// Reads until the connection ends. Returns when CONNACK was received, if it was.
 async fn read_loop(
     p: &Rc<Pipeline>,
     side: Side,
     conn: &Rc<Conn>,
     mut rd: OwnedReadHalf<TcpStream>,
-) -> bool {
+) -> Option<Instant> {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let layered = conn.transport.borrow().is_some();
     // With TLS or WebSocket, `buf` holds what the socket gave and `app` the MQTT bytes.
     let mut app = BytesMut::new();
-    let mut was_connected = false;
+    let mut connected_at: Option<Instant> = None;
     loop {
         if side == Side::Source {
             while p.should_pause() && !conn.closing.get() {
@@ -825,11 +830,13 @@ async fn read_loop(
             let mut st = p.state.borrow_mut();
             let s = session(&mut st, side);
             s.handle_bytes(input, Instant::now());
-            was_connected |= s.is_connected();
+            if connected_at.is_none() && s.is_connected() {
+                connected_at = Some(Instant::now());
+            }
         }
         p.process();
     }
-    was_connected
+    connected_at
 }
 
 async fn write_loop(

@@ -249,21 +249,10 @@ def test_source_broker_restart_loses_nothing_acknowledged(sluice: Harness, cores
     recovered = time.monotonic() - stopped_at
 
     # 2. New messages flow again. mosquitto 2.0.11 restores a persistent session without its
-    # shared subscriptions ($share/...) and still answers Session Present 1; the data plane then
-    # does not subscribe again, so nothing published after the restart reaches it.
+    # shared subscriptions ($share/...) and still answers Session Present 1; the data plane
+    # subscribes again on every 5.0 connection, so the dataflow resumes.
     second = sluice.client(src.port, "pub2", keep_messages=False)
-    try:
-        probe_until_flowing(second, sub, "factory/probe/temp", "out/probe", timeout=15)
-    except Failure as e:
-        if cores == 1:
-            raise
-        ready = dp.get("/readyz")[0]
-        pytest.xfail(
-            "known: after a restart of a persistent mosquitto 2.0.11 the source sessions come back "
-            "(Session Present 1) without their $share subscriptions, and the data plane does not "
-            f"SUBSCRIBE again, so new messages are not forwarded ({e}; /readyz {ready}). "
-            f"Acknowledged messages from before the restart all arrived ({len(acked)})."
-        )
+    probe_until_flowing(second, sub, "factory/probe/temp", "out/probe", timeout=15)
 
     # 3. The rest (and whatever the broker never acknowledged) on a new connection.
     again = [seq for seq in range(N) if seq not in acked]
