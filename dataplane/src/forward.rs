@@ -485,6 +485,32 @@ impl Forwarder {
         })
     }
 
+    /// Ages a message already forwarded that waited `held` more before the destination took it
+    /// (in the pipeline's queue while the destination's window was full or its connection
+    /// down): its Message Expiry Interval loses the whole seconds held. Nothing changes (and
+    /// nothing is allocated) when it has no expiry or waited less than a second.
+    ///
+    /// # Errors
+    /// [`DropReason::Expired`] when no time is left; [`DropReason::InvalidProperties`] when the
+    /// properties cannot be encoded again (they were valid, so this does not happen).
+    pub fn age(message: &mut Publish, held: Duration) -> Result<(), DropReason> {
+        let Some(secs) = message.properties.message_expiry_interval_secs() else {
+            return Ok(());
+        };
+        if held.as_secs() == 0 {
+            return Ok(());
+        }
+        let left = u64::from(secs).saturating_sub(held.as_secs());
+        if left == 0 {
+            return Err(DropReason::Expired);
+        }
+        let mut values = message.properties.to_values();
+        // Not more than `secs`, so it fits.
+        values.message_expiry_interval_secs = Some(left as u32);
+        message.properties = values.build().map_err(|_| DropReason::InvalidProperties)?;
+        Ok(())
+    }
+
     /// The properties for a 5.0 destination.
     fn properties(
         &mut self,
@@ -1173,6 +1199,31 @@ mod tests {
         values.message_expiry_interval_secs = Some(5);
         assert_eq!(
             Forwarder::new(s).forward(&source("a/b", &values), Duration::from_secs(5), NOW),
+            Err(DropReason::Expired)
+        );
+    }
+
+    #[test]
+    fn waiting_ages_the_expiry() {
+        let mut values = full_values();
+        values.message_expiry_interval_secs = Some(10);
+        let mut fwd = Forwarder::new(settings("out/${inputTopic}"));
+        let src = source("a/b", &values);
+        let mut out = fwd
+            .forward(&src, Duration::ZERO, SystemTime::UNIX_EPOCH)
+            .expect("forwarded");
+        let before = out.properties.as_bytes().clone();
+        Forwarder::age(&mut out, Duration::from_millis(900)).expect("not expired");
+        assert_eq!(
+            out.properties.as_bytes().as_ptr(),
+            before.as_ptr(),
+            "untouched"
+        );
+        Forwarder::age(&mut out, Duration::from_secs(4)).expect("not expired");
+        assert_eq!(out.properties.message_expiry_interval_secs(), Some(6));
+        assert_carried(&out.properties);
+        assert_eq!(
+            Forwarder::age(&mut out, Duration::from_secs(6)),
             Err(DropReason::Expired)
         );
     }

@@ -72,6 +72,8 @@ struct Held {
     ack: Option<AckToken>,
     received: Instant,
     bytes: usize,
+    /// Whole seconds already taken off the message's expiry while it waited.
+    aged_secs: u64,
 }
 
 /// One connection attempt of one side.
@@ -518,6 +520,7 @@ impl Pipeline {
                     ack,
                     received: now,
                     bytes,
+                    aged_secs: 0,
                 };
                 if st.pending.is_empty() {
                     if let Some(back) = self.offer(st, out, held, now) {
@@ -531,7 +534,19 @@ impl Pipeline {
     }
 
     fn drain_pending(&self, st: &mut State, now: Instant) {
-        while let Some((out, held)) = st.pending.pop_front() {
+        while let Some((mut out, mut held)) = st.pending.pop_front() {
+            // What waited here has less time to live at the destination (counted once per
+            // whole second: a message offered again after a busy sink is not aged twice).
+            let waited = now.saturating_duration_since(held.received).as_secs();
+            let more = Duration::from_secs(waited.saturating_sub(held.aged_secs));
+            held.aged_secs = waited;
+            if let Err(reason) = Forwarder::age(&mut out, more) {
+                self.metrics.on_dropped(reason.as_str());
+                if let Some(token) = held.ack {
+                    st.src.ack(token, now);
+                }
+                continue;
+            }
             if let Some(back) = self.offer(st, out, held, now) {
                 st.pending.push_front(back);
                 break;
