@@ -41,6 +41,11 @@ pub struct Args {
     /// IMDS-compatible endpoint for managed identity tokens, e.g. `http://169.254.169.254`.
     #[arg(long, value_name = "URL")]
     pub imds_endpoint: Option<String>,
+    /// This data plane's name among several that run the same dataflows against the same
+    /// brokers (e.g. the pod name): part of every MQTT client id, so that their sessions stay
+    /// apart while their shared subscriptions spread the load.
+    #[arg(long, value_name = "NAME")]
+    pub instance_id: Option<String>,
     /// Worker threads, one per core; default: every CPU this process may use.
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
@@ -97,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             token_dir: args.token_dir,
             imds_endpoint: args.imds_endpoint,
             cores,
+            instance_id: args.instance_id,
         },
         registry,
         drain_timeout,

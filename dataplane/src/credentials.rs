@@ -76,7 +76,11 @@ impl TokenSource {
                     let left = exp.duration_since(now).unwrap_or_default();
                     // Re-read when 80% of the remaining time has passed (at least a minute
                     // before expiry when there is that much left).
-                    now + (left * 4 / 5).min(left.saturating_sub(Duration::from_secs(60)))
+                    // Never sooner than 30 s from now: a token close to expiry is re-read (and
+                    // sent again) every 30 s until the kubelet rotates it, not every second.
+                    now + (left * 4 / 5)
+                        .min(left.saturating_sub(Duration::from_secs(60)))
+                        .max(Duration::from_secs(30))
                 });
                 Ok(Some((token, refresh)))
             }
@@ -94,8 +98,11 @@ impl TokenSource {
                 }
                 let (client, resource, client_id) =
                     (Arc::clone(client), resource.clone(), client_id.clone());
+                let endpoint = client.endpoint().to_owned();
                 let token: Token =
-                    off_loop(move || client.fetch(&resource, client_id.as_deref())).await?;
+                    off_loop(move || Ok(client.fetch(&resource, client_id.as_deref())))
+                        .await
+                        .map_err(|source| AuthError::Io { endpoint, source })??;
                 let answer = (token.value.clone(), Some(token.refresh_at()));
                 cache.borrow_mut().set(token);
                 Ok(Some(answer))
@@ -115,11 +122,20 @@ impl TokenSource {
 }
 
 /// Runs a blocking call on its own thread and awaits its result on the event loop.
-pub async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+///
+/// # Errors
+/// When no thread can be started, or the call panicked.
+pub async fn off_loop<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     let mailbox = Mailbox::new();
     let tx = mailbox.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
+    std::thread::Builder::new()
+        .name("sluice-blocking".into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(std::io::Error::other("blocking call panicked")));
+            let _ = tx.send(result);
+        })?;
     mailbox.recv().await
 }

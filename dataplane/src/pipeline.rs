@@ -40,7 +40,7 @@ use rustls::pki_types::ServerName;
 use sluice_codec::Publish;
 use tracing::{debug, info, warn};
 
-use crate::credentials::TokenSource;
+use crate::credentials::{TokenSource, off_loop};
 use crate::forward::Forwarder;
 use crate::iovec::IoChunks;
 use crate::local::Notify;
@@ -337,6 +337,7 @@ impl Pipeline {
         let st = self.state.borrow();
         st.pending.is_empty()
             && st.held.is_empty()
+            && st.sink.backlog_bytes() == 0
             && st.src.inbound_unacked() == 0
             && st.src.transmit_len() == 0
     }
@@ -418,6 +419,8 @@ impl Pipeline {
                     for (code, sub) in reason_codes.iter().zip(&st.src.config().subscriptions) {
                         if code.0 >= 0x80 {
                             warn!(dataflow = %self.plan.key, filter = %sub.filter, code = code.0, "subscription refused by the source broker");
+                        } else if code.0 < sub.options.qos as u8 {
+                            warn!(dataflow = %self.plan.key, filter = %sub.filter, granted = code.0, "the source broker granted a lower QoS than asked: its messages arrive at most once");
                         }
                     }
                 }
@@ -427,6 +430,8 @@ impl Pipeline {
                 }
                 Event::Closed { reason } => {
                     self.metrics.set_connected(Side::Source, false);
+                    // A reader paused for backpressure must see the close.
+                    self.resume.notify();
                     self.on_closed(Side::Source, &reason);
                     if reason == CloseReason::Local {
                         debug!(dataflow = %self.plan.key, core = self.core, "source connection closed");
@@ -453,6 +458,12 @@ impl Pipeline {
         while let Some(notice) = st.sink.poll_notice() {
             match notice {
                 Notice::Connected { session_present } => {
+                    let maximum = st.sink.session().maximum_qos();
+                    if maximum < self.plan.destination.qos() {
+                        // Not ready: QoS 1 messages wait rather than go out at QoS 0.
+                        warn!(dataflow = %self.plan.key, core = self.core, ?maximum, "the destination broker accepts QoS 0 only, but the endpoint asks for QoS 1: nothing is forwarded (set qos: 0 on the destination endpoint to accept at most once)");
+                        continue;
+                    }
                     self.metrics.set_connected(Side::Destination, true);
                     info!(dataflow = %self.plan.key, core = self.core, session_present, "destination connected");
                     progressed = true;
@@ -685,6 +696,9 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
                 continue;
             }
         };
+        if p.stopped.get() {
+            break;
+        }
         let ep = p.endpoint(side);
         let stream = match connect(&ep.host, ep.port).await {
             Ok(s) => s,
@@ -693,6 +707,9 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
                 continue;
             }
         };
+        if p.stopped.get() {
+            break; // stopped while connecting: this connection would outlive the pipeline
+        }
         let _ = stream.set_nodelay(true);
         let transport = match p.transport(side) {
             Ok(t) => t,
@@ -761,8 +778,15 @@ async fn sleep_unless_stopped(p: &Pipeline, delay: Duration) {
 }
 
 async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    // Name resolution blocks the loop briefly; it happens once per connection attempt.
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    // Name resolution blocks (up to the resolver's timeouts): off the event loop, unless the
+    // host is an address already.
+    let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => {
+            let host = host.to_owned();
+            off_loop(move || (host.as_str(), port).to_socket_addrs().map(Vec::from_iter)).await?
+        }
+    };
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
     for addr in addrs {
         match monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(addr)).await {
@@ -786,13 +810,19 @@ async fn read_loop(
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let layered = conn.transport.borrow().is_some();
     // With TLS or WebSocket, `buf` holds what the socket gave and `app` the MQTT bytes.
-    let mut app = BytesMut::new();
+    let mut app = if layered {
+        BytesMut::with_capacity(READ_BUFFER)
+    } else {
+        BytesMut::new()
+    };
     let mut connected_at: Option<Instant> = None;
     loop {
-        if side == Side::Source {
+        if side == Side::Source && p.should_pause() {
+            p.state.borrow_mut().src.set_reading(false, Instant::now());
             while p.should_pause() && !conn.closing.get() {
                 p.resume.notified().await;
             }
+            p.state.borrow_mut().src.set_reading(true, Instant::now());
         }
         if conn.closing.get() {
             break;

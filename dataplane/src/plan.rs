@@ -14,6 +14,7 @@ use sluice_codec::{
     ByteStr, ProtocolVersion, QoS, RetainHandling, Subscription, SubscriptionOptions,
 };
 use sluice_config_agent::Snapshot;
+use sluice_config_agent::model::DEFAULT_NAMESPACE;
 use sluice_config_agent::model::{
     DataflowEndpoint, EndpointSpec, MqttAuthentication, MqttProtocol, MqttSettings, MqttVersion,
     OperationalMode,
@@ -35,6 +36,8 @@ pub struct Environment {
     pub imds_endpoint: Option<String>,
     /// Worker threads (cores).
     pub cores: usize,
+    /// `--instance-id`, part of every client id.
+    pub instance_id: Option<String>,
 }
 
 /// How to authenticate to a broker.
@@ -184,16 +187,28 @@ pub struct DataflowPlan {
     pub shared: bool,
     /// The profile's log level.
     pub log_level: Option<String>,
+    /// `--instance-id`: this data plane among several running the same dataflows.
+    pub instance_id: Option<String>,
     /// Source filters of the configuration this one replaces (a changed dataflow): those no
     /// longer wanted are unsubscribed, as the broker kept them in the session.
     pub previous_filters: Vec<ByteStr>,
 }
 
 impl DataflowPlan {
-    /// The shared subscription group: the dataflow's name, made safe for a share name (no `/`,
-    /// `+`, `#`).
+    /// The dataflow's name, preceded by `<namespace>.` outside the default namespace, so that
+    /// same-named dataflows of two namespaces never share a session or a share group.
+    fn qualified_name(&self) -> String {
+        match self.key.split_once('/') {
+            Some((ns, name)) if ns != DEFAULT_NAMESPACE => format!("{ns}.{name}"),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// The shared subscription group: the (qualified) dataflow name, made safe for a share name
+    /// (no `/`, `+`, `#`). The same on every core and every instance, which is what spreads the
+    /// load over them.
     pub fn share_group(&self) -> String {
-        self.name
+        self.qualified_name()
             .chars()
             .map(|c| if matches!(c, '/' | '+' | '#') { '_' } else { c })
             .collect()
@@ -229,8 +244,9 @@ impl DataflowPlan {
     }
 
     /// Client id of the source (`side` = "src") or destination ("dst") connection on `core`:
-    /// `clientIdPrefix` + dataflow + side + core, stable across restarts so that the broker
-    /// keeps the session.
+    /// `<clientIdPrefix>-[<namespace>.]<dataflow>[-<instance>]-<side>-<core>`, stable across
+    /// restarts so that the broker keeps the session; the namespace appears outside the default
+    /// namespace, the instance with `--instance-id` (several data planes running one dataflow).
     pub fn client_id(&self, endpoint: &MqttEndpointPlan, side: &str, core: usize) -> String {
         let prefix = endpoint.settings.client_id_prefix.as_deref().unwrap_or("");
         let sep = if prefix.is_empty() || prefix.ends_with('-') {
@@ -238,7 +254,15 @@ impl DataflowPlan {
         } else {
             "-"
         };
-        format!("{prefix}{sep}{}-{side}-{core}", self.name)
+        let instance = self
+            .instance_id
+            .as_deref()
+            .map(|i| format!("-{i}"))
+            .unwrap_or_default();
+        format!(
+            "{prefix}{sep}{}{instance}-{side}-{core}",
+            self.qualified_name()
+        )
     }
 
     /// The forwarding rules.
@@ -312,11 +336,11 @@ fn plan_one(
     let destination_plan = mqtt_endpoint(snapshot, dst_ep, env)?;
     let profile = snapshot.profile(ns, &df.spec.profile_ref);
     let instances = profile.map_or(1, |p| p.spec.instance_count.max(1));
-    let any_shared = source.data_sources.iter().any(|f| f.starts_with("$share/"));
     // Every core subscribes with the same shared group, so the broker spreads the messages;
-    // without shared subscriptions, one core holds the dataflow.
-    let shared = source_plan.can_share && (env.cores > 1 || instances > 1) && !any_shared;
-    let cores = if shared || any_shared {
+    // without shared subscriptions, one core holds the dataflow. (Filters written as
+    // `$share/<group>/...` are kept as they are.)
+    let shared = source_plan.can_share && (env.cores > 1 || instances > 1);
+    let cores = if shared {
         (0..env.cores.max(1)).collect()
     } else {
         vec![0]
@@ -333,6 +357,7 @@ fn plan_one(
         shared,
         log_level: profile.map(|p| p.spec.diagnostics.logs.level.clone()),
         previous_filters: Vec::new(),
+        instance_id: env.instance_id.clone(),
     }))
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::local::{Mailbox, Notify};
+use crate::local::Mailbox;
 use crate::metrics::Registry;
 use crate::pipeline::Pipeline;
 use crate::plan::DataflowPlan;
@@ -76,7 +76,8 @@ impl RuntimeHandle {
     }
 
     /// Drains every dataflow on every core (each at most `timeout`), then ends the workers.
-    pub fn shutdown(&self, timeout: Duration) {
+    /// Returns whether every worker reported back in time.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
         let (tx, rx) = mpsc::channel();
         let mut asked = 0;
         for m in &self.mailboxes {
@@ -93,9 +94,10 @@ impl RuntimeHandle {
             // Drains are bounded by `timeout`; the extra time covers closing the connections.
             if rx.recv_timeout(timeout + Duration::from_secs(10)).is_err() {
                 warn!("a worker did not finish its shutdown in time");
-                break;
+                return false;
             }
         }
+        asked == self.mailboxes.len()
     }
 }
 
@@ -156,12 +158,15 @@ impl Runtime {
 
     /// Drains and ends every worker, and waits for their threads.
     pub fn shutdown(self, timeout: Duration) {
-        self.handle.shutdown(timeout);
+        let all_done = self.handle.shutdown(timeout);
         for m in &self.handle.mailboxes {
             m.close();
         }
-        for t in self.threads {
-            let _ = t.join();
+        // A worker that did not report back may be stuck: the process exits without it.
+        if all_done {
+            for t in self.threads {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -210,17 +215,17 @@ fn worker(
     }
 }
 
-/// A drain in progress: a later start of the same dataflow waits for it.
+/// A drain in progress: a later start of the same dataflow waits for it (any number of
+/// waiters: they poll the flag, as drains are rare and short).
 #[derive(Debug, Default)]
 struct Drain {
     done: Cell<bool>,
-    notify: Notify,
 }
 
 impl Drain {
     async fn wait(&self) {
         while !self.done.get() {
-            self.notify.notified().await;
+            monoio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -231,19 +236,33 @@ type Draining = Rc<RefCell<HashMap<String, Rc<Drain>>>>;
 async fn worker_main(core: usize, mailbox: Mailbox<Command>, registry: Arc<Registry>) {
     let running: Running = Rc::default();
     let draining: Draining = Rc::default();
+    // The start each dataflow should end up with: a Start waiting for a drain runs only if no
+    // later Start, Stop or Shutdown of the same dataflow came meanwhile.
+    let wanted: Rc<RefCell<HashMap<String, u64>>> = Rc::default();
+    let mut next_start = 0u64;
     loop {
         match mailbox.recv().await {
             Command::Start(plan) => {
-                let (running, draining, registry) = (
+                next_start += 1;
+                let seq = next_start;
+                wanted.borrow_mut().insert(plan.key.clone(), seq);
+                let (running, draining, registry, wanted) = (
                     Rc::clone(&running),
                     Rc::clone(&draining),
                     Arc::clone(&registry),
+                    Rc::clone(&wanted),
                 );
                 monoio::spawn(async move {
                     let key = plan.key.clone();
-                    let drain = draining.borrow().get(&key).cloned();
-                    if let Some(d) = drain {
-                        d.wait().await;
+                    loop {
+                        let drain = draining.borrow().get(&key).cloned();
+                        match drain {
+                            Some(d) => d.wait().await,
+                            None => break,
+                        }
+                    }
+                    if wanted.borrow().get(&key) != Some(&seq) {
+                        return; // superseded by a later command for this dataflow
                     }
                     if running.borrow().contains_key(&key) {
                         warn!(dataflow = %key, core, "already running; start ignored");
@@ -262,9 +281,11 @@ async fn worker_main(core: usize, mailbox: Mailbox<Command>, registry: Arc<Regis
                 });
             }
             Command::Stop { key, timeout } => {
+                wanted.borrow_mut().remove(&key);
                 stop_one(core, &running, &draining, &registry, key, timeout);
             }
             Command::Shutdown { timeout, done } => {
+                wanted.borrow_mut().clear();
                 let keys: Vec<String> = running.borrow().keys().cloned().collect();
                 for key in keys {
                     stop_one(core, &running, &draining, &registry, key, timeout);
@@ -304,6 +325,73 @@ fn stop_one(
         registry.unregister(&key, core);
         draining.borrow_mut().remove(&key);
         drain.done.set(true);
-        drain.notify.notify();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_config_agent::model::{MqttAuthentication, MqttSettings};
+
+    use super::*;
+    use crate::plan::{Credentials, DataflowPlan, MqttEndpointPlan};
+
+    /// A dataflow whose brokers do not exist (port 1 refuses): its pipeline starts, registers its
+    /// metrics and keeps trying to connect.
+    fn plan(hash: &str) -> Arc<DataflowPlan> {
+        let endpoint = MqttEndpointPlan {
+            name: "ns/nowhere".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: None,
+            websocket: false,
+            credentials: Credentials::None,
+            settings: MqttSettings::with_authentication(MqttAuthentication::Anonymous),
+            can_share: true,
+        };
+        Arc::new(DataflowPlan {
+            key: "ns/df".into(),
+            name: "df".into(),
+            content_hash: hash.into(),
+            source: endpoint.clone(),
+            filters: vec!["a/#".into()],
+            destination: endpoint,
+            destination_topic: "b/${inputTopic}".into(),
+            cores: vec![0],
+            shared: false,
+            log_level: None,
+            previous_filters: Vec::new(),
+            instance_id: None,
+        })
+    }
+
+    fn settle(registry: &Registry) -> bool {
+        std::thread::sleep(Duration::from_millis(400));
+        registry.totals("ns/df").is_some()
+    }
+
+    #[test]
+    fn commands_for_one_dataflow_apply_in_order() {
+        let registry = Arc::new(Registry::new());
+        let runtime = Runtime::start(1, IoDriver::Epoll, Arc::clone(&registry)).expect("runtime");
+        let h = runtime.handle();
+        let stop = || Command::Stop {
+            key: "ns/df".into(),
+            timeout: Duration::from_millis(50),
+        };
+        h.send(0, Command::Start(plan("1")));
+        assert!(settle(&registry), "started");
+        // A restart (Stop, Start) and then a removal (Stop) before the first drain is over: the
+        // dataflow must end up stopped, not started by the delayed Start.
+        h.send(0, stop());
+        h.send(0, Command::Start(plan("2")));
+        h.send(0, stop());
+        assert!(!settle(&registry), "removed");
+        // Stop then Start: running again.
+        h.send(0, Command::Start(plan("3")));
+        h.send(0, stop());
+        h.send(0, Command::Start(plan("4")));
+        assert!(settle(&registry), "restarted");
+        runtime.shutdown(Duration::from_millis(100));
+        assert!(registry.totals("ns/df").is_none(), "stopped at shutdown");
+    }
 }

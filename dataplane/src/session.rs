@@ -413,6 +413,8 @@ pub struct Session {
     keep_alive: Option<Duration>,
     last_sent: Instant,
     ping_sent: Option<Instant>,
+    /// The caller reads the transport ([`Session::set_reading`]).
+    reading: bool,
 
     // Inbound QoS 1, in receive order, current connection only.
     inbound: VecDeque<Inbound>,
@@ -506,6 +508,7 @@ impl Session {
             keep_alive: None,
             last_sent: now,
             ping_sent: None,
+            reading: true,
             inbound: VecDeque::new(),
             inbound_ids: Box::new([0; 1024]),
             in_flight: HashMap::new(),
@@ -679,6 +682,16 @@ impl Session {
         }
     }
 
+    /// The caller stops reading the transport (backpressure) or starts again. While it does
+    /// not read, a missing PINGRESP does not end the connection (it cannot arrive); when reading
+    /// starts again, the PINGRESP gets a fresh ping timeout.
+    pub fn set_reading(&mut self, reading: bool, now: Instant) {
+        if reading && !self.reading && self.ping_sent.is_some() {
+            self.ping_sent = Some(now);
+        }
+        self.reading = reading;
+    }
+
     /// Call at or after [`Session::poll_timeout`]: sends PINGREQ when nothing was sent for Keep
     /// Alive, and closes the connection when CONNACK, PINGRESP or the answer to a
     /// re-authentication is overdue.
@@ -699,7 +712,8 @@ impl Session {
                         now,
                     );
                 } else if let Some(sent) = self.ping_sent {
-                    if now >= sent + self.config.ping_timeout {
+                    // While the caller does not read, the PINGRESP cannot arrive: no verdict.
+                    if self.reading && now >= sent + self.config.ping_timeout {
                         self.close(CloseReason::KeepAliveTimeout, None, now);
                     }
                 } else if let Some(keep_alive) = self.keep_alive
@@ -1989,6 +2003,27 @@ mod tests {
             );
             assert_eq!(s.poll_timeout(), None);
         }
+    }
+
+    #[test]
+    fn no_keep_alive_verdict_while_not_reading() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        let t = now + Duration::from_secs(30);
+        s.handle_timeout(t);
+        assert!(matches!(&b.recv(&mut s)[..], [Packet::PingReq]));
+        s.set_reading(false, t);
+        s.handle_timeout(t + Duration::from_secs(60));
+        assert!(s.is_connected(), "the PINGRESP cannot be read yet");
+        let resumed = t + Duration::from_secs(61);
+        s.set_reading(true, resumed);
+        s.handle_timeout(resumed + Duration::from_secs(5));
+        assert!(
+            s.is_connected(),
+            "a fresh ping timeout after reading resumes"
+        );
+        s.handle_timeout(resumed + Duration::from_secs(10));
+        assert!(!s.is_connected());
     }
 
     #[test]

@@ -146,6 +146,11 @@ impl MqttSink {
 
 impl Sink for MqttSink {
     fn ready(&self, qos: QoS) -> bool {
+        // A QoS 1 message is never sent at QoS 0 because the broker's Maximum QoS is 0: that
+        // would acknowledge at-least-once messages on a promise of at most once. It waits.
+        if qos > self.session.maximum_qos() {
+            return false;
+        }
         if qos == QoS::AtMostOnce {
             self.session.is_connected()
         } else {
@@ -153,10 +158,7 @@ impl Sink for MqttSink {
         }
     }
 
-    fn offer(&mut self, mut message: Publish, ticket: Ticket, now: Instant) -> Offer {
-        if message.qos > self.session.maximum_qos() {
-            message.qos = self.session.maximum_qos();
-        }
+    fn offer(&mut self, message: Publish, ticket: Ticket, now: Instant) -> Offer {
         if !self.ready(message.qos) {
             return Offer::Busy(message);
         }
