@@ -61,6 +61,9 @@ pub const READ_BUFFER: usize = 256 << 10;
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a message the destination did not take for now (PUBACK 0x97 Quota exceeded, say)
+/// waits before it is offered again.
+pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// A connection up at least this long resets the reconnect backoff.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// TCP connect timeout.
@@ -147,6 +150,8 @@ pub struct Pipeline {
     resume: Notify,
     /// Draining: read nothing more from the source.
     stopping: Cell<bool>,
+    /// A destination refusal that may pass: nothing is offered before then.
+    retry_at: Cell<Option<Instant>>,
     /// Receive Maximum overruns of the source already logged.
     overruns_logged: Cell<u64>,
     /// Stopped: the side drivers end.
@@ -256,6 +261,7 @@ impl Pipeline {
             resume: Notify::new(),
             stopping: Cell::new(false),
             overruns_logged: Cell::new(0),
+            retry_at: Cell::new(None),
             stopped: Cell::new(false),
             src_done: Cell::new(false),
             dst_done: Cell::new(false),
@@ -424,7 +430,7 @@ impl Pipeline {
                         }
                     }
                 }
-                Event::Acked { .. } => {}
+                Event::Acked { .. } | Event::Refused { .. } => {}
                 Event::Reauthenticated => {
                     debug!(dataflow = %self.plan.key, core = self.core, "source re-authenticated");
                 }
@@ -485,11 +491,23 @@ impl Pipeline {
         }
         while let Some((ticket, outcome)) = st.sink.poll_ack() {
             if let Some(held) = st.held.remove(&ticket) {
-                self.complete(st, held, outcome, now);
+                match outcome {
+                    Outcome::Retry(publish) => {
+                        debug!(dataflow = %self.plan.key, "destination did not take a message for now; offering it again in a second");
+                        self.retry_at.set(Some(now + RETRY_DELAY));
+                        st.pending.push_front((*publish, held));
+                    }
+                    Outcome::Delivered => self.complete(st, held, None, now),
+                    Outcome::Refused(reason) => self.complete(st, held, Some(reason), now),
+                }
             }
             progressed = true;
         }
-        if progressed {
+        let retry_due = self.retry_at.get().is_some_and(|at| now >= at);
+        if retry_due {
+            self.retry_at.set(None);
+        }
+        if (progressed || retry_due) && self.retry_at.get().is_none() {
             self.drain_pending(st, now);
         }
         self.metrics.set_in_flight(st.held.len() + st.pending.len());
@@ -579,7 +597,7 @@ impl Pipeline {
                 st.next_ticket += 1;
                 st.held.insert(ticket, held);
             }
-            Offer::Done => self.complete(st, held, Outcome::Delivered, now),
+            Offer::Done => self.complete(st, held, None, now),
             Offer::Busy(out) => return Some((out, held)),
             Offer::Dropped(reason) => {
                 self.metrics.on_dropped(reason);
@@ -592,11 +610,12 @@ impl Pipeline {
         None
     }
 
-    /// The sink is done with a message: acknowledge it at the source.
-    fn complete(&self, st: &mut State, held: Held, outcome: Outcome, now: Instant) {
-        match outcome {
-            Outcome::Delivered => self.metrics.on_forwarded(held.bytes),
-            Outcome::Refused(reason) => {
+    /// The sink is done with a message (delivered, or refused for good with a reason):
+    /// acknowledge it at the source.
+    fn complete(&self, st: &mut State, held: Held, refused: Option<&'static str>, now: Instant) {
+        match refused {
+            None => self.metrics.on_forwarded(held.bytes),
+            Some(reason) => {
                 self.metrics.on_dropped(reason);
                 debug!(dataflow = %self.plan.key, reason, "destination refused a message");
             }

@@ -327,13 +327,24 @@ pub enum Event {
     /// The broker accepted the re-authentication started by [`Session::reauthenticate`] (AUTH
     /// Success). A refused one ends the connection instead ([`Event::Closed`]).
     Reauthenticated,
-    /// The broker acknowledged one of our QoS 1 publishes (in any order). A 5.0 reason code of
-    /// 0x80 and above means the broker refused the message, which is still done with.
+    /// The broker acknowledged one of our QoS 1 publishes (in any order) with a success code.
     Acked {
         /// The id [`Session::publish`] returned.
         packet_id: PacketId,
         /// PUBACK reason code (always success in 3.1.1).
         reason_code: ReasonCode,
+    },
+    /// The broker answered one of our QoS 1 publishes with a 5.0 PUBACK reason code of 0x80 or
+    /// above: it did not take the message. The protocol is done with it (the id is free); the
+    /// message comes back so that the caller can decide to send it again later (quota exceeded,
+    /// a passing error) or give it up (not authorized, invalid topic).
+    Refused {
+        /// The id [`Session::publish`] returned.
+        packet_id: PacketId,
+        /// PUBACK reason code.
+        reason_code: ReasonCode,
+        /// The message as it was sent (DUP and packet id as on the wire).
+        publish: Box<Publish>,
     },
     /// The connection is over: flush [`Session::poll_transmit`], close the transport, reconnect
     /// later.
@@ -1363,10 +1374,18 @@ impl Session {
             // Sent on an earlier connection and not re-sent yet: done all the same.
             self.unsent -= 1;
         }
-        self.events.push_back(Event::Acked {
-            packet_id: ack.packet_id,
-            reason_code: ack.reason_code,
-        });
+        if ack.reason_code.0 >= 0x80 {
+            self.events.push_back(Event::Refused {
+                packet_id: ack.packet_id,
+                reason_code: ack.reason_code,
+                publish: Box::new(m.publish),
+            });
+        } else {
+            self.events.push_back(Event::Acked {
+                packet_id: ack.packet_id,
+                reason_code: ack.reason_code,
+            });
+        }
         self.send_unsent(now);
     }
 
@@ -1611,6 +1630,31 @@ mod tests {
         }
         assert_eq!(payloads, [big.clone(), small, big]);
         assert!(!s.poll_transmit_vectored(&mut pieces));
+    }
+
+    #[test]
+    fn a_refusing_puback_gives_the_message_back() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        let id = s.publish(qos1("out/q"), now).expect("window").expect("id");
+        b.recv(&mut s);
+        let mut ack = PubAck::new(id);
+        ack.reason_code = ReasonCode(0x97);
+        b.send(&mut s, Packet::PubAck(ack), now);
+        let ev = events(&mut s);
+        let [
+            Event::Refused {
+                packet_id,
+                reason_code,
+                publish,
+            },
+        ] = &ev[..]
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((*packet_id, reason_code.0), (id, 0x97));
+        assert_eq!(publish.topic, "out/q");
+        assert_eq!(s.in_flight(), 0, "the id is free");
     }
 
     #[test]

@@ -41,13 +41,24 @@ pub enum Offer {
 }
 
 /// How an accepted message ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The destination has it.
     Delivered,
-    /// The destination answered, and refused it (an MQTT PUBACK reason code of 0x80 or more):
-    /// it will not take it however often it is sent, so it counts as dropped with this reason.
+    /// The destination answered, and refused it for good (MQTT PUBACK 0x87 Not authorized,
+    /// 0x90 Topic Name invalid, 0x99 Payload format invalid): it will not take it however often
+    /// it is sent, so it counts as dropped with this reason.
     Refused(&'static str),
+    /// The destination did not take it for a reason that may pass (0x97 Quota exceeded, 0x80
+    /// Unspecified error, 0x83 Implementation specific error, 0x91 Packet Identifier in use):
+    /// the message comes back to be offered again later, and the source is not acknowledged
+    /// meanwhile.
+    Retry(Box<Publish>),
+}
+
+/// Whether a PUBACK refusal is final (re-sending the same message cannot change the answer).
+pub fn refusal_is_final(reason_code: u8) -> bool {
+    matches!(reason_code, 0x87 | 0x90 | 0x99)
 }
 
 /// A destination, seen from the pipeline. See the module documentation.
@@ -114,15 +125,21 @@ impl MqttSink {
     pub fn process_events(&mut self) {
         while let Some(ev) = self.session.poll_event() {
             match ev {
-                Event::Acked {
+                Event::Acked { packet_id, .. } => {
+                    if let Some(ticket) = self.by_packet_id.remove(&packet_id.get()) {
+                        self.acked.push_back((ticket, Outcome::Delivered));
+                    }
+                }
+                Event::Refused {
                     packet_id,
                     reason_code,
+                    publish,
                 } => {
                     if let Some(ticket) = self.by_packet_id.remove(&packet_id.get()) {
-                        let outcome = if reason_code.0 >= 0x80 {
+                        let outcome = if refusal_is_final(reason_code.0) {
                             Outcome::Refused("destination_refused")
                         } else {
-                            Outcome::Delivered
+                            Outcome::Retry(publish)
                         };
                         self.acked.push_back((ticket, outcome));
                     }
@@ -271,6 +288,13 @@ mod tests {
             sink.poll_ack(),
             Some((10, Outcome::Refused("destination_refused")))
         );
+        // A passing refusal gives the message back.
+        assert!(matches!(
+            sink.offer(message(QoS::AtLeastOnce), 12, now),
+            Offer::Accepted
+        ));
+        puback(&mut sink, &broker, 3, ReasonCode(0x97));
+        assert!(matches!(sink.poll_ack(), Some((12, Outcome::Retry(p))) if p.topic == "out/t"));
         assert_eq!(sink.poll_ack(), None);
         assert!(sink.ready(QoS::AtLeastOnce));
     }
