@@ -45,7 +45,7 @@ use crate::forward::Forwarder;
 use crate::iovec::IoChunks;
 use crate::local::Notify;
 use crate::metrics::{DataflowMetrics, Side};
-use crate::plan::{DataflowPlan, MqttEndpointPlan};
+use crate::plan::{Credentials, DataflowPlan, MqttEndpointPlan, read_login};
 use crate::session::{AckToken, CloseReason, Event, Session};
 use crate::sink::{MqttSink, Notice, Offer, Outcome, Sink, Ticket};
 use crate::transport::{ClientAuthFiles, Transport, TransportError, WsSettings, client_config};
@@ -357,10 +357,20 @@ impl Pipeline {
 
     /// The TLS/WebSocket layers for a new connection of `side`; `None` for plain TCP.
     fn transport(&self, side: Side) -> Result<Option<Transport>, TransportError> {
-        let (ep, tls) = match side {
+        let (ep, start_tls) = match side {
             Side::Source => (&self.plan.source, &self.src_tls),
             Side::Destination => (&self.plan.destination, &self.dst_tls),
         };
+        // The CA and client certificate files again, for a rotated certificate; the
+        // configuration checked at start when they cannot be read now.
+        let fresh = match tls_config(ep) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(dataflow = %self.plan.key, core = self.core, error = %e, "cannot read the TLS files again; using those read at start");
+                start_tls.clone()
+            }
+        };
+        let tls = &fresh;
         if tls.is_none() && !ep.websocket {
             return Ok(None);
         }
@@ -730,6 +740,22 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
             break; // stopped while connecting: this connection would outlive the pipeline
         }
         let _ = stream.set_nodelay(true);
+        // Secrets are read again for every connection: a rotated password or certificate is
+        // used from the next connection on.
+        let login = match &p.endpoint(side).credentials {
+            Credentials::UsernamePassword {
+                username_file,
+                password_file,
+                ..
+            } => match read_login(username_file, password_file) {
+                Ok(login) => Some(login),
+                Err(e) => {
+                    warn!(dataflow = %p.plan.key, core = p.core, side = side_name(side), error = %e, "cannot read the login secret");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let transport = match p.transport(side) {
             Ok(t) => t,
             Err(e) => {
@@ -748,6 +774,9 @@ async fn drive(p: Rc<Pipeline>, side: Side) {
             if let Some((data, refresh_at)) = token {
                 s.set_authentication_data(Some(data));
                 conn.reauth_at.set(refresh_at);
+            }
+            if let Some((username, password)) = login {
+                s.set_login(Some(username), Some(password));
             }
             s.handle_connected(Instant::now());
         }

@@ -45,12 +45,18 @@ pub struct Environment {
 pub enum Credentials {
     /// Nothing (or a client certificate, which is part of TLS).
     None,
-    /// User Name and Password, read from the secret when the plan was made.
+    /// User Name and Password: read from the secret when the plan is made (so that a missing
+    /// file shows at once), and again before every connection (a rotated secret is used from
+    /// the next connection on).
     UsernamePassword {
         /// User Name.
         username: ByteStr,
         /// Password.
         password: Bytes,
+        /// `<secrets-dir>/<secret>/username`.
+        username_file: PathBuf,
+        /// `<secrets-dir>/<secret>/password`.
+        password_file: PathBuf,
     },
     /// A Kubernetes service account token, read from `<token-dir>/<audience>` before every
     /// connection and sent as MQTT 5.0 enhanced authentication `K8S-SAT`.
@@ -147,7 +153,9 @@ impl MqttEndpointPlan {
         c.receive_maximum = self.max_inflight();
         c.max_in_flight = self.max_inflight();
         match &self.credentials {
-            Credentials::UsernamePassword { username, password } => {
+            Credentials::UsernamePassword {
+                username, password, ..
+            } => {
                 c.username = Some(username.clone());
                 c.password = Some(password.clone());
             }
@@ -408,13 +416,14 @@ fn mqtt_endpoint(
             username_password_settings,
         } => {
             let s = &username_password_settings.secret_ref;
-            let username = read_trimmed(&secret(s, "username")?)?;
-            let password = read_trimmed(&secret(s, "password")?)?;
-            let username = String::from_utf8(username)
-                .map_err(|_| format!("endpoint {name}: secret {s}: username is not UTF-8"))?;
+            let (username_file, password_file) = (secret(s, "username")?, secret(s, "password")?);
+            let (username, password) = read_login(&username_file, &password_file)
+                .map_err(|e| format!("endpoint {name}: secret {s}: {e}"))?;
             Credentials::UsernamePassword {
-                username: ByteStr::from(username),
-                password: Bytes::from(password),
+                username,
+                password,
+                username_file,
+                password_file,
             }
         }
         MqttAuthentication::X509Certificate {
@@ -502,6 +511,17 @@ fn imds(env: &Environment, name: &str) -> Result<String, String> {
     env.imds_endpoint
         .clone()
         .ok_or_else(|| format!("endpoint {name}: managed identity needs --imds-endpoint"))
+}
+
+/// Reads a user name and password secret (trailing line ends trimmed).
+///
+/// # Errors
+/// A file that cannot be read, or a user name that is not UTF-8.
+pub fn read_login(username_file: &Path, password_file: &Path) -> Result<(ByteStr, Bytes), String> {
+    let username = read_trimmed(username_file)?;
+    let password = read_trimmed(password_file)?;
+    let username = String::from_utf8(username).map_err(|_| "username is not UTF-8".to_string())?;
+    Ok((ByteStr::from(username), Bytes::from(password)))
 }
 
 fn read_trimmed(path: &Path) -> Result<Vec<u8>, String> {

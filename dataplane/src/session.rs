@@ -693,6 +693,12 @@ impl Session {
         }
     }
 
+    /// Replaces the User Name and Password for the next CONNECT (a rotated secret).
+    pub fn set_login(&mut self, username: Option<ByteStr>, password: Option<Bytes>) {
+        self.config.username = username;
+        self.config.password = password;
+    }
+
     /// The caller stops reading the transport (backpressure) or starts again. While it does
     /// not read, a missing PINGRESP does not end the connection (it cannot arrive); when reading
     /// starts again, the PINGRESP gets a fresh ping timeout.
