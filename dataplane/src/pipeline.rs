@@ -150,6 +150,8 @@ pub struct Pipeline {
     resume: Notify,
     /// Draining: read nothing more from the source.
     stopping: Cell<bool>,
+    /// A drop was logged at warn level.
+    drop_logged: Cell<bool>,
     /// A destination refusal that may pass: nothing is offered before then.
     retry_at: Cell<Option<Instant>>,
     /// Receive Maximum overruns of the source already logged.
@@ -262,6 +264,7 @@ impl Pipeline {
             stopping: Cell::new(false),
             overruns_logged: Cell::new(0),
             retry_at: Cell::new(None),
+            drop_logged: Cell::new(false),
             stopped: Cell::new(false),
             src_done: Cell::new(false),
             dst_done: Cell::new(false),
@@ -549,7 +552,14 @@ impl Pipeline {
         match st.fwd.forward(&publish, Duration::ZERO, wall) {
             Err(reason) => {
                 self.metrics.on_dropped(reason.as_str());
-                debug!(dataflow = %self.plan.key, topic = %publish.topic, reason = reason.as_str(), "message dropped");
+                // The first drop of a pipeline at warn, the rest at debug (they are counted in
+                // sluice_messages_dropped_total): a template that does not fit a topic would
+                // otherwise log once per message.
+                if self.drop_logged.replace(true) {
+                    debug!(dataflow = %self.plan.key, topic = %publish.topic, reason = reason.as_str(), "message dropped");
+                } else {
+                    warn!(dataflow = %self.plan.key, core = self.core, topic = %publish.topic, reason = reason.as_str(), "message dropped (and acknowledged); further drops are logged at debug level and counted in sluice_messages_dropped_total");
+                }
                 if let Some(token) = ack {
                     st.src.ack(token, now);
                 }
