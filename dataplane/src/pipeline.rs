@@ -284,8 +284,9 @@ impl Pipeline {
     /// Drains, then stops: reads nothing more from the source, waits (at most `timeout`) until
     /// every message already received is acknowledged at the destination and its PUBACK sent,
     /// then disconnects both sessions. What is still unacknowledged after the timeout is left to
-    /// the source broker, which delivers it again (persistent session).
-    pub async fn stop(self: &Rc<Self>, timeout: Duration) {
+    /// the source broker, which delivers it again (persistent session). With `end_sessions`
+    /// (a removed dataflow, not a restart) both 5.0 sessions are ended on the brokers too.
+    pub async fn stop(self: &Rc<Self>, timeout: Duration, end_sessions: bool) {
         self.stopping.set(true);
         let deadline = Instant::now() + timeout;
         while !self.drained() && Instant::now() < deadline {
@@ -295,8 +296,13 @@ impl Pipeline {
         {
             let now = Instant::now();
             let mut st = self.state.borrow_mut();
-            st.src.disconnect(now);
-            st.sink.session_mut().disconnect(now);
+            if end_sessions {
+                st.src.disconnect_ending_session(now);
+                st.sink.session_mut().disconnect_ending_session(now);
+            } else {
+                st.src.disconnect(now);
+                st.sink.session_mut().disconnect(now);
+            }
         }
         self.process();
         self.stopped.set(true);

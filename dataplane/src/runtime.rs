@@ -41,6 +41,8 @@ pub enum Command {
         key: String,
         /// Drain timeout.
         timeout: Duration,
+        /// The dataflow is removed (or disabled), not restarted: end its broker sessions too.
+        end_sessions: bool,
     },
     /// Drain and stop everything, report on `done`, and end the worker.
     Shutdown {
@@ -280,15 +282,28 @@ async fn worker_main(core: usize, mailbox: Mailbox<Command>, registry: Arc<Regis
                     }
                 });
             }
-            Command::Stop { key, timeout } => {
+            Command::Stop {
+                key,
+                timeout,
+                end_sessions,
+            } => {
                 wanted.borrow_mut().remove(&key);
-                stop_one(core, &running, &draining, &registry, key, timeout);
+                stop_one(
+                    core,
+                    &running,
+                    &draining,
+                    &registry,
+                    key,
+                    timeout,
+                    end_sessions,
+                );
             }
             Command::Shutdown { timeout, done } => {
                 wanted.borrow_mut().clear();
                 let keys: Vec<String> = running.borrow().keys().cloned().collect();
                 for key in keys {
-                    stop_one(core, &running, &draining, &registry, key, timeout);
+                    // A shutdown keeps the sessions: the broker holds what arrives meanwhile.
+                    stop_one(core, &running, &draining, &registry, key, timeout, false);
                 }
                 loop {
                     let pending: Vec<Rc<Drain>> = draining.borrow().values().cloned().collect();
@@ -313,6 +328,7 @@ fn stop_one(
     registry: &Arc<Registry>,
     key: String,
     timeout: Duration,
+    end_sessions: bool,
 ) {
     let Some(p) = running.borrow_mut().remove(&key) else {
         return;
@@ -321,7 +337,7 @@ fn stop_one(
     draining.borrow_mut().insert(key.clone(), Rc::clone(&drain));
     let (draining, registry) = (Rc::clone(draining), Arc::clone(registry));
     monoio::spawn(async move {
-        p.stop(timeout).await;
+        p.stop(timeout, end_sessions).await;
         registry.unregister(&key, core);
         draining.borrow_mut().remove(&key);
         drain.done.set(true);
@@ -377,6 +393,7 @@ mod tests {
         let stop = || Command::Stop {
             key: "ns/df".into(),
             timeout: Duration::from_millis(50),
+            end_sessions: false,
         };
         h.send(0, Command::Start(plan("1")));
         assert!(settle(&registry), "started");

@@ -747,11 +747,24 @@ impl Session {
     /// Ends the connection on our side: queues DISCONNECT (Normal disconnection) and reports
     /// [`Event::Closed`] with [`CloseReason::Local`]. In-flight messages are kept.
     pub fn disconnect(&mut self, now: Instant) {
+        self.disconnect_with(Disconnect::new(ReasonCode::SUCCESS), now);
+    }
+
+    /// Ends the connection and, in 5.0, the session with it: DISCONNECT with Session Expiry
+    /// Interval 0, so that the broker drops the session and its subscriptions (a removed
+    /// dataflow; a shared subscription then stops sending this session its share). In 3.1.1 it
+    /// is [`Session::disconnect`].
+    pub fn disconnect_ending_session(&mut self, now: Instant) {
+        let mut d = Disconnect::new(ReasonCode::SUCCESS);
+        if self.config.protocol == ProtocolVersion::V5 {
+            d.properties.session_expiry_interval_secs = Some(0);
+        }
+        self.disconnect_with(d, now);
+    }
+
+    fn disconnect_with(&mut self, disconnect: Disconnect, now: Instant) {
         if matches!(self.state, State::Connecting { .. } | State::Connected) {
-            self.send(
-                &Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)),
-                now,
-            );
+            self.send(&Packet::Disconnect(disconnect), now);
             self.events.push_back(Event::Closed {
                 reason: CloseReason::Local,
             });
@@ -1661,6 +1674,21 @@ mod tests {
         assert_eq!((*packet_id, reason_code.0), (id, 0x97));
         assert_eq!(publish.topic, "out/q");
         assert_eq!(s.in_flight(), 0, "the id is free");
+    }
+
+    #[test]
+    fn ending_the_session_sets_expiry_zero() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        s.disconnect_ending_session(now);
+        let sent = b.recv(&mut s);
+        let [Packet::Disconnect(d)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(d.properties.session_expiry_interval_secs, Some(0));
+        let (mut s, mut b) = connected(V311, now);
+        s.disconnect_ending_session(now);
+        assert!(matches!(&b.recv(&mut s)[..], [Packet::Disconnect(_)]));
     }
 
     #[test]

@@ -108,12 +108,15 @@ impl ConfigState {
                 .get(key)
                 .is_some_and(|p| p.content_hash == old.content_hash);
             if !keep {
+                // Removed or disabled: its sessions end too. Changed: they stay for the restart.
+                let end_sessions = !new.contains_key(key);
                 for &core in &old.cores {
                     runner.runtime.send(
                         core,
                         Command::Stop {
                             key: key.clone(),
                             timeout: runner.drain_timeout,
+                            end_sessions,
                         },
                     );
                 }
