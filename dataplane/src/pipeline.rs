@@ -64,6 +64,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a message the destination did not take for now (PUBACK 0x97 Quota exceeded, say)
 /// waits before it is offered again.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait before a message the destination gave back is offered again (the wait
+/// doubles from [`RETRY_DELAY`] per attempt).
+pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
 /// A connection up at least this long resets the reconnect backoff.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// TCP connect timeout.
@@ -77,6 +80,8 @@ struct Held {
     bytes: usize,
     /// Whole seconds already taken off the message's expiry while it waited.
     aged_secs: u64,
+    /// Times the destination gave it back (a refusal that may pass).
+    retries: u32,
 }
 
 /// One connection attempt of one side.
@@ -152,6 +157,11 @@ pub struct Pipeline {
     stopping: Cell<bool>,
     /// A drop was logged at warn level.
     drop_logged: Cell<bool>,
+    /// Messages the destination gave back so far (logged at warn on powers of two).
+    retries: Cell<u64>,
+    /// A later Stop asked for this pipeline's broker sessions to end (it was removed while it
+    /// drained for a restart).
+    end_sessions: Cell<bool>,
     /// A destination refusal that may pass: nothing is offered before then.
     retry_at: Cell<Option<Instant>>,
     /// Receive Maximum overruns of the source already logged.
@@ -265,6 +275,8 @@ impl Pipeline {
             overruns_logged: Cell::new(0),
             retry_at: Cell::new(None),
             drop_logged: Cell::new(false),
+            retries: Cell::new(0),
+            end_sessions: Cell::new(false),
             stopped: Cell::new(false),
             src_done: Cell::new(false),
             dst_done: Cell::new(false),
@@ -296,7 +308,9 @@ impl Pipeline {
         {
             let now = Instant::now();
             let mut st = self.state.borrow_mut();
-            if end_sessions {
+            // Ending the sessions of an undrained dataflow would throw away what the source
+            // broker still holds for it: then they stay, and expire on their own.
+            if (end_sessions || self.end_sessions.get()) && drained {
                 st.src.disconnect_ending_session(now);
                 st.sink.session_mut().disconnect_ending_session(now);
             } else {
@@ -338,6 +352,18 @@ impl Pipeline {
         );
     }
 
+    /// An intentional drop: counted; the first of a pipeline logged at warn, the rest at debug
+    /// (a template that does not fit a topic, or a destination that refuses everything, would
+    /// otherwise log once per message).
+    fn dropped(&self, reason: &'static str, topic: &str) {
+        self.metrics.on_dropped(reason);
+        if self.drop_logged.replace(true) {
+            debug!(dataflow = %self.plan.key, topic, reason, "message dropped");
+        } else {
+            warn!(dataflow = %self.plan.key, core = self.core, topic, reason, "message dropped (and acknowledged); further drops are logged at debug level and counted in sluice_messages_dropped_total");
+        }
+    }
+
     /// A connection ended: a refused token is not presented again.
     fn on_closed(&self, side: Side, reason: &CloseReason) {
         if let CloseReason::Refused { reason_code } = reason
@@ -345,6 +371,12 @@ impl Pipeline {
         {
             self.token_source(side).invalidate();
         }
+    }
+
+    /// Asks a pipeline that is already draining (for a restart) to end its broker sessions when
+    /// it stops: the dataflow was removed meanwhile.
+    pub fn end_sessions_when_stopped(&self) {
+        self.end_sessions.set(true);
     }
 
     /// Everything received is acknowledged at the source, nothing waits for the destination.
@@ -512,8 +544,17 @@ impl Pipeline {
             if let Some(held) = st.held.remove(&ticket) {
                 match outcome {
                     Outcome::Retry(publish) => {
-                        debug!(dataflow = %self.plan.key, "destination did not take a message for now; offering it again in a second");
-                        self.retry_at.set(Some(now + RETRY_DELAY));
+                        let mut held = held;
+                        held.retries += 1;
+                        let delay = RETRY_DELAY
+                            .saturating_mul(1 << held.retries.saturating_sub(1).min(5))
+                            .min(RETRY_DELAY_MAX);
+                        let total = self.retries.get() + 1;
+                        self.retries.set(total);
+                        if total == 1 || total.is_power_of_two() {
+                            warn!(dataflow = %self.plan.key, core = self.core, retries = total, attempt = held.retries, ?delay, "the destination did not take a message (a refusal that may pass); it is offered again, and later messages wait");
+                        }
+                        self.retry_at.set(Some(now + delay));
                         st.pending.push_front((*publish, held));
                     }
                     Outcome::Delivered => self.complete(st, held, None, now),
@@ -557,15 +598,7 @@ impl Pipeline {
         self.metrics.on_received(bytes);
         match st.fwd.forward(&publish, Duration::ZERO, wall) {
             Err(reason) => {
-                self.metrics.on_dropped(reason.as_str());
-                // The first drop of a pipeline at warn, the rest at debug (they are counted in
-                // sluice_messages_dropped_total): a template that does not fit a topic would
-                // otherwise log once per message.
-                if self.drop_logged.replace(true) {
-                    debug!(dataflow = %self.plan.key, topic = %publish.topic, reason = reason.as_str(), "message dropped");
-                } else {
-                    warn!(dataflow = %self.plan.key, core = self.core, topic = %publish.topic, reason = reason.as_str(), "message dropped (and acknowledged); further drops are logged at debug level and counted in sluice_messages_dropped_total");
-                }
+                self.dropped(reason.as_str(), &publish.topic);
                 if let Some(token) = ack {
                     st.src.ack(token, now);
                 }
@@ -576,6 +609,7 @@ impl Pipeline {
                     received: now,
                     bytes,
                     aged_secs: 0,
+                    retries: 0,
                 };
                 if st.pending.is_empty() {
                     if let Some(back) = self.offer(st, out, held, now) {
@@ -596,7 +630,7 @@ impl Pipeline {
             let more = Duration::from_secs(waited.saturating_sub(held.aged_secs));
             held.aged_secs = waited;
             if let Err(reason) = Forwarder::age(&mut out, more) {
-                self.metrics.on_dropped(reason.as_str());
+                self.dropped(reason.as_str(), &out.topic);
                 if let Some(token) = held.ack {
                     st.src.ack(token, now);
                 }
@@ -626,8 +660,7 @@ impl Pipeline {
             Offer::Done => self.complete(st, held, None, now),
             Offer::Busy(out) => return Some((out, held)),
             Offer::Dropped(reason) => {
-                self.metrics.on_dropped(reason);
-                debug!(dataflow = %self.plan.key, reason, "message cannot be sent to the destination");
+                self.dropped(reason, "");
                 if let Some(token) = held.ack {
                     st.src.ack(token, now);
                 }
@@ -641,10 +674,7 @@ impl Pipeline {
     fn complete(&self, st: &mut State, held: Held, refused: Option<&'static str>, now: Instant) {
         match refused {
             None => self.metrics.on_forwarded(held.bytes),
-            Some(reason) => {
-                self.metrics.on_dropped(reason);
-                debug!(dataflow = %self.plan.key, reason, "destination refused a message");
-            }
+            Some(reason) => self.dropped(reason, ""),
         }
         self.metrics
             .on_acked(now.saturating_duration_since(held.received));
@@ -881,7 +911,8 @@ async fn read_loop(
     };
     let mut connected_at: Option<Instant> = None;
     loop {
-        if side == Side::Source && p.should_pause() {
+        // Only a connected source pauses: CONNACK must be read whatever the queues hold.
+        if side == Side::Source && p.should_pause() && p.state.borrow().src.is_connected() {
             p.state.borrow_mut().src.set_reading(false, Instant::now());
             while p.should_pause() && !conn.closing.get() {
                 p.resume.notified().await;

@@ -347,7 +347,9 @@ fn plan_one(
     // Every core subscribes with the same shared group, so the broker spreads the messages;
     // without shared subscriptions, one core holds the dataflow. (Filters written as
     // `$share/<group>/...` are kept as they are.)
-    let shared = source_plan.can_share && (env.cores > 1 || instances > 1);
+    // With `--instance-id`, other data planes run the same dataflow: share with them too.
+    let shared =
+        source_plan.can_share && (env.cores > 1 || instances > 1 || env.instance_id.is_some());
     let cores = if shared {
         (0..env.cores.max(1)).collect()
     } else {

@@ -219,9 +219,11 @@ fn worker(
 
 /// A drain in progress: a later start of the same dataflow waits for it (any number of
 /// waiters: they poll the flag, as drains are rare and short).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Drain {
     done: Cell<bool>,
+    /// The pipeline draining, so that a later Stop can still ask it to end its sessions.
+    pipeline: Rc<Pipeline>,
 }
 
 impl Drain {
@@ -331,9 +333,16 @@ fn stop_one(
     end_sessions: bool,
 ) {
     let Some(p) = running.borrow_mut().remove(&key) else {
+        // Already draining (for a restart): a removal still ends its broker sessions.
+        if end_sessions && let Some(d) = draining.borrow().get(&key) {
+            d.pipeline.end_sessions_when_stopped();
+        }
         return;
     };
-    let drain = Rc::new(Drain::default());
+    let drain = Rc::new(Drain {
+        done: Cell::new(false),
+        pipeline: Rc::clone(&p),
+    });
     draining.borrow_mut().insert(key.clone(), Rc::clone(&drain));
     let (draining, registry) = (Rc::clone(draining), Arc::clone(registry));
     monoio::spawn(async move {

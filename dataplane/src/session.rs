@@ -306,8 +306,8 @@ pub enum CloseReason {
 pub enum Event {
     /// CONNACK accepted the connection.
     Connected {
-        /// The broker kept our session: no SUBSCRIBE follows, in-flight messages were re-sent
-        /// with DUP.
+        /// The broker kept our session: in-flight messages were re-sent with DUP (and a 3.1.1
+        /// session whose subscriptions were confirmed does not subscribe again).
         session_present: bool,
     },
     /// SUBACK for the session's SUBSCRIBE, one reason code per filter in order (failures are
@@ -729,9 +729,16 @@ impl Session {
                         now,
                     );
                 } else if let Some(sent) = self.ping_sent {
-                    // While the caller does not read, the PINGRESP cannot arrive: no verdict.
-                    if self.reading && now >= sent + self.config.ping_timeout {
-                        self.close(CloseReason::KeepAliveTimeout, None, now);
+                    if self.reading {
+                        if now >= sent + self.config.ping_timeout {
+                            self.close(CloseReason::KeepAliveTimeout, None, now);
+                        }
+                    } else if let Some(keep_alive) = self.keep_alive
+                        && now >= self.last_sent + keep_alive
+                    {
+                        // While the caller does not read, the PINGRESP cannot arrive: no
+                        // verdict, but a PINGREQ every Keep Alive so that the broker keeps us.
+                        self.send(&Packet::PingReq, now);
                     }
                 } else if let Some(keep_alive) = self.keep_alive
                     && now >= self.last_sent + keep_alive
@@ -824,7 +831,9 @@ impl Session {
             State::Connecting { deadline } => Some(deadline),
             State::Connected => {
                 let keep_alive = match (self.ping_sent, self.keep_alive) {
-                    (Some(sent), _) => Some(sent + self.config.ping_timeout),
+                    (Some(sent), _) if self.reading => Some(sent + self.config.ping_timeout),
+                    (Some(_), Some(keep_alive)) => Some(self.last_sent + keep_alive),
+                    (Some(_), None) => None,
                     (None, Some(keep_alive)) => Some(self.last_sent + keep_alive),
                     (None, None) => None,
                 };
@@ -2091,8 +2100,17 @@ mod tests {
         s.handle_timeout(t);
         assert!(matches!(&b.recv(&mut s)[..], [Packet::PingReq]));
         s.set_reading(false, t);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t + Duration::from_secs(30)),
+            "next wake-up: the next PINGREQ, not the past ping deadline"
+        );
         s.handle_timeout(t + Duration::from_secs(60));
         assert!(s.is_connected(), "the PINGRESP cannot be read yet");
+        assert!(
+            matches!(&b.recv(&mut s)[..], [Packet::PingReq]),
+            "a PINGREQ every Keep Alive while not reading"
+        );
         let resumed = t + Duration::from_secs(61);
         s.set_reading(true, resumed);
         s.handle_timeout(resumed + Duration::from_secs(5));
