@@ -97,8 +97,17 @@ impl ConfigState {
             .into_iter()
             .map(|mut p| {
                 if let Some(old) = self.running.get(&p.key) {
-                    p.previous_filters =
+                    // The old plan's filters, and those it was itself to remove (it may have
+                    // been superseded before it ever ran): unsubscribing one that is not there
+                    // is harmless.
+                    let mut previous: Vec<_> =
                         old.subscriptions().into_iter().map(|s| s.filter).collect();
+                    for f in &old.previous_filters {
+                        if !previous.contains(f) {
+                            previous.push(f.clone());
+                        }
+                    }
+                    p.previous_filters = previous;
                 }
                 (p.key.clone(), Arc::new(p))
             })
