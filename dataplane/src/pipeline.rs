@@ -540,6 +540,8 @@ impl Pipeline {
                 }
             }
         }
+        // Messages given back, re-queued in the order they were first offered (ticket order).
+        let mut given_back: Vec<(Ticket, Publish, Held)> = Vec::new();
         while let Some((ticket, outcome)) = st.sink.poll_ack() {
             if let Some(held) = st.held.remove(&ticket) {
                 match outcome {
@@ -555,13 +557,17 @@ impl Pipeline {
                             warn!(dataflow = %self.plan.key, core = self.core, retries = total, attempt = held.retries, ?delay, "the destination did not take a message (a refusal that may pass); it is offered again, and later messages wait");
                         }
                         self.retry_at.set(Some(now + delay));
-                        st.pending.push_front((*publish, held));
+                        given_back.push((ticket, *publish, held));
                     }
                     Outcome::Delivered => self.complete(st, held, None, now),
                     Outcome::Refused(reason) => self.complete(st, held, Some(reason), now),
                 }
             }
             progressed = true;
+        }
+        given_back.sort_unstable_by_key(|(ticket, _, _)| std::cmp::Reverse(*ticket));
+        for (_, publish, held) in given_back {
+            st.pending.push_front((publish, held));
         }
         let retry_due = self.retry_at.get().is_some_and(|at| now >= at);
         if retry_due {
