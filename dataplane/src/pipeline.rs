@@ -141,8 +141,8 @@ struct State {
 pub struct Pipeline {
     plan: Arc<DataflowPlan>,
     /// TLS client configurations of the source and destination, when they use TLS.
-    src_tls: Option<Arc<rustls::ClientConfig>>,
-    dst_tls: Option<Arc<rustls::ClientConfig>>,
+    src_tls: RefCell<TlsCache>,
+    dst_tls: RefCell<TlsCache>,
     /// Enhanced authentication tokens of the source and destination.
     src_token: TokenSource,
     dst_token: TokenSource,
@@ -238,10 +238,12 @@ impl Pipeline {
             side: "source",
             error,
         })?;
+        let src_tls = RefCell::new(TlsCache::new(&plan.source, src_tls));
         let dst_tls = tls_config(&plan.destination).map_err(|error| StartError::Tls {
             side: "destination",
             error,
         })?;
+        let dst_tls = RefCell::new(TlsCache::new(&plan.destination, dst_tls));
         let src_token =
             TokenSource::new(&plan.source.credentials).map_err(|error| StartError::Auth {
                 side: "source",
@@ -398,18 +400,28 @@ impl Pipeline {
 
     /// The TLS/WebSocket layers for a new connection of `side`; `None` for plain TCP.
     fn transport(&self, side: Side) -> Result<Option<Transport>, TransportError> {
-        let (ep, start_tls) = match side {
+        let (ep, cache) = match side {
             Side::Source => (&self.plan.source, &self.src_tls),
             Side::Destination => (&self.plan.destination, &self.dst_tls),
         };
-        // The CA and client certificate files again, for a rotated certificate; the
-        // configuration checked at start when they cannot be read now.
-        let fresh = match tls_config(ep) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(dataflow = %self.plan.key, core = self.core, error = %e, "cannot read the TLS files again; using those read at start");
-                start_tls.clone()
+        // A rotated CA or client certificate is used from the next connection on: the files
+        // are read again when their modification times changed (the configuration keeps its
+        // TLS session cache otherwise).
+        let fresh = {
+            let mut cache = cache.borrow_mut();
+            let stamps = tls_stamps(ep);
+            if stamps != cache.stamps {
+                match tls_config(ep) {
+                    Ok(c) => {
+                        cache.config = c;
+                        cache.stamps = stamps;
+                    }
+                    Err(e) => {
+                        warn!(dataflow = %self.plan.key, core = self.core, error = %e, "cannot read the changed TLS files; keeping those read before");
+                    }
+                }
             }
+            cache.config.clone()
         };
         let tls = &fresh;
         if tls.is_none() && !ep.websocket {
@@ -704,6 +716,45 @@ impl Conn {
             c.cancel_io();
         });
     }
+}
+
+/// An endpoint's TLS configuration and the modification times of the files it came from.
+#[derive(Debug)]
+struct TlsCache {
+    config: Option<Arc<rustls::ClientConfig>>,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+impl TlsCache {
+    fn new(ep: &MqttEndpointPlan, config: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Self {
+            config,
+            stamps: tls_stamps(ep),
+        }
+    }
+}
+
+/// Modification times of an endpoint's CA and client certificate files (none without TLS, or
+/// with the system trust store only).
+fn tls_stamps(ep: &MqttEndpointPlan) -> Vec<Option<SystemTime>> {
+    let Some(tls) = &ep.tls else {
+        return Vec::new();
+    };
+    let mut files: Vec<&std::path::Path> = tls
+        .ca_files
+        .iter()
+        .flatten()
+        .map(std::path::PathBuf::as_path)
+        .collect();
+    if let Some(c) = &tls.client_cert {
+        files.push(&c.cert);
+        files.push(&c.key);
+        files.extend(c.intermediates.as_deref());
+    }
+    files
+        .into_iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 /// The TLS client configuration of an endpoint, when it uses TLS.

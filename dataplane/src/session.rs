@@ -1185,7 +1185,11 @@ impl Session {
         let mut order: Vec<(u64, u16)> = self.in_flight.iter().map(|(k, m)| (m.seq, *k)).collect();
         order.sort_unstable();
         self.resend = order.into_iter().map(|(_, k)| k).collect();
-        self.send_unsent(now);
+        // In-flight messages are QoS 1: a broker that now takes QoS 0 only would refuse them
+        // (0x9B) on every connection; they wait (the caller sees it as not ready).
+        if self.maximum_qos >= QoS::AtLeastOnce {
+            self.send_unsent(now);
+        }
     }
 
     /// AUTH from the broker, before or after CONNACK. See the module documentation for the rules.
@@ -1698,6 +1702,19 @@ mod tests {
         let (mut s, mut b) = connected(V311, now);
         s.disconnect_ending_session(now);
         assert!(matches!(&b.recv(&mut s)[..], [Packet::Disconnect(_)]));
+    }
+
+    #[test]
+    fn in_flight_waits_when_the_broker_now_takes_qos0_only() {
+        let now = Instant::now();
+        let (mut s, mut b) = connected(V5, now);
+        s.publish(qos1("out/1"), now).expect("window").expect("id");
+        b.recv(&mut s);
+        let mut connack = ConnAck::new(true);
+        connack.properties.maximum_qos = Some(QoS::AtMostOnce);
+        let sent = reconnect(&mut s, &mut b, connack, now);
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(s.in_flight(), 1, "kept for a later connection");
     }
 
     #[test]
