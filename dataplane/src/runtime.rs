@@ -389,9 +389,27 @@ mod tests {
         })
     }
 
-    fn settle(registry: &Registry) -> bool {
-        std::thread::sleep(Duration::from_millis(400));
+    fn running(registry: &Registry) -> bool {
         registry.totals("ns/df").is_some()
+    }
+
+    /// Polls until `running` is `want` (at most 10 s); then, for `false`, checks that it stays
+    /// so for a while (a delayed Start would show within a drain's time).
+    fn settle(registry: &Registry, want: bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running(registry) != want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !want {
+            let until = std::time::Instant::now() + Duration::from_millis(300);
+            while std::time::Instant::now() < until {
+                if running(registry) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        running(registry)
     }
 
     #[test]
@@ -405,18 +423,18 @@ mod tests {
             end_sessions: false,
         };
         h.send(0, Command::Start(plan("1")));
-        assert!(settle(&registry), "started");
+        assert!(settle(&registry, true), "started");
         // A restart (Stop, Start) and then a removal (Stop) before the first drain is over: the
         // dataflow must end up stopped, not started by the delayed Start.
         h.send(0, stop());
         h.send(0, Command::Start(plan("2")));
         h.send(0, stop());
-        assert!(!settle(&registry), "removed");
+        assert!(!settle(&registry, false), "removed");
         // Stop then Start: running again.
         h.send(0, Command::Start(plan("3")));
         h.send(0, stop());
         h.send(0, Command::Start(plan("4")));
-        assert!(settle(&registry), "restarted");
+        assert!(settle(&registry, true), "restarted");
         runtime.shutdown(Duration::from_millis(100));
         assert!(registry.totals("ns/df").is_none(), "stopped at shutdown");
     }
