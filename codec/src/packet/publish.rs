@@ -823,21 +823,14 @@ pub(crate) fn encode_publish(
     max_size: usize,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let body = publish_encoded_len(version, f, payload.len())?;
-    let size = 1 + varint_len(body as u32) + body;
-    if size > max_size {
-        return Err(EncodeError::PacketTooLarge {
-            size,
-            max: max_size,
-        });
-    }
-    write_header(version, f, body, buf);
+    encode_publish_header(version, f, payload.len(), max_size, buf)?;
     buf.put_slice(payload);
     Ok(())
 }
 
 /// Encodes a PUBLISH up to its payload (which has `payload_len` bytes and follows separately),
 /// refusing one whose frame would exceed `max_size` bytes.
+#[inline]
 pub(crate) fn encode_publish_header(
     version: ProtocolVersion,
     f: &Fields<'_>,
