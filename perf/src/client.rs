@@ -16,15 +16,14 @@ use sluice_codec::{
 };
 
 use crate::payload;
+use crate::readbuf::ReadBuf;
 
 /// A connected client.
 #[derive(Debug)]
 pub struct Client {
     sock: TcpStream,
     codec: Codec,
-    rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
+    rbuf: ReadBuf,
     next_id: u16,
 }
 
@@ -73,9 +72,7 @@ impl Client {
         let mut client = Self {
             sock,
             codec: Codec::new(Role::Client, version),
-            rbuf: vec![0; READ_BUF_BYTES],
-            rstart: 0,
-            rend: 0,
+            rbuf: ReadBuf::new(READ_BUF_BYTES),
             next_id: 0,
         };
         let mut connect = Connect::new(version, ByteStr::from(client_id.to_owned()), 0);
@@ -164,10 +161,10 @@ impl Client {
     /// I/O errors (a read timeout gives `WouldBlock` / `TimedOut`), end of stream, decode errors.
     pub fn recv(&mut self) -> anyhow::Result<Packet> {
         loop {
-            if let Some(frame) = self.codec.next_frame(&self.rbuf[self.rstart..self.rend])? {
+            if let Some(frame) = self.codec.next_frame(self.rbuf.data())? {
                 let (len, header_len) = (frame.len(), frame.header_len);
                 let bytes = Bytes::copy_from_slice(frame.bytes);
-                self.rstart += len;
+                self.rbuf.consume(len);
                 return Ok(self.codec.decode_frame(&bytes, header_len)?);
             }
             self.fill()?;
@@ -176,24 +173,11 @@ impl Client {
 
     /// Reads more bytes into the buffer; errors at the end of the stream.
     fn fill(&mut self) -> anyhow::Result<usize> {
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-        } else if self.rend == self.rbuf.len() {
-            if self.rstart > 0 {
-                self.rbuf.copy_within(self.rstart..self.rend, 0);
-                self.rend -= self.rstart;
-                self.rstart = 0;
-            } else {
-                let len = self.rbuf.len() * 2;
-                self.rbuf.resize(len, 0);
-            }
-        }
-        let n = self.sock.read(&mut self.rbuf[self.rend..])?;
+        let n = self.sock.read(self.rbuf.spare())?;
         if n == 0 {
             bail!("the server closed the connection");
         }
-        self.rend += n;
+        self.rbuf.filled(n);
         Ok(n)
     }
 
@@ -215,7 +199,7 @@ impl Client {
         loop {
             let now = Instant::now();
             let before = out.messages;
-            while let Some(frame) = self.codec.next_frame(&self.rbuf[self.rstart..self.rend])? {
+            while let Some(frame) = self.codec.next_frame(self.rbuf.data())? {
                 let len = frame.len();
                 if frame.packet_type == PacketType::Publish {
                     let p = self.codec.decode_publish(&frame)?;
@@ -234,7 +218,7 @@ impl Client {
                     let header_len = frame.header_len;
                     self.codec.decode_frame(&bytes, header_len)?;
                 }
-                self.rstart += len;
+                self.rbuf.consume(len);
             }
             if out.messages > before {
                 out.first.get_or_insert(now);

@@ -17,4 +17,5 @@ pub mod ceiling;
 pub mod client;
 pub mod payload;
 pub mod procstat;
+mod readbuf;
 pub mod replay;

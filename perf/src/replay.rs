@@ -48,6 +48,7 @@ use sluice_codec::{
 };
 
 use crate::payload;
+use crate::readbuf::ReadBuf;
 
 /// What the replay broker streams and how.
 #[derive(Debug, Clone)]
@@ -431,9 +432,7 @@ struct Conn {
     shared: Arc<Shared>,
     sock: TcpStream,
     codec: Codec,
-    rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
+    rbuf: ReadBuf,
     /// Control replies being written (with `ctrl_pos`), and those queued behind them.
     ctrl: BytesMut,
     ctrl_pos: usize,
@@ -458,9 +457,7 @@ impl Conn {
             shared,
             sock,
             codec: Codec::server_awaiting_connect().with_max_packet_size(MAX_INBOUND_PACKET),
-            rbuf: vec![0; READ_BUF_BYTES],
-            rstart: 0,
-            rend: 0,
+            rbuf: ReadBuf::new(READ_BUF_BYTES),
             ctrl: BytesMut::new(),
             ctrl_pos: 0,
             ctrl_next: BytesMut::new(),
@@ -520,21 +517,7 @@ impl Conn {
 
     /// Reads once and handles every whole frame.
     fn read(&mut self) -> anyhow::Result<ReadOutcome> {
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-        } else if self.rend == self.rbuf.len() {
-            if self.rstart > 0 {
-                self.rbuf.copy_within(self.rstart..self.rend, 0);
-                self.rend -= self.rstart;
-                self.rstart = 0;
-            } else {
-                // One frame bigger than the buffer (bounded by MAX_INBOUND_PACKET).
-                let len = self.rbuf.len() * 2;
-                self.rbuf.resize(len, 0);
-            }
-        }
-        let n = match (&self.sock).read(&mut self.rbuf[self.rend..]) {
+        let n = match (&self.sock).read(self.rbuf.spare()) {
             Ok(0) => return Ok(ReadOutcome::Closed),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Idle),
@@ -544,7 +527,7 @@ impl Conn {
             }
             Err(e) => return Err(e.into()),
         };
-        self.rend += n;
+        self.rbuf.filled(n);
         self.process()?;
         Ok(ReadOutcome::Progress)
     }
@@ -557,14 +540,14 @@ impl Conn {
         let mut distinct = 0u64;
         let mut dups = 0u64;
         let mut unsequenced = 0u64;
-        while self.rstart < self.rend && !self.closing {
-            let data = &self.rbuf[self.rstart..self.rend];
+        while !self.rbuf.is_empty() && !self.closing {
+            let data = self.rbuf.data();
             let Some(frame) = self.codec.next_frame(data)? else {
                 break;
             };
             let len = frame.len();
             let item = classify(&self.codec, &frame)?;
-            self.rstart += len;
+            self.rbuf.consume(len);
             match item {
                 Inbound::Publish {
                     qos,
