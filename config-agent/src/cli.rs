@@ -47,6 +47,15 @@ pub struct Resolve {
     /// Allow dataflows that neither read from nor write to the local broker (AIO requires one).
     #[arg(long)]
     pub allow_no_local_broker: bool,
+    /// Where references resolve to files.
+    #[command(flatten)]
+    pub dirs: ReferenceDirs,
+}
+
+/// Where Kubernetes references resolve to files, as a mounted volume would show them (the
+/// agent's and the data plane's options).
+#[derive(Debug, Clone, Default, ClapArgs)]
+pub struct ReferenceDirs {
     /// Folder where `secretRef: NAME` resolves to `NAME/<key>` files.
     #[arg(long, value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
@@ -63,9 +72,9 @@ impl Resolve {
         Options {
             local_broker_host: self.local_broker.clone(),
             require_local_broker: !self.allow_no_local_broker,
-            secrets_dir: self.secrets_dir.clone(),
-            configmaps_dir: self.configmaps_dir.clone(),
-            volumes_dir: self.volumes_dir.clone(),
+            secrets_dir: self.dirs.secrets_dir.clone(),
+            configmaps_dir: self.dirs.configmaps_dir.clone(),
+            volumes_dir: self.dirs.volumes_dir.clone(),
         }
     }
 }

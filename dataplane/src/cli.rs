@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
+use sluice_config_agent::cli::ReferenceDirs;
 use sluice_config_agent::control::{DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
 use tracing::info;
 
@@ -25,15 +26,9 @@ pub struct Args {
     /// The control socket to create (mode 0600); `config-agent` connects to it.
     #[arg(long, value_name = "PATH")]
     pub control_socket: PathBuf,
-    /// Folder where `secretRef: NAME` resolves to `NAME/<key>` files.
-    #[arg(long, value_name = "DIR")]
-    pub secrets_dir: Option<PathBuf>,
-    /// Folder where a ConfigMap reference resolves to `NAME/`.
-    #[arg(long, value_name = "DIR")]
-    pub configmaps_dir: Option<PathBuf>,
-    /// Folder where a persistent volume claim resolves to `NAME/`.
-    #[arg(long, value_name = "DIR")]
-    pub volumes_dir: Option<PathBuf>,
+    /// Where references resolve to files (the same options as `config-agent`'s).
+    #[command(flatten)]
+    pub dirs: ReferenceDirs,
     /// Folder of service account tokens, one file per audience (`ServiceAccountToken`
     /// authentication).
     #[arg(long, value_name = "DIR")]
@@ -91,9 +86,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = Runtime::start(cores, args.io_driver, Arc::clone(&registry))?;
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let dirs = Dirs {
-        secrets: args.secrets_dir,
-        configmaps: args.configmaps_dir,
-        volumes: args.volumes_dir,
+        secrets: args.dirs.secrets_dir,
+        configmaps: args.dirs.configmaps_dir,
+        volumes: args.dirs.volumes_dir,
     };
     let state = ConfigState::with_runner(Runner {
         runtime: runtime.handle(),
