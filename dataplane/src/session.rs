@@ -2380,11 +2380,17 @@ mod tests {
     }
 
     /// A session with `auth_config`, connected and subscribed.
-    fn auth_connected(now: Instant) -> (Session, Broker) {
+    /// A session with enhanced authentication that has sent its CONNECT (taken by the broker).
+    fn auth_connecting(now: Instant) -> (Session, Broker) {
         let mut s = Session::new(auth_config(), now).expect("valid config");
         let mut b = Broker::new(V5);
         s.handle_connected(now);
         b.recv(&mut s);
+        (s, b)
+    }
+
+    fn auth_connected(now: Instant) -> (Session, Broker) {
+        let (mut s, mut b) = auth_connecting(now);
         b.send(&mut s, Packet::ConnAck(connack_with_method(Some(SAT))), now);
         let Packet::Subscribe(sub) = &b.recv(&mut s)[0] else {
             panic!("no SUBSCRIBE")
@@ -2637,10 +2643,7 @@ mod tests {
     fn wrong_method_in_connack_is_a_protocol_error() {
         for method in [Some("OAUTH2-JWT"), None] {
             let now = Instant::now();
-            let mut s = Session::new(auth_config(), now).expect("valid config");
-            let mut b = Broker::new(V5);
-            s.handle_connected(now);
-            b.recv(&mut s);
+            let (mut s, mut b) = auth_connecting(now);
             b.send(&mut s, Packet::ConnAck(connack_with_method(method)), now);
             assert_protocol_error(
                 &mut s,
@@ -2655,10 +2658,7 @@ mod tests {
     fn refusal_needs_no_method() {
         // [MQTT-4.12.0-5] names successful CONNACKs only.
         let now = Instant::now();
-        let mut s = Session::new(auth_config(), now).expect("valid config");
-        let mut b = Broker::new(V5);
-        s.handle_connected(now);
-        b.recv(&mut s);
+        let (mut s, mut b) = auth_connecting(now);
         let mut connack = ConnAck::new(false);
         connack.reason_code = ReasonCode::BAD_AUTHENTICATION_METHOD;
         b.send(&mut s, Packet::ConnAck(connack), now);
@@ -2696,10 +2696,7 @@ mod tests {
     #[test]
     fn auth_challenge_during_connect_is_a_protocol_error() {
         let now = Instant::now();
-        let mut s = Session::new(auth_config(), now).expect("valid config");
-        let mut b = Broker::new(V5);
-        s.handle_connected(now);
-        b.recv(&mut s);
+        let (mut s, mut b) = auth_connecting(now);
         b.send(
             &mut s,
             auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, Some(SAT)),
@@ -2717,10 +2714,7 @@ mod tests {
     fn unexpected_auth_from_the_broker() {
         // AUTH Success with no re-authentication under way, before and after CONNACK.
         let now = Instant::now();
-        let mut s = Session::new(auth_config(), now).expect("valid config");
-        let mut b = Broker::new(V5);
-        s.handle_connected(now);
-        b.recv(&mut s);
+        let (mut s, mut b) = auth_connecting(now);
         b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
         assert_protocol_error(&mut s, &mut b, ReasonCode::PROTOCOL_ERROR, "AUTH Success");
 
