@@ -1,6 +1,7 @@
-//! The `dataplane` command line.
+//! The `dataplane` command line: its options, and the wiring of the runtime, the control socket,
+//! the metrics server and the retry of dataflows that could not start yet.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,15 +10,32 @@ use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use sluice_config_agent::cli::ReferenceDirs;
 use sluice_config_agent::control::{DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
+use sluice_config_agent::model::DEFAULT_PROMETHEUS_PORT;
 use tracing::info;
 
-use crate::control::{bind, serve};
-use crate::http::MetricsServer;
-use crate::logs::LogLevel;
-use crate::metrics::Registry;
-use crate::plan::Environment;
-use crate::runtime::{IoDriver, Runtime};
-use crate::state::{ConfigState, Dirs, Runner};
+use crate::config::environment::{Dirs, Environment};
+use crate::control::apply::{ConfigState, Runner};
+use crate::control::server::{bind, serve};
+use crate::observe::http::MetricsEndpoint;
+use crate::observe::logs::LogLevel;
+use crate::observe::metrics::Registry;
+use crate::runtime::workers::{IoDriver, Runtime};
+
+/// How often dataflows that wait for a secret are planned again.
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether dataflows may use shared subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SharedSubscriptions {
+    /// A dataflow runs on every core, each subscribing with `$share/<dataflow>/<filter>`, when
+    /// there is more than one core (or instance) and the broker offers shared subscriptions.
+    #[default]
+    Auto,
+    /// Every dataflow runs on one core with plain subscriptions (for a broker that does not
+    /// keep shared subscriptions across its own restart; see docs/delivery.md). Run one data
+    /// plane per dataflow then: two would each receive every message.
+    Off,
+}
 
 /// Sluice's data plane: configured by `config-agent` over a Unix socket.
 #[derive(Debug, Parser)]
@@ -47,7 +65,13 @@ pub struct Args {
     /// I/O driver of the workers.
     #[arg(long, value_enum, default_value_t = IoDriver::Auto)]
     pub io_driver: IoDriver,
-    /// Serve `/metrics`, `/healthz` and `/readyz` on this address (port 0: any free port, logged).
+    /// Shared subscriptions: `auto` spreads a dataflow over the cores, `off` runs each on one
+    /// core with plain subscriptions.
+    #[arg(long, value_enum, default_value_t = SharedSubscriptions::Auto)]
+    pub shared_subscriptions: SharedSubscriptions,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address (port 0: any free port,
+    /// logged). Default: `0.0.0.0` on the profile's `diagnostics.metrics.prometheusPort`
+    /// (9600 until a snapshot names another).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// How long a changed or removed dataflow, or all of them at SIGTERM, may take to drain, in
@@ -75,14 +99,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let registry = Arc::new(Registry::new());
-    let _metrics = match args.metrics_addr {
-        Some(addr) => {
-            let server = MetricsServer::start(addr, Arc::clone(&registry))?;
-            info!(addr = %server.local_addr(), "metrics listening");
-            Some(server)
-        }
-        None => None,
-    };
+    let metrics = Arc::new(match args.metrics_addr {
+        Some(addr) => MetricsEndpoint::fixed(addr, Arc::clone(&registry))?,
+        None => MetricsEndpoint::following_profile(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PROMETHEUS_PORT)),
+            Arc::clone(&registry),
+        )?,
+    });
     let runtime = Runtime::start(cores, args.io_driver, Arc::clone(&registry))?;
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let dirs = Dirs {
@@ -98,28 +121,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             imds_endpoint: args.imds_endpoint,
             cores,
             instance_id: args.instance_id,
+            shared_subscriptions: args.shared_subscriptions == SharedSubscriptions::Auto,
         },
         registry,
         drain_timeout,
         log_level: Some(log_level),
+        metrics: Some(Arc::clone(&metrics)),
     });
+    let state = Arc::new(Mutex::new(state));
     let listener = bind(&args.control_socket)?;
     info!(socket = %args.control_socket.display(), "control socket ready");
     let max_frame = args.max_frame_bytes;
     std::thread::Builder::new()
         .name("sluice-control".into())
+        .spawn({
+            let state = Arc::clone(&state);
+            move || serve(listener, state, FrameDecoder::new(max_frame))
+        })?;
+    std::thread::Builder::new()
+        .name("sluice-retry".into())
         .spawn(move || {
-            serve(
-                listener,
-                Arc::new(Mutex::new(state)),
-                FrameDecoder::new(max_frame),
-            );
+            loop {
+                std::thread::sleep(RETRY_EVERY);
+                let mut s = state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if s.has_retryable() {
+                    s.retry_skipped();
+                }
+            }
         })?;
     if let Some(signal) = signals.forever().next() {
         info!(signal, "draining");
     }
     runtime.shutdown(drain_timeout);
     let _ = std::fs::remove_file(&args.control_socket);
+    drop(metrics);
     info!("stopped");
     Ok(())
 }

@@ -18,9 +18,9 @@ use sluice_codec::{
     ByteStr, Codec, Connect, Disconnect, DisconnectProperties, Packet, ProtocolVersion, Publish,
     QoS, ReasonCode, Role, Subscribe, SubscribeProperties, Subscription, SubscriptionOptions,
 };
-use sluice_dataplane::transport::{
+use sluice_dataplane::net::address::parse_host_port;
+use sluice_dataplane::net::transport::{
     ClientAuthFiles, PeerClose, Transport, TransportError, WsSettings, client_config,
-    parse_host_port,
 };
 
 const WAIT: Duration = Duration::from_secs(10);

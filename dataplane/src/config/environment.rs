@@ -1,0 +1,46 @@
+//! Where the data plane finds what it needs besides the snapshot: the folders that references
+//! resolve to, the token folder, the IMDS endpoint, the cores and this instance's name.
+
+use std::path::PathBuf;
+
+/// Where the data plane finds the files that references resolve to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Dirs {
+    /// `<secrets-dir>/NAME/<key>`.
+    pub(crate) secrets: Option<PathBuf>,
+    /// `<configmaps-dir>/NAME/`.
+    pub(crate) configmaps: Option<PathBuf>,
+    /// `<volumes-dir>/NAME/`.
+    pub(crate) volumes: Option<PathBuf>,
+}
+
+/// Where the data plane finds what it needs besides the snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Environment {
+    /// Secret, ConfigMap and volume folders.
+    pub(crate) dirs: Dirs,
+    /// `--token-dir`: service account tokens, one file per audience.
+    pub(crate) token_dir: Option<PathBuf>,
+    /// `--imds-endpoint`: where managed identity tokens come from.
+    pub(crate) imds_endpoint: Option<String>,
+    /// Worker threads (cores).
+    pub(crate) cores: usize,
+    /// `--instance-id`, part of every client id.
+    pub(crate) instance_id: Option<String>,
+    /// `--shared-subscriptions`: whether a dataflow may run on every core with a shared
+    /// subscription (`true`), or always on one core with plain subscriptions.
+    pub(crate) shared_subscriptions: bool,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self {
+            dirs: Dirs::default(),
+            token_dir: None,
+            imds_endpoint: None,
+            cores: 1,
+            instance_id: None,
+            shared_subscriptions: true,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! What to run for a snapshot: one [`DataflowPlan`] per enabled dataflow, with its source and
+//! sink resolved ([`SourcePlan`], [`SinkPlan`]) and the cores it runs on, or the [`SkipReason`]
+//! it does not run for. Built on the control thread; the workers only read it.
+
+use sluice_codec::{ByteStr, ProtocolVersion, RetainHandling, Subscription, SubscriptionOptions};
+use sluice_config_agent::model::{DEFAULT_NAMESPACE, OperationalMode};
+use sluice_config_agent::{Snapshot, SnapshotDataflow};
+
+use super::environment::Environment;
+use super::mqtt_endpoint::{MqttEndpointPlan, mqtt_endpoint};
+use super::skip::SkipReason;
+use crate::transform::route::RouteSettings;
+use crate::transform::template::TopicTemplate;
+
+/// Where a dataflow reads from.
+#[derive(Debug, Clone)]
+pub(crate) enum SourcePlan {
+    /// MQTT topic filters on a broker.
+    Mqtt(MqttSourcePlan),
+}
+
+/// An MQTT source: the broker and what to subscribe to.
+#[derive(Debug, Clone)]
+pub(crate) struct MqttSourcePlan {
+    /// The broker.
+    pub(crate) endpoint: MqttEndpointPlan,
+    /// Topic filters as written (`$share/` ones included).
+    pub(crate) filters: Vec<String>,
+    /// Whether each core subscribes with `$share/<group>/` (several connections share the load).
+    pub(crate) shared: bool,
+    /// Filters of the configuration this one replaces (a changed dataflow): those no longer
+    /// wanted are unsubscribed, as the broker kept them in the session.
+    pub(crate) previous_filters: Vec<ByteStr>,
+}
+
+/// Where a dataflow writes to.
+#[derive(Debug, Clone)]
+pub(crate) enum SinkPlan {
+    /// An MQTT broker.
+    Mqtt(MqttEndpointPlan),
+}
+
+/// One dataflow, ready to run.
+#[derive(Debug, Clone)]
+pub(crate) struct DataflowPlan {
+    /// `namespace/name`: the key in [`sluice_config_agent::control::Changes`].
+    pub(crate) key: String,
+    /// The dataflow's name (for client ids, the shared subscription group, CloudEvents).
+    pub(crate) name: String,
+    /// The snapshot's content hash of this dataflow.
+    pub(crate) content_hash: String,
+    /// Where it reads.
+    pub(crate) source: SourcePlan,
+    /// Where it writes.
+    pub(crate) sink: SinkPlan,
+    /// The destination topic as written.
+    pub(crate) destination_topic: String,
+    /// Cores that run it.
+    pub(crate) cores: Vec<usize>,
+    /// `--instance-id`: this data plane among several running the same dataflows.
+    pub(crate) instance_id: Option<String>,
+}
+
+impl DataflowPlan {
+    /// The dataflow's name, preceded by `<namespace>.` outside the default namespace, so that
+    /// same-named dataflows of two namespaces never share a session or a share group.
+    fn qualified_name(&self) -> String {
+        match self.key.split_once('/') {
+            Some((ns, name)) if ns != DEFAULT_NAMESPACE => format!("{ns}.{name}"),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// The shared subscription group: the (qualified) dataflow name, made safe for a share name
+    /// (no `/`, `+`, `#`). The same on every core and every instance, which is what spreads the
+    /// load over them.
+    pub(crate) fn share_group(&self) -> String {
+        self.qualified_name()
+            .chars()
+            .map(|c| if matches!(c, '/' | '+' | '#') { '_' } else { c })
+            .collect()
+    }
+
+    /// The subscriptions of an MQTT source session on one core (none for other sources).
+    /// Retain As Published, so that `retain: Keep` sees the publisher's flag; retained messages
+    /// only for a new subscription, so that re-subscribing after a restart does not deliver them
+    /// again.
+    pub(crate) fn subscriptions(&self) -> Vec<Subscription> {
+        let SourcePlan::Mqtt(src) = &self.source;
+        let qos = src.endpoint.qos();
+        let options = match src.endpoint.protocol() {
+            ProtocolVersion::V5 => SubscriptionOptions {
+                retain_as_published: true,
+                retain_handling: RetainHandling::SendAtSubscribeIfNew,
+                ..SubscriptionOptions::qos(qos)
+            },
+            // 3.1.1 has QoS only; a live message arrives with RETAIN 0 there.
+            ProtocolVersion::V311 => SubscriptionOptions::qos(qos),
+        };
+        src.filters
+            .iter()
+            .map(|f| {
+                let filter = if src.shared && !f.starts_with("$share/") {
+                    format!("$share/{}/{f}", self.share_group())
+                } else {
+                    f.clone()
+                };
+                Subscription {
+                    filter: ByteStr::from(filter),
+                    options,
+                }
+            })
+            .collect()
+    }
+
+    /// The filters to unsubscribe when this plan replaces `old` (a changed dataflow): `old`'s,
+    /// and those it was itself to remove (it may have been superseded before it ever ran).
+    /// Unsubscribing one that is not there is harmless.
+    pub(crate) fn inherit_previous_filters(&mut self, old: &DataflowPlan) {
+        let mut previous: Vec<ByteStr> =
+            old.subscriptions().into_iter().map(|s| s.filter).collect();
+        let SourcePlan::Mqtt(old_src) = &old.source;
+        for f in &old_src.previous_filters {
+            if !previous.contains(f) {
+                previous.push(f.clone());
+            }
+        }
+        let SourcePlan::Mqtt(src) = &mut self.source;
+        src.previous_filters = previous;
+    }
+
+    /// Client id of the source (`side` = "src") or destination ("dst") connection on `core`:
+    /// `<clientIdPrefix>-[<namespace>.]<dataflow>[-<instance>]-<side>-<core>`, stable across
+    /// restarts so that the broker keeps the session; the namespace appears outside the default
+    /// namespace, the instance with `--instance-id` (several data planes running one dataflow).
+    pub(crate) fn client_id(&self, endpoint: &MqttEndpointPlan, side: &str, core: usize) -> String {
+        let prefix = endpoint.settings.client_id_prefix.as_deref().unwrap_or("");
+        let sep = if prefix.is_empty() || prefix.ends_with('-') {
+            ""
+        } else {
+            "-"
+        };
+        let instance = self
+            .instance_id
+            .as_deref()
+            .map(|i| format!("-{i}"))
+            .unwrap_or_default();
+        format!(
+            "{prefix}{sep}{}{instance}-{side}-{core}",
+            self.qualified_name()
+        )
+    }
+
+    /// The routing rules.
+    ///
+    /// # Errors
+    /// When the destination topic is not a valid template (validation refuses it first).
+    pub(crate) fn route_settings(&self) -> Result<RouteSettings, String> {
+        let SinkPlan::Mqtt(dst) = &self.sink;
+        Ok(RouteSettings {
+            dataflow: self.name.clone(),
+            topic: TopicTemplate::parse(&self.destination_topic).map_err(|e| e.to_string())?,
+            cloud_events: dst.settings.cloud_event_attributes,
+            carry_properties: dst.protocol() == ProtocolVersion::V5,
+        })
+    }
+}
+
+/// A dataflow of the snapshot that is not run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    /// `namespace/name`.
+    pub(crate) key: String,
+    /// Why.
+    pub(crate) reason: SkipReason,
+}
+
+/// What a snapshot comes to: the plans to run, and the dataflows not run. Disabled dataflows
+/// (`mode: Disabled`) are in neither.
+#[derive(Debug, Default)]
+pub(crate) struct Plans {
+    /// Dataflows to run.
+    pub(crate) run: Vec<DataflowPlan>,
+    /// Dataflows not run, with the reason.
+    pub(crate) skipped: Vec<Skipped>,
+}
+
+/// Plans for every dataflow of `snapshot`.
+pub(crate) fn plan(snapshot: &Snapshot, env: &Environment) -> Plans {
+    let mut plans = Plans::default();
+    for d in &snapshot.dataflows {
+        let key = dataflow_key(d);
+        match plan_one(snapshot, d, env) {
+            Ok(Some(p)) => plans.run.push(p),
+            Ok(None) => {}
+            Err(reason) => plans.skipped.push(Skipped { key, reason }),
+        }
+    }
+    plans
+}
+
+/// `namespace/name` of a dataflow of the snapshot.
+pub(crate) fn dataflow_key(d: &SnapshotDataflow) -> String {
+    let m = &d.dataflow.metadata;
+    format!("{}/{}", m.namespace, m.name)
+}
+
+/// The plan of one dataflow; `Ok(None)` when it is disabled.
+///
+/// # Errors
+/// Why it does not run.
+pub(crate) fn plan_one(
+    snapshot: &Snapshot,
+    d: &SnapshotDataflow,
+    env: &Environment,
+) -> Result<Option<DataflowPlan>, SkipReason> {
+    let df = &d.dataflow;
+    if df.spec.mode == OperationalMode::Disabled {
+        return Ok(None);
+    }
+    let invalid = |detail: String| SkipReason::Invalid { detail };
+    let ns = &df.metadata.namespace;
+    let source = df
+        .spec
+        .source()
+        .ok_or_else(|| invalid("no Source operation".into()))?;
+    let destination = df
+        .spec
+        .destination()
+        .ok_or_else(|| invalid("no Destination operation".into()))?;
+    let src_ep = snapshot
+        .endpoint(ns, &source.endpoint_ref)
+        .ok_or_else(|| invalid(format!("source endpoint {} not found", source.endpoint_ref)))?;
+    let dst_ep = snapshot
+        .endpoint(ns, &destination.endpoint_ref)
+        .ok_or_else(|| {
+            invalid(format!(
+                "destination endpoint {} not found",
+                destination.endpoint_ref
+            ))
+        })?;
+    let source_ep = mqtt_endpoint(snapshot, src_ep, env)?;
+    let destination_ep = mqtt_endpoint(snapshot, dst_ep, env)?;
+    let profile = snapshot.profile(ns, &df.spec.profile_ref);
+    let instances = profile.map_or(1, |p| p.spec.instance_count.max(1));
+    // Every core subscribes with the same shared group, so the broker spreads the messages;
+    // without shared subscriptions, one core holds the dataflow. (Filters written as
+    // `$share/<group>/...` are kept as they are.) With `--instance-id`, other data planes run
+    // the same dataflow: share with them too.
+    let shared = env.shared_subscriptions
+        && source_ep.can_share
+        && (env.cores > 1 || instances > 1 || env.instance_id.is_some());
+    let cores = if shared {
+        (0..env.cores.max(1)).collect()
+    } else {
+        vec![0]
+    };
+    let plan = DataflowPlan {
+        key: format!("{ns}/{}", df.metadata.name),
+        name: df.metadata.name.clone(),
+        content_hash: d.content_hash.clone(),
+        source: SourcePlan::Mqtt(MqttSourcePlan {
+            endpoint: source_ep,
+            filters: source.data_sources.clone(),
+            shared,
+            previous_filters: Vec::new(),
+        }),
+        sink: SinkPlan::Mqtt(destination_ep),
+        destination_topic: destination.data_destination.clone(),
+        cores,
+        instance_id: env.instance_id.clone(),
+    };
+    plan.route_settings().map_err(invalid)?;
+    Ok(Some(plan))
+}

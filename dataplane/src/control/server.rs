@@ -1,0 +1,421 @@
+//! The data plane's end of the control socket (docs/control-protocol.md): a Unix stream socket,
+//! mode 0600, that accepts only peers running as the same user (checked with SO_PEERCRED), speaks
+//! the handshake, and hands each `Apply` to an [`Applier`].
+//!
+//! One thread accepts; each connection gets its own thread, so a stranger that connects and says
+//! nothing cannot block the agent. Applies are serialised by the applier's mutex. A connection
+//! that sends an oversized or malformed frame gets an `Error` message and is closed; the process
+//! goes on.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use sluice_config_agent::control::{
+    AgentMessage, Changes, ControlError, DataplaneMessage, FrameDecoder, PROTOCOL_VERSION, Problem,
+    choose_version, read_message, write_message,
+};
+use tracing::{debug, info, warn};
+
+/// How long a new connection may take to say hello.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Applies snapshots: the data plane's configuration state.
+pub(crate) trait Applier: Send + 'static {
+    /// The snapshot type carried by `Apply`.
+    type Snapshot: DeserializeOwned;
+
+    /// The generation in force, if any.
+    fn generation(&self) -> Option<u64>;
+
+    /// Validates `snapshot` again and puts it in force, or refuses it and keeps the previous one.
+    ///
+    /// # Errors
+    /// The problems that make it unacceptable.
+    fn apply(&mut self, generation: u64, snapshot: Self::Snapshot)
+    -> Result<Changes, Vec<Problem>>;
+
+    /// The dataflows of the snapshot in force that do not run, and why.
+    fn not_running(&self) -> Vec<NotRunningEntry> {
+        Vec::new()
+    }
+}
+
+/// A dataflow of the snapshot in force that the data plane does not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotRunningEntry {
+    /// `namespace/name`.
+    pub(crate) dataflow: String,
+    /// The kind of reason ([`crate::config::skip::SkipReason::code`]).
+    pub(crate) code: &'static str,
+    /// Why, for people.
+    pub(crate) reason: String,
+    /// Whether the data plane tries again (the reason can pass).
+    pub(crate) retrying: bool,
+}
+
+/// Errors that stop the control server from starting.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// Another process answers on the socket path.
+    #[error("{0} is in use by a running process")]
+    InUse(PathBuf),
+    /// Creating or securing the socket failed.
+    #[error("control socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Binds the control socket at `path` with mode 0600. A stale socket file left by a dead process
+/// is replaced; a live one is an error. The socket is created under a temporary name, secured,
+/// then renamed into place, so it is never reachable with looser permissions.
+///
+/// # Errors
+/// See [`ServeError`].
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServeError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(listener)
+}
+
+/// Accepts connections forever, one thread each.
+pub(crate) fn serve<A: Applier>(
+    listener: UnixListener,
+    applier: Arc<Mutex<A>>,
+    decoder: FrameDecoder,
+) {
+    let own_uid = rustix::process::geteuid().as_raw();
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let applier = Arc::clone(&applier);
+                let spawned = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || handle(stream, own_uid, &applier, decoder));
+                if let Err(e) = spawned {
+                    warn!(error = %e, "control: cannot start a connection thread");
+                }
+            }
+            Err(e) => warn!(error = %e, "control: accept failed"),
+        }
+    }
+}
+
+/// Serves one connection until it closes or breaks the protocol.
+pub(crate) fn handle<A: Applier>(
+    mut stream: UnixStream,
+    own_uid: u32,
+    applier: &Mutex<A>,
+    decoder: FrameDecoder,
+) {
+    let peer = match rustix::net::sockopt::socket_peercred(&stream) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "control: cannot read the peer's credentials; closing");
+            return;
+        }
+    };
+    let (uid, pid) = (peer.uid.as_raw(), peer.pid.as_raw_nonzero().get());
+    if uid != own_uid {
+        warn!(
+            peer_uid = uid,
+            peer_pid = pid,
+            own_uid,
+            "control: refused a peer running as another user"
+        );
+        let _ = write_message(
+            &mut stream,
+            &DataplaneMessage::Error {
+                message: format!("uid {uid} may not configure this data plane"),
+            },
+        );
+        return;
+    }
+    debug!(peer_pid = pid, "control: connection");
+    if let Err(e) = converse(&mut stream, applier, decoder) {
+        warn!(peer_pid = pid, error = %e, "control: closing the connection");
+        let _ = write_message(
+            &mut stream,
+            &DataplaneMessage::Error {
+                message: e.to_string(),
+            },
+        );
+    }
+}
+
+fn version_string() -> String {
+    format!("dataplane {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn converse<A: Applier>(
+    stream: &mut UnixStream,
+    applier: &Mutex<A>,
+    decoder: FrameDecoder,
+) -> Result<(), ControlError> {
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let hello: Option<AgentMessage<serde_json::Value>> = read_message(stream, &decoder)?;
+    let (versions, agent) = match hello {
+        None => return Ok(()),
+        Some(AgentMessage::Hello { versions, agent }) => (versions, agent),
+        Some(AgentMessage::Apply { .. }) => {
+            return Err(protocol_error("the first message must be Hello"));
+        }
+    };
+    let Some(version) = choose_version(&versions) else {
+        return Err(protocol_error(&format!(
+            "no common protocol version: the agent speaks {versions:?}, this data plane {PROTOCOL_VERSION}"
+        )));
+    };
+    let generation = lock(applier).generation();
+    write_message(
+        stream,
+        &DataplaneMessage::Welcome {
+            version,
+            dataplane: version_string(),
+            generation,
+        },
+    )?;
+    info!(%agent, version, "control: agent connected");
+    stream.set_read_timeout(None)?;
+    loop {
+        let message: Option<AgentMessage<A::Snapshot>> = read_message(stream, &decoder)?;
+        let (generation, snapshot) = match message {
+            None => {
+                info!(%agent, "control: agent disconnected");
+                return Ok(());
+            }
+            Some(AgentMessage::Apply {
+                generation,
+                snapshot,
+            }) => (generation, snapshot),
+            Some(AgentMessage::Hello { .. }) => return Err(protocol_error("Hello sent twice")),
+        };
+        let reply = {
+            let mut a = lock(applier);
+            match a.generation() {
+                Some(current) if generation <= current => DataplaneMessage::Rejected {
+                    generation,
+                    errors: vec![Problem {
+                        path: "generation".into(),
+                        message: format!(
+                            "generation {generation} is not above the generation in force ({current})"
+                        ),
+                    }],
+                },
+                _ => match a.apply(generation, snapshot) {
+                    Ok(changes) => {
+                        for n in a.not_running() {
+                            warn!(generation, dataflow = %n.dataflow, code = n.code, retrying = n.retrying, reason = %n.reason, "applied, but the dataflow does not run");
+                        }
+                        DataplaneMessage::Applied {
+                            generation,
+                            changes,
+                        }
+                    }
+                    Err(errors) => DataplaneMessage::Rejected { generation, errors },
+                },
+            }
+        };
+        write_message(stream, &reply)?;
+    }
+}
+
+fn lock<A>(m: &Mutex<A>) -> std::sync::MutexGuard<'_, A> {
+    // A panic while applying leaves the previous state, which stays usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn protocol_error(message: &str) -> ControlError {
+    ControlError::Protocol(message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts every snapshot whose `ok` is true; reports names as added.
+    #[derive(Default)]
+    struct Fake {
+        generation: Option<u64>,
+    }
+
+    impl Applier for Fake {
+        type Snapshot = serde_json::Value;
+        fn generation(&self) -> Option<u64> {
+            self.generation
+        }
+        fn apply(
+            &mut self,
+            generation: u64,
+            s: serde_json::Value,
+        ) -> Result<Changes, Vec<Problem>> {
+            if s["ok"] == true {
+                self.generation = Some(generation);
+                Ok(Changes {
+                    added: vec!["df".into()],
+                    ..Changes::default()
+                })
+            } else {
+                Err(vec![Problem {
+                    path: "ok".into(),
+                    message: "not ok".into(),
+                }])
+            }
+        }
+    }
+
+    fn server() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("control.sock");
+        let listener = bind(&path).expect("bind");
+        let applier = Arc::new(Mutex::new(Fake::default()));
+        std::thread::spawn(move || serve(listener, applier, FrameDecoder::new(1 << 20)));
+        (dir, path)
+    }
+
+    fn send(stream: &mut UnixStream, m: &AgentMessage<serde_json::Value>) -> DataplaneMessage {
+        write_message(stream, m).expect("write");
+        read_message(stream, &FrameDecoder::default())
+            .expect("read")
+            .expect("reply")
+    }
+
+    fn hello() -> AgentMessage<serde_json::Value> {
+        AgentMessage::Hello {
+            versions: vec![PROTOCOL_VERSION],
+            agent: "test".into(),
+        }
+    }
+
+    #[test]
+    fn handshake_apply_and_generations() {
+        let (_dir, path) = server();
+        let mode = std::fs::metadata(&path)
+            .expect("socket")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut s = UnixStream::connect(&path).expect("connect");
+        assert!(matches!(
+            send(&mut s, &hello()),
+            DataplaneMessage::Welcome {
+                version: 1,
+                generation: None,
+                ..
+            }
+        ));
+        let apply = |generation, ok| AgentMessage::Apply {
+            generation,
+            snapshot: serde_json::json!({ "ok": ok }),
+        };
+        assert!(matches!(
+            send(&mut s, &apply(1, true)),
+            DataplaneMessage::Applied { generation: 1, .. }
+        ));
+        assert!(matches!(
+            send(&mut s, &apply(2, false)),
+            DataplaneMessage::Rejected { generation: 2, .. }
+        ));
+        let DataplaneMessage::Rejected { errors, .. } = send(&mut s, &apply(1, true)) else {
+            panic!("a stale generation is refused");
+        };
+        assert!(errors[0].message.contains("not above"), "{errors:?}");
+        // A second connection learns the generation in force.
+        let mut t = UnixStream::connect(&path).expect("connect");
+        assert!(matches!(
+            send(&mut t, &hello()),
+            DataplaneMessage::Welcome {
+                generation: Some(1),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_peers_are_closed_and_the_server_goes_on() {
+        let (_dir, path) = server();
+        // A 1 GiB length prefix.
+        let mut s = UnixStream::connect(&path).expect("connect");
+        std::io::Write::write_all(&mut s, &[0x40, 0, 0, 0]).expect("write");
+        let reply: DataplaneMessage = read_message(&mut s, &FrameDecoder::default())
+            .expect("read")
+            .expect("reply");
+        assert!(
+            matches!(&reply, DataplaneMessage::Error { message } if message.contains("exceeds")),
+            "{reply:?}"
+        );
+        assert!(
+            read_message::<DataplaneMessage>(&mut s, &FrameDecoder::default())
+                .expect("eof")
+                .is_none()
+        );
+        // Garbage JSON.
+        let mut s = UnixStream::connect(&path).expect("connect");
+        std::io::Write::write_all(&mut s, &[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'])
+            .expect("write");
+        let reply: DataplaneMessage = read_message(&mut s, &FrameDecoder::default())
+            .expect("read")
+            .expect("reply");
+        assert!(matches!(reply, DataplaneMessage::Error { .. }));
+        // Apply before Hello, and an unknown version.
+        let mut s = UnixStream::connect(&path).expect("connect");
+        let reply = send(
+            &mut s,
+            &AgentMessage::Apply {
+                generation: 1,
+                snapshot: serde_json::json!({}),
+            },
+        );
+        assert!(matches!(reply, DataplaneMessage::Error { .. }));
+        let mut s = UnixStream::connect(&path).expect("connect");
+        let reply = send(
+            &mut s,
+            &AgentMessage::Hello {
+                versions: vec![99],
+                agent: "future".into(),
+            },
+        );
+        assert!(
+            matches!(&reply, DataplaneMessage::Error { message } if message.contains("no common protocol version"))
+        );
+        // The server still serves.
+        let mut s = UnixStream::connect(&path).expect("connect");
+        assert!(matches!(
+            send(&mut s, &hello()),
+            DataplaneMessage::Welcome { .. }
+        ));
+    }
+
+    #[test]
+    fn a_live_socket_is_not_taken_over_but_a_stale_one_is() {
+        let (dir, path) = server();
+        assert!(matches!(bind(&path), Err(ServeError::InUse(_))));
+        let stale = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&stale).expect("bind"));
+        assert!(stale.exists());
+        assert!(bind(&stale).is_ok());
+    }
+}

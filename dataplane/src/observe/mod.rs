@@ -1,0 +1,7 @@
+//! What the data plane shows of itself: per-core metric blocks ([`metrics`]), their Prometheus
+//! text rendering, the HTTP server for `/metrics`, `/healthz` and `/readyz` ([`http`]), and log
+//! setup ([`logs`]).
+
+pub(crate) mod http;
+pub(crate) mod logs;
+pub(crate) mod metrics;
