@@ -122,7 +122,8 @@ fn dataplane(socket: &Path) -> Proc {
     let mut p = Proc::start(
         Command::new(env!("CARGO_BIN_EXE_dataplane"))
             .arg("--control-socket")
-            .arg(socket),
+            .arg(socket)
+            .args(["--metrics-addr", "127.0.0.1:0"]),
     );
     p.wait_for(&["control socket ready"]);
     p

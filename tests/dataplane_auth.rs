@@ -656,6 +656,7 @@ fn setup(sat: &str, refuse: &[&str]) -> Setup {
             .arg("--control-socket")
             .arg(&socket)
             .args(["--cores", "1", "--log", "debug"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .arg("--token-dir")
             .arg(&tokens)
             .arg("--imds-endpoint")

@@ -78,9 +78,6 @@ pub struct BenchArgs {
     /// `dataplane --cores N`.
     #[arg(long, default_value_t = 1)]
     pub cores: usize,
-    /// Pass `--metrics-addr 127.0.0.1:0` to the data plane.
-    #[arg(long)]
-    pub metrics: bool,
     /// One more argument for the data plane (repeat for several).
     #[arg(long = "dataplane-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub dataplane_args: Vec<String>,
@@ -128,7 +125,6 @@ impl Default for BenchArgs {
             max_inflight: 100,
             topics: 8,
             cores: 1,
-            metrics: false,
             dataplane_args: Vec::new(),
             log: "info".into(),
             bin_dir: None,
@@ -713,9 +709,8 @@ fn start_sluice(
         "--log",
         &args.log,
     ]);
-    if args.metrics {
-        dp.args(["--metrics-addr", "127.0.0.1:0"]);
-    }
+    // The data plane always serves metrics; a free port, so that runs never compete for one.
+    dp.args(["--metrics-addr", "127.0.0.1:0"]);
     dp.args(&args.dataplane_args);
     children.spawn(
         "dataplane",
