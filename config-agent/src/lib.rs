@@ -17,6 +17,7 @@ pub mod diag;
 pub mod files;
 mod load;
 pub mod model;
+pub mod pem;
 pub mod snapshot;
 pub mod validate;
 pub mod yaml;

@@ -720,49 +720,18 @@ enum PemKind {
     PrivateKey,
 }
 
-/// Parses a PEM file. Messages name the file and the problem, never its content.
+/// Checks a PEM file with [`crate::pem`]. Messages name the file and the problem, never its
+/// content.
 fn check_pem(files: &dyn Files, file: &Path, kind: PemKind) -> Result<(), String> {
     let shown = file.display();
     let bytes = files
         .read(file)
         .map_err(|e| format!("cannot read {shown}: {}", e.kind()))?;
-    let blocks = pem::parse_many(&bytes).map_err(|e| {
-        let what = match e {
-            pem::PemError::MismatchedTags(..) => "BEGIN and END lines do not match",
-            pem::PemError::MissingBeginTag | pem::PemError::MalformedFraming => {
-                "malformed BEGIN line"
-            }
-            pem::PemError::MissingEndTag => "missing END line",
-            pem::PemError::MissingData => "a block without data",
-            pem::PemError::InvalidData(_) => "invalid base64 data",
-            pem::PemError::InvalidHeader(_) => "invalid header",
-            pem::PemError::NotUtf8(_) => "not UTF-8",
-        };
-        format!("{shown} is not valid PEM: {what}")
-    })?;
-    match kind {
-        PemKind::Certificates => {
-            if !blocks.iter().any(|b| b.tag() == "CERTIFICATE") {
-                return Err(format!("{shown} holds no PEM CERTIFICATE"));
-            }
-        }
-        PemKind::PrivateKey => {
-            if blocks.iter().any(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
-                return Err(format!(
-                    "{shown} is a password-protected key, which is not supported"
-                ));
-            }
-            if !blocks.iter().any(|b| {
-                matches!(
-                    b.tag(),
-                    "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY"
-                )
-            }) {
-                return Err(format!("{shown} holds no PEM PRIVATE KEY"));
-            }
-        }
-    }
-    Ok(())
+    let checked = match kind {
+        PemKind::Certificates => crate::pem::check_certificates(&bytes).map(drop),
+        PemKind::PrivateKey => crate::pem::check_private_key(&bytes),
+    };
+    checked.map_err(|e| format!("{shown} {e}"))
 }
 
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
