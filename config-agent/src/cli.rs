@@ -41,7 +41,8 @@ pub enum Command {
 /// Options shared by both subcommands.
 #[derive(Debug, ClapArgs)]
 pub struct Resolve {
-    /// The local MQTT broker (`host:port`) that an MQTT endpoint without a host means.
+    /// The local MQTT broker (`host:port`): the host of an MQTT endpoint that omits it. Default:
+    /// AIO's `aio-broker:18883` (a `v1beta1` endpoint then gets `aio-mq-dmqtt-frontend:8883`).
     #[arg(long, value_name = "HOST:PORT", default_value = crate::snapshot::DEFAULT_LOCAL_BROKER_HOST)]
     pub local_broker: String,
     /// Allow dataflows that neither read from nor write to the local broker (AIO requires one).

@@ -903,7 +903,7 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
             at,
             "spec.operations",
             format!(
-                "neither the source endpoint \"{}\" nor the destination endpoint \"{}\" is the local MQTT broker (an Mqtt endpoint whose host is omitted or \"{}\"); Azure IoT Operations requires one of them to be",
+                "neither the source endpoint \"{}\" nor the destination endpoint \"{}\" is the local MQTT broker (the Mqtt endpoint named \"default\", or one whose host is omitted or \"{}\"); Azure IoT Operations requires one of them to be: name the local broker with --local-broker HOST:PORT, or allow such dataflows with --allow-no-local-broker",
                 src.metadata.name, dst.metadata.name, c.snapshot.local_broker_host
             ),
         );
