@@ -16,7 +16,8 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
 use crate::control::{
-    AgentMessage, DataplaneMessage, FrameDecoder, PROTOCOL_VERSION, read_message, write_message,
+    AgentMessage, DataplaneMessage, FrameDecoder, NotRunning, SUPPORTED_VERSIONS, read_message,
+    write_message,
 };
 use crate::{Diagnostic, Options, RealFiles, Snapshot, is_manifest, load_and_validate};
 
@@ -111,8 +112,9 @@ pub struct RunArgs {
     /// The data plane's control socket.
     #[arg(long, value_name = "PATH")]
     pub control_socket: PathBuf,
-    /// Push one snapshot, print the data plane's verdict and exit (0 applied, 1 invalid or
-    /// rejected, 2 when the data plane cannot be reached).
+    /// Push one snapshot, print the data plane's verdict and exit: 0 applied and every enabled
+    /// dataflow running, 1 invalid or rejected, 2 when the data plane cannot be reached, 3
+    /// applied but some dataflows not running (each printed with its reason).
     #[arg(long)]
     pub once: bool,
     /// How long the folder must stay unchanged before it is loaded again, in milliseconds.
@@ -243,7 +245,7 @@ impl Connection {
         write_message(
             &mut stream,
             &AgentMessage::<()>::Hello {
-                versions: vec![PROTOCOL_VERSION],
+                versions: SUPPORTED_VERSIONS.to_vec(),
                 agent: format!("config-agent {}", env!("CARGO_PKG_VERSION")),
             },
         )?;
@@ -266,8 +268,9 @@ impl Connection {
         }
     }
 
-    /// Pushes `snapshot` with the next generation; returns whether it was applied.
-    fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<bool> {
+    /// Pushes `snapshot` with the next generation; returns the verdict. Dataflows the data plane
+    /// does not run are logged at warn.
+    fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<Pushed> {
         let generation = self.generation + 1;
         write_message(
             &mut self.stream,
@@ -280,6 +283,7 @@ impl Connection {
             Some(DataplaneMessage::Applied {
                 generation,
                 changes,
+                not_running,
             }) => {
                 self.generation = generation;
                 info!(
@@ -288,15 +292,26 @@ impl Connection {
                     changed = ?changes.changed,
                     removed = ?changes.removed,
                     unchanged = changes.unchanged.len(),
+                    not_running = not_running.len(),
                     "applied"
                 );
-                Ok(true)
+                for n in &not_running {
+                    warn!(
+                        generation,
+                        dataflow = %n.dataflow,
+                        code = %n.code,
+                        retrying = n.retrying,
+                        "not running: {}",
+                        n.reason
+                    );
+                }
+                Ok(Pushed::Applied(not_running))
             }
             Some(DataplaneMessage::Rejected { generation, errors }) => {
                 for e in &errors {
                     error!(generation, path = %e.path, "rejected: {}", e.message);
                 }
-                Ok(false)
+                Ok(Pushed::Rejected)
             }
             Some(DataplaneMessage::Error { message }) => bail!("the data plane: {message}"),
             Some(other) => bail!("unexpected answer to Apply: {other:?}"),
@@ -304,6 +319,18 @@ impl Connection {
         }
     }
 }
+
+/// The data plane's answer to a pushed snapshot.
+#[derive(Debug)]
+enum Pushed {
+    /// In force; the dataflows it does not run (empty: all run).
+    Applied(Vec<NotRunning>),
+    /// Refused; the previous snapshot stays in force.
+    Rejected,
+}
+
+/// Exit code of `run --once` when the snapshot was applied but some dataflows do not run.
+pub const EXIT_NOT_RUNNING: u8 = 3;
 
 /// What the watcher compares: each manifest's path, size and modification time.
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
@@ -420,11 +447,56 @@ fn once(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
-    if conn.push(&snapshot)? {
-        println!("applied generation {}", conn.generation);
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("rejected");
-        Ok(ExitCode::from(1))
+    match conn.push(&snapshot)? {
+        Pushed::Applied(not_running) if not_running.is_empty() => {
+            println!("applied generation {}", conn.generation);
+            Ok(ExitCode::SUCCESS)
+        }
+        Pushed::Applied(not_running) => {
+            println!(
+                "applied generation {}; {} dataflow(s) not running:",
+                conn.generation,
+                not_running.len()
+            );
+            for n in &not_running {
+                println!("{}", not_running_line(n));
+            }
+            Ok(ExitCode::from(EXIT_NOT_RUNNING))
+        }
+        Pushed::Rejected => {
+            println!("rejected");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `  namespace/name: reason [code, retrying]`: one line per dataflow not running.
+fn not_running_line(n: &NotRunning) -> String {
+    let retrying = if n.retrying { ", retrying" } else { "" };
+    format!("  {}: {} [{}{retrying}]", n.dataflow, n.reason, n.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_running_lines() {
+        let n = NotRunning {
+            dataflow: "azure-iot-operations/to-kafka".into(),
+            code: "endpoint_kind_not_built".into(),
+            reason: "Kafka endpoints are not implemented yet".into(),
+            retrying: false,
+        };
+        assert_eq!(
+            not_running_line(&n),
+            "  azure-iot-operations/to-kafka: Kafka endpoints are not implemented yet [endpoint_kind_not_built]"
+        );
+        let n = NotRunning {
+            retrying: true,
+            code: "secret_unreadable".into(),
+            ..n
+        };
+        assert!(not_running_line(&n).ends_with("[secret_unreadable, retrying]"));
     }
 }

@@ -207,6 +207,7 @@ fn converse<A: Applier>(
                     Ok(changes) => DataplaneMessage::Applied {
                         generation,
                         changes,
+                        not_running: Vec::new(),
                     },
                     Err(errors) => DataplaneMessage::Rejected { generation, errors },
                 },
