@@ -106,7 +106,7 @@ pub struct NotRunning {
     /// The dataflow, `namespace/name`.
     pub dataflow: String,
     /// What kind of reason, stable `snake_case` for programs: `endpoint_kind_not_built` (a Kafka
-    /// or LocalStorage endpoint, not run by this build), `secret_unreadable`,
+    /// or LocalStorage endpoint, see [`crate::unsupported`]), `secret_unreadable`,
     /// `setting_missing` (e.g. a token folder the data plane was not given), `start_failed`;
     /// others may be added, so a reader treats an unknown code as "not running".
     pub code: String,

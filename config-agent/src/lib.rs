@@ -19,6 +19,7 @@ mod load;
 pub mod model;
 pub mod pem;
 pub mod snapshot;
+pub mod unsupported;
 pub mod validate;
 pub mod yaml;
 

@@ -365,6 +365,9 @@ pub fn is_event_grid(endpoint: &DataflowEndpoint) -> bool {
 }
 
 fn check_endpoint(c: &mut Checker<'_>, at: At<'_>, e: &DataflowEndpoint) {
+    for f in crate::unsupported::endpoint_findings(e) {
+        c.warning(at, f.path, f.message);
+    }
     match &e.spec {
         EndpointSpec::Mqtt { mqtt_settings: s } => {
             let p = "spec.mqttSettings";
@@ -759,27 +762,8 @@ fn check_profile(c: &mut Checker<'_>, at: At<'_>, p: &DataflowProfile) {
             ),
         );
     }
-    for (path, set) in [
-        (
-            "spec.diagnostics.logs.opentelemetryExportConfig",
-            p.spec
-                .diagnostics
-                .logs
-                .opentelemetry_export_config
-                .is_some(),
-        ),
-        (
-            "spec.diagnostics.metrics.opentelemetryExportConfig",
-            p.spec
-                .diagnostics
-                .metrics
-                .opentelemetry_export_config
-                .is_some(),
-        ),
-    ] {
-        if set {
-            c.warning(at, path, "ignored: Sluice does not export to OpenTelemetry");
-        }
+    for f in crate::unsupported::profile_findings(p) {
+        c.warning(at, f.path, f.message);
     }
 }
 
@@ -839,13 +823,6 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
                 if source_endpoint.is_none() {
                     source_endpoint = endpoint;
                 }
-                if s.asset_ref.is_some() {
-                    c.warning(
-                        at,
-                        format!("{path}.assetRef"),
-                        "ignored: assets are an Azure IoT Operations feature",
-                    );
-                }
                 if s.data_sources.is_empty() {
                     c.error(
                         at,
@@ -869,7 +846,6 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
                         format!("at most one dataset, found {}", t.datasets.len()),
                     );
                 }
-                c.warning(at, path, "kept but not executed by this version of Sluice: messages pass through unchanged");
             }
             Operation::Destination {
                 destination_settings: s,
@@ -881,18 +857,14 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
                 if destination_endpoint.is_none() {
                     destination_endpoint = endpoint;
                 }
-                if !s.headers.is_empty() {
-                    c.warning(
-                        at,
-                        format!("{path}.headers"),
-                        "kept but not executed by this version of Sluice",
-                    );
-                }
                 if let Some(e) = endpoint {
                     check_destination(c, at, &path, s, e);
                 }
             }
         }
+    }
+    for f in crate::unsupported::dataflow_findings(&d.metadata.name, ns, &d.spec, c.snapshot) {
+        c.warning(at, f.path, f.message);
     }
     if c.options.require_local_broker
         && let (Some(src), Some(dst)) = (source_endpoint, destination_endpoint)

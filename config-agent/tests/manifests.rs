@@ -1053,3 +1053,51 @@ spec:
         "{error}"
     );
 }
+
+#[test]
+fn settings_not_acted_on_are_warnings_in_validate_and_on_arrival() {
+    let options = corpus_options();
+    let files = sluice_files();
+    let report = load_and_validate(&files, &[manifests().join("sluice")], &options);
+    assert!(!report.has_errors(), "{:#?}", report.diagnostics);
+    let not_run: Vec<String> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("is not run by this build"))
+        .map(ToString::to_string)
+        .collect();
+    // to-kafka and from-kafka; to-parquet (LocalStorage) is disabled, so not run anyway.
+    assert_eq!(not_run.len(), 2, "{not_run:#?}");
+    assert!(
+        not_run.iter().any(|d| d.contains(
+            "dataflow \"to-kafka\" is not run by this build: Kafka endpoints are not implemented yet"
+        )),
+        "{not_run:#?}"
+    );
+    let valid = manifests().join("valid/dataflow-to-local-storage.yaml");
+    let local = load_and_validate(&RealFiles, &[valid], &aio_options());
+    assert!(
+        local.diagnostics.iter().any(|d| !d.is_error()
+            && d.message
+                .contains("LocalStorage endpoints are not implemented yet")),
+        "{:#?}",
+        local.diagnostics
+    );
+    // The data plane's check of the snapshot says the same, naming the resource.
+    let arrival = validate_snapshot(report.snapshot.as_ref().unwrap(), &options, &files);
+    let shown: Vec<String> = arrival.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.iter().any(|d| d.starts_with("Dataflow azure-iot-operations/to-kafka: warning: spec.operations[1].destinationSettings.endpointRef: dataflow \"to-kafka\" is not run by this build")),
+        "{shown:#?}"
+    );
+    // A field path per setting: the tenant of a user-assigned identity.
+    let (_, d) = load_doc("endpoints-mqtt-authentication-user-assigned.yaml");
+    assert!(
+        d.iter().any(|d| !d.is_error()
+            && d.path
+                == "spec.mqttSettings.authentication.userAssignedManagedIdentitySettings.tenantId"
+            && d.message
+                .starts_with("accepted but not acted on by this build")),
+        "{d:#?}"
+    );
+}
