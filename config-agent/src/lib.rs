@@ -21,6 +21,7 @@ pub mod pem;
 pub mod snapshot;
 pub mod unsupported;
 pub mod validate;
+pub mod watch;
 pub mod yaml;
 
 pub use decode::{Loaded, LoadedResource, Origin, load_str};
