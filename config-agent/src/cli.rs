@@ -1,24 +1,30 @@
 //! The `config-agent` command line: `validate` for CI pipelines, `run` to configure a data plane.
 //!
-//! `run` watches the folder by polling it (names, sizes and modification times of the manifest
-//! files), waits until it has been quiet for the debounce interval, then loads and validates
-//! everything again. A valid result that differs from the last snapshot pushed is pushed with the
+//! `run` watches the folder, and the secret and ConfigMap folders the configuration references,
+//! as a Kubernetes mount changes them ([`crate::watch`]: inotify, the content of what each file
+//! resolves to, polling as a fallback), waits until they have been quiet for the debounce
+//! interval, then loads and validates everything again. A valid result that differs from the last snapshot pushed is pushed with the
 //! next generation; an invalid one is reported and the last good snapshot stays in force. When the
 //! data plane goes away the agent reconnects and pushes the last good snapshot again.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
 use crate::control::{
-    AgentMessage, DataplaneMessage, FrameDecoder, PROTOCOL_VERSION, read_message, write_message,
+    AgentMessage, DataplaneMessage, FrameDecoder, NotRunning, SUPPORTED_VERSIONS, read_message,
+    write_message,
 };
-use crate::{Diagnostic, Options, RealFiles, Snapshot, is_manifest, load_and_validate};
+use crate::model::{DataflowEndpoint, Resource};
+use crate::watch::{FolderWatch, Watched, referenced_folders};
+use crate::{
+    Diagnostic, Options, RealFiles, Snapshot, load_and_validate, load_paths, validate_loaded,
+};
 
 /// Validates Azure IoT Operations dataflow resources and configures a Sluice data plane.
 #[derive(Debug, Parser)]
@@ -41,7 +47,8 @@ pub enum Command {
 /// Options shared by both subcommands.
 #[derive(Debug, ClapArgs)]
 pub struct Resolve {
-    /// The local MQTT broker (`host:port`) that an MQTT endpoint without a host means.
+    /// The local MQTT broker (`host:port`): the host of an MQTT endpoint that omits it. Default:
+    /// AIO's `aio-broker:18883` (a `v1beta1` endpoint then gets `aio-mq-dmqtt-frontend:8883`).
     #[arg(long, value_name = "HOST:PORT", default_value = crate::snapshot::DEFAULT_LOCAL_BROKER_HOST)]
     pub local_broker: String,
     /// Allow dataflows that neither read from nor write to the local broker (AIO requires one).
@@ -110,14 +117,16 @@ pub struct RunArgs {
     /// The data plane's control socket.
     #[arg(long, value_name = "PATH")]
     pub control_socket: PathBuf,
-    /// Push one snapshot, print the data plane's verdict and exit (0 applied, 1 invalid or
-    /// rejected, 2 when the data plane cannot be reached).
+    /// Push one snapshot, print the data plane's verdict and exit: 0 applied and every enabled
+    /// dataflow running, 1 invalid or rejected, 2 when the data plane cannot be reached, 3
+    /// applied but some dataflows not running (each printed with its reason).
     #[arg(long)]
     pub once: bool,
     /// How long the folder must stay unchanged before it is loaded again, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 300)]
     pub debounce_ms: u64,
-    /// How often the folder is checked for changes, in milliseconds.
+    /// How often the folders are fingerprinted even without an inotify event (the fallback for
+    /// file systems without events), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub poll_ms: u64,
     /// How long `--once` waits for the data plane's socket, in milliseconds.
@@ -152,7 +161,8 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 /// Sends `tracing` logs to stderr (colours only on a terminal), filtered by `RUST_LOG` or else by
-/// `filter`. Both binaries use it.
+/// `filter`. Both binaries use it. When a subscriber is already set (a test calling [`main`]
+/// twice), that one stays.
 ///
 /// # Errors
 /// When `filter` is not a valid filter.
@@ -164,7 +174,8 @@ pub fn init_logs(filter: &str) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .try_init()
+        .ok();
     Ok(())
 }
 
@@ -205,9 +216,16 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
-/// Loads and validates the folder; logs the problems; returns the snapshot when valid.
-fn load(args: &RunArgs, options: &Options) -> Option<Snapshot> {
-    let report = load_and_validate(&RealFiles, std::slice::from_ref(&args.config_dir), options);
+/// Loads and validates the folder; logs the problems; returns the snapshot when valid, and the
+/// secret and ConfigMap folders that the manifests reference (valid or not).
+fn load(args: &RunArgs, options: &Options) -> (Option<Snapshot>, Vec<Watched>) {
+    let loaded = load_paths(&RealFiles, std::slice::from_ref(&args.config_dir));
+    let endpoints = loaded.resources.iter().filter_map(|r| match &r.resource {
+        Resource::DataflowEndpoint(e) => Some(e),
+        _ => None,
+    });
+    let references = referenced_folders(endpoints, options);
+    let report = validate_loaded(loaded, options, &RealFiles);
     for d in &report.diagnostics {
         if d.is_error() {
             error!("{d}");
@@ -222,7 +240,26 @@ fn load(args: &RunArgs, options: &Options) -> Option<Snapshot> {
             "the configuration is invalid; the last good snapshot stays in force"
         );
     }
-    report.snapshot
+    (report.snapshot, references)
+}
+
+/// What `run` watches: the configuration folder, the folders its manifests reference, and
+/// those of the snapshot in force (which may differ while the manifests are invalid).
+fn watched(
+    args: &RunArgs,
+    options: &Options,
+    references: Vec<Watched>,
+    good: Option<&Snapshot>,
+) -> Vec<Watched> {
+    let mut out = vec![Watched::manifests(&args.config_dir)];
+    out.extend(references);
+    if let Some(s) = good {
+        out.extend(referenced_folders(
+            s.endpoints.iter().collect::<Vec<&DataflowEndpoint>>(),
+            options,
+        ));
+    }
+    out
 }
 
 /// A connection to the data plane after the handshake.
@@ -242,7 +279,7 @@ impl Connection {
         write_message(
             &mut stream,
             &AgentMessage::<()>::Hello {
-                versions: vec![PROTOCOL_VERSION],
+                versions: SUPPORTED_VERSIONS.to_vec(),
                 agent: format!("config-agent {}", env!("CARGO_PKG_VERSION")),
             },
         )?;
@@ -265,8 +302,9 @@ impl Connection {
         }
     }
 
-    /// Pushes `snapshot` with the next generation; returns whether it was applied.
-    fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<bool> {
+    /// Pushes `snapshot` with the next generation; returns the verdict. Dataflows the data plane
+    /// does not run are logged at warn.
+    fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<Pushed> {
         let generation = self.generation + 1;
         write_message(
             &mut self.stream,
@@ -279,6 +317,7 @@ impl Connection {
             Some(DataplaneMessage::Applied {
                 generation,
                 changes,
+                not_running,
             }) => {
                 self.generation = generation;
                 info!(
@@ -287,15 +326,26 @@ impl Connection {
                     changed = ?changes.changed,
                     removed = ?changes.removed,
                     unchanged = changes.unchanged.len(),
+                    not_running = not_running.len(),
                     "applied"
                 );
-                Ok(true)
+                for n in &not_running {
+                    warn!(
+                        generation,
+                        dataflow = %n.dataflow,
+                        code = %n.code,
+                        retrying = n.retrying,
+                        "not running: {}",
+                        n.reason
+                    );
+                }
+                Ok(Pushed::Applied(not_running))
             }
             Some(DataplaneMessage::Rejected { generation, errors }) => {
                 for e in &errors {
                     error!(generation, path = %e.path, "rejected: {}", e.message);
                 }
-                Ok(false)
+                Ok(Pushed::Rejected)
             }
             Some(DataplaneMessage::Error { message }) => bail!("the data plane: {message}"),
             Some(other) => bail!("unexpected answer to Apply: {other:?}"),
@@ -304,22 +354,17 @@ impl Connection {
     }
 }
 
-/// What the watcher compares: each manifest's path, size and modification time.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if is_manifest(&path)
-                && let Ok(meta) = entry.metadata()
-            {
-                out.push((path, meta.len(), meta.modified().ok()));
-            }
-        }
-    }
-    out.sort();
-    out
+/// The data plane's answer to a pushed snapshot.
+#[derive(Debug)]
+enum Pushed {
+    /// In force; the dataflows it does not run (empty: all run).
+    Applied(Vec<NotRunning>),
+    /// Refused; the previous snapshot stays in force.
+    Rejected,
 }
+
+/// Exit code of `run --once` when the snapshot was applied but some dataflows do not run.
+pub const EXIT_NOT_RUNNING: u8 = 3;
 
 fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let options = args.resolve.options();
@@ -328,8 +373,16 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let poll = Duration::from_millis(args.poll_ms.max(10));
     let debounce = Duration::from_millis(args.debounce_ms);
-    let mut seen = fingerprint(&args.config_dir);
-    let mut good = load(args, &options);
+    // A folder that keeps changing is loaded after this long anyway.
+    let settle_limit = (debounce * 20).max(Duration::from_secs(10));
+    let (mut good, references) = load(args, &options);
+    let mut watch = FolderWatch::new(watched(args, &options, references, good.as_ref()));
+    if !watch.has_events() {
+        warn!(
+            poll_ms = args.poll_ms,
+            "no file system events: polling only"
+        );
+    }
     // The snapshot the data plane has from us on the current connection.
     let mut pushed: Option<Snapshot> = None;
     let mut conn: Option<Connection> = None;
@@ -360,24 +413,18 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        std::thread::sleep(poll);
-        let now = fingerprint(&args.config_dir);
-        if now != seen {
-            // Debounce: wait until the folder stays the same for the whole interval.
-            let mut settled = now;
-            loop {
-                std::thread::sleep(debounce);
-                let again = fingerprint(&args.config_dir);
-                if again == settled {
-                    break;
-                }
-                settled = again;
-            }
-            seen = settled;
+        if watch.wait_for_change(poll) {
+            // Debounce: wait until the folders stay the same for the whole interval.
+            watch.settle(debounce, settle_limit);
             info!(dir = %args.config_dir.display(), "configuration changed");
-            if let Some(s) = load(args, &options) {
+            let (loaded, references) = load(args, &options);
+            if let Some(s) = loaded {
                 good = Some(s);
+                // Pushed again even when equal: a rotated secret or CA is the same snapshot,
+                // validated anew, under a new generation.
+                pushed = None;
             }
+            watch.set_folders(watched(args, &options, references, good.as_ref()));
         } else if let Some(c) = conn.as_mut() {
             // Notice a data plane that went away while nothing changed.
             if is_closed(&c.stream) {
@@ -405,7 +452,7 @@ fn is_closed(stream: &UnixStream) -> bool {
 
 #[allow(clippy::print_stdout)]
 fn once(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
-    let Some(snapshot) = load(args, options) else {
+    let (Some(snapshot), _) = load(args, options) else {
         return Ok(ExitCode::from(1));
     };
     let deadline = Instant::now() + Duration::from_millis(args.connect_timeout_ms);
@@ -419,11 +466,56 @@ fn once(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
-    if conn.push(&snapshot)? {
-        println!("applied generation {}", conn.generation);
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("rejected");
-        Ok(ExitCode::from(1))
+    match conn.push(&snapshot)? {
+        Pushed::Applied(not_running) if not_running.is_empty() => {
+            println!("applied generation {}", conn.generation);
+            Ok(ExitCode::SUCCESS)
+        }
+        Pushed::Applied(not_running) => {
+            println!(
+                "applied generation {}; {} dataflow(s) not running:",
+                conn.generation,
+                not_running.len()
+            );
+            for n in &not_running {
+                println!("{}", not_running_line(n));
+            }
+            Ok(ExitCode::from(EXIT_NOT_RUNNING))
+        }
+        Pushed::Rejected => {
+            println!("rejected");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `  namespace/name: reason [code, retrying]`: one line per dataflow not running.
+fn not_running_line(n: &NotRunning) -> String {
+    let retrying = if n.retrying { ", retrying" } else { "" };
+    format!("  {}: {} [{}{retrying}]", n.dataflow, n.reason, n.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_running_lines() {
+        let n = NotRunning {
+            dataflow: "azure-iot-operations/to-kafka".into(),
+            code: "endpoint_kind_not_built".into(),
+            reason: "Kafka endpoints are not implemented yet".into(),
+            retrying: false,
+        };
+        assert_eq!(
+            not_running_line(&n),
+            "  azure-iot-operations/to-kafka: Kafka endpoints are not implemented yet [endpoint_kind_not_built]"
+        );
+        let n = NotRunning {
+            retrying: true,
+            code: "secret_unreadable".into(),
+            ..n
+        };
+        assert!(not_running_line(&n).ends_with("[secret_unreadable, retrying]"));
     }
 }

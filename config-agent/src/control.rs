@@ -17,8 +17,15 @@ use bytes::{Buf, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this build speaks.
+///
+/// Version 2 added [`DataplaneMessage::Applied`]'s `not_running`; an agent of version 1 refuses
+/// unknown fields, so a data plane leaves `not_running` out on a version 1 connection.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Every protocol version this build speaks, oldest first: what the agent offers in
+/// [`AgentMessage::Hello`] and what [`choose_version`] picks from.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
 
 /// The largest frame accepted by default, in bytes: 64 MiB, far above any real snapshot.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 64 << 20;
@@ -63,6 +70,10 @@ pub enum DataplaneMessage {
         generation: u64,
         /// What changed, by dataflow name.
         changes: Changes,
+        /// Enabled dataflows of the snapshot that the data plane does not run, and why (version
+        /// 2; never sent on a version 1 connection). Empty: every enabled dataflow runs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        not_running: Vec<NotRunning>,
     },
     /// The snapshot was refused; the previous one stays in force.
     Rejected {
@@ -86,6 +97,24 @@ pub struct Problem {
     pub path: String,
     /// What is wrong.
     pub message: String,
+}
+
+/// A dataflow of an applied snapshot that the data plane does not run (protocol version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotRunning {
+    /// The dataflow, `namespace/name`.
+    pub dataflow: String,
+    /// What kind of reason, stable `snake_case` for programs: `endpoint_kind_not_built` (a Kafka
+    /// or LocalStorage endpoint, see [`crate::unsupported`]), `secret_unreadable`,
+    /// `setting_missing` (e.g. a token folder the data plane was not given), `start_failed`;
+    /// others may be added, so a reader treats an unknown code as "not running".
+    pub code: String,
+    /// One line for people.
+    pub reason: String,
+    /// Whether the data plane keeps trying, because the reason can pass (a secret that appears,
+    /// a broker that comes back); `false`: it runs only once the configuration changes.
+    pub retrying: bool,
 }
 
 /// Dataflows added, changed, removed and unchanged by a snapshot, by name.
@@ -250,12 +279,13 @@ pub fn write_message<T: Serialize>(
     Ok(())
 }
 
-/// The version both sides speak, if any: the highest of `offered` that this build speaks.
+/// The version both sides speak, if any: the highest of `offered` that this build speaks
+/// ([`SUPPORTED_VERSIONS`]).
 pub fn choose_version(offered: &[u32]) -> Option<u32> {
     offered
         .iter()
         .copied()
-        .filter(|v| *v == PROTOCOL_VERSION)
+        .filter(|v| SUPPORTED_VERSIONS.contains(v))
         .max()
 }
 
@@ -309,10 +339,12 @@ mod tests {
             &DataplaneMessage::Applied {
                 generation: 3,
                 changes: Changes::default(),
+                not_running: Vec::new(),
             },
             &mut bytes,
         )
         .expect("encode");
+        // Without not_running, the version 1 form exactly.
         assert_eq!(
             &bytes[4..],
             br#"{"type":"Applied","generation":3,"changes":{"added":[],"changed":[],"removed":[],"unchanged":[]}}"#
@@ -371,8 +403,48 @@ mod tests {
     #[test]
     fn versions_are_negotiated() {
         assert_eq!(choose_version(&[1]), Some(1));
-        assert_eq!(choose_version(&[3, 1, 2]), Some(1));
-        assert_eq!(choose_version(&[2]), None);
+        assert_eq!(choose_version(&[2]), Some(2));
+        assert_eq!(choose_version(&[1, 2]), Some(2));
+        assert_eq!(choose_version(&[3, 1, 2]), Some(2));
+        assert_eq!(choose_version(&[3, 1]), Some(1));
+        assert_eq!(choose_version(&[3]), None);
         assert_eq!(choose_version(&[]), None);
+        assert_eq!(choose_version(SUPPORTED_VERSIONS), Some(PROTOCOL_VERSION));
+    }
+
+    #[test]
+    fn not_running_is_version_2() {
+        let applied = DataplaneMessage::Applied {
+            generation: 4,
+            changes: Changes::default(),
+            not_running: vec![NotRunning {
+                dataflow: "azure-iot-operations/to-kafka".into(),
+                code: "endpoint_kind_not_built".into(),
+                reason: "Kafka endpoints are not implemented yet".into(),
+                retrying: false,
+            }],
+        };
+        let json = serde_json::to_string(&applied).expect("encode");
+        assert_eq!(
+            json,
+            r#"{"type":"Applied","generation":4,"changes":{"added":[],"changed":[],"removed":[],"unchanged":[]},"not_running":[{"dataflow":"azure-iot-operations/to-kafka","code":"endpoint_kind_not_built","reason":"Kafka endpoints are not implemented yet","retrying":false}]}"#
+        );
+        let back: DataplaneMessage = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, applied);
+        // A version 1 Applied (no not_running) still reads.
+        let v1: DataplaneMessage = serde_json::from_str(
+            r#"{"type":"Applied","generation":1,"changes":{"added":[],"changed":[],"removed":[],"unchanged":[]}}"#,
+        )
+        .expect("decode");
+        assert!(
+            matches!(v1, DataplaneMessage::Applied { not_running, .. } if not_running.is_empty())
+        );
+        // Unknown fields in an entry are refused, like everywhere else.
+        assert!(
+            serde_json::from_str::<NotRunning>(
+                r#"{"dataflow":"a/b","code":"x","reason":"y","retrying":true,"extra":1}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -399,6 +399,18 @@ fn strings(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<Vec<String>> {
 }
 
 fn enum_value<E: AioEnum>(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<E> {
+    enum_value_spelt(cx, node, path, true)
+}
+
+/// An enumeration value: its canonical spelling; the 2024 preview's lower-case first letter
+/// (silent under `v1beta1`, a warning under `v1`); and, when `any_case`, the value in another
+/// case (`PLAIN`, `LZ4`), with the same rule. The model always holds the canonical value.
+fn enum_value_spelt<E: AioEnum>(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    path: &str,
+    any_case: bool,
+) -> Option<E> {
     let Value::Str(s) = &node.value else {
         cx.error(
             path,
@@ -423,6 +435,20 @@ fn enum_value<E: AioEnum>(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<E>
                     "\"{s}\" is the spelling of Azure IoT Operations' 2024 preview; {} writes \"{}\"",
                     ApiVersion::V1,
                     v.as_str()
+                ),
+            );
+        }
+        return Some(v);
+    }
+    if any_case && let Some(v) = E::parse_any_case(s) {
+        if !cx.legacy {
+            cx.warning(
+                path,
+                node.pos,
+                format!(
+                    "\"{s}\" is taken as \"{}\", the spelling of {}",
+                    v.as_str(),
+                    ApiVersion::V1
                 ),
             );
         }
@@ -471,7 +497,7 @@ fn decode_document(cx: &mut Cx<'_>, node: &Node) -> Option<Resource> {
                 );
                 return None;
             }
-            _ => enum_value::<ApiVersion>(cx, n, &path),
+            _ => enum_value_spelt::<ApiVersion>(cx, n, &path, false),
         },
         None => {
             top.missing(cx, "apiVersion");
@@ -485,7 +511,7 @@ fn decode_document(cx: &mut Cx<'_>, node: &Node) -> Option<Resource> {
                 cx.error(&path, n.pos, "kind \"DataflowGraph\" is not supported by Sluice: expected \"DataflowEndpoint\", \"Dataflow\" or \"DataflowProfile\"");
                 None
             }
-            _ => enum_value::<Kind>(cx, n, &path),
+            _ => enum_value_spelt::<Kind>(cx, n, &path, false),
         },
         None => {
             top.missing(cx, "kind");
@@ -666,7 +692,37 @@ fn decode_tls(cx: &mut Cx<'_>, parent: &mut Obj<'_>) -> Result<Tls, ()> {
         return Ok(Tls::default());
     };
     let mode = tls.opt_enum(cx, "mode");
-    let ca = tls.opt_str(cx, "trustedCaCertificateConfigMapRef");
+    let current = tls.opt_str(cx, "trustedCaCertificateConfigMapRef");
+    let older = tls.opt_str(cx, "trustedCaCertificateConfigMap");
+    let ca = match (current?, older?) {
+        (Some(_), Some(_)) => {
+            let path = tls.child("trustedCaCertificateConfigMap");
+            let pos = cx.positions.get(&path).copied().unwrap_or(tls.pos);
+            cx.error(
+                &path,
+                pos,
+                "give trustedCaCertificateConfigMapRef or the older trustedCaCertificateConfigMap, not both",
+            );
+            Err(())
+        }
+        (Some(name), None) => Ok(Some(name)),
+        (None, Some(name)) => {
+            if !cx.legacy {
+                let path = tls.child("trustedCaCertificateConfigMap");
+                let pos = cx.positions.get(&path).copied().unwrap_or(tls.pos);
+                cx.warning(
+                    &path,
+                    pos,
+                    format!(
+                        "trustedCaCertificateConfigMap is the v1beta1 name; {} writes trustedCaCertificateConfigMapRef",
+                        ApiVersion::V1
+                    ),
+                );
+            }
+            Ok(Some(name))
+        }
+        (None, None) => Ok(None),
+    };
     tls.finish(cx);
     Ok(Tls {
         mode: mode?.unwrap_or(OperationalMode::Enabled),
@@ -676,9 +732,12 @@ fn decode_tls(cx: &mut Cx<'_>, parent: &mut Obj<'_>) -> Result<Tls, ()> {
 
 fn decode_mqtt(cx: &mut Cx<'_>, mut s: Obj<'_>) -> Option<MqttSettings> {
     let host = s.opt_str(cx, "host");
-    let authentication = s
-        .req_obj(cx, "authentication")
-        .and_then(|a| decode_mqtt_auth(cx, a));
+    // Omitted (or only comments, as in AIO's examples): AIO's default for its local broker.
+    let authentication = match s.opt_obj(cx, "authentication") {
+        Ok(Some(a)) => decode_mqtt_auth(cx, a),
+        Ok(None) => Some(MqttAuthentication::aio_default()),
+        Err(()) => None,
+    };
     let tls = decode_tls(cx, &mut s);
     let qos = s.opt_uint(cx, "qos", DEFAULT_QOS, i64::from(u8::MAX));
     let mqtt_version = s.opt_enum(cx, "mqttVersion");
@@ -1453,6 +1512,51 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert!(d[0].message.contains("2024 preview"), "{d:?}");
         assert!(!d[0].is_error());
+    }
+
+    #[test]
+    fn spellings_in_another_case_and_the_v1beta1_ca_name() {
+        let endpoint = |api: &str, tls: &str| {
+            format!(
+                "apiVersion: connectivity.iotoperations.azure.com/{api}\nkind: DataflowEndpoint\nmetadata:\n  name: k\nspec:\n  endpointType: Kafka\n  kafkaSettings:\n    host: k:9093\n    compression: LZ4\n    authentication:\n      method: Sasl\n      saslSettings:\n        saslType: PLAIN\n        secretRef: s\n    tls:\n{tls}"
+            )
+        };
+        let ca = "      trustedCaCertificateConfigMap: ca\n";
+        let (r, d) = load(&endpoint("v1beta1", ca));
+        assert!(d.is_empty(), "{d:?}");
+        let Resource::DataflowEndpoint(e) = &r[0].resource else {
+            panic!()
+        };
+        let EndpointSpec::Kafka { kafka_settings: k } = &e.spec else {
+            panic!()
+        };
+        assert_eq!(k.compression, Compression::Lz4);
+        assert!(matches!(
+            &k.authentication,
+            KafkaAuthentication::Sasl { sasl_settings } if sasl_settings.sasl_type == SaslType::Plain
+        ));
+        assert_eq!(
+            k.tls.trusted_ca_certificate_config_map_ref.as_deref(),
+            Some("ca")
+        );
+        // Under v1 each is accepted with a warning naming the canonical spelling.
+        let (r, d) = load(&endpoint("v1", ca));
+        assert_eq!(r.len(), 1);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d.iter().all(|d| !d.is_error()), "{d:?}");
+        // Both CA names: an error.
+        let both = format!("{ca}      trustedCaCertificateConfigMapRef: ca\n");
+        let (_, d) = load(&endpoint("v1beta1", &both));
+        assert!(
+            d.iter()
+                .any(|d| d.is_error() && d.message.contains("not both")),
+            "{d:?}"
+        );
+        // Kinds and apiVersions are not taken in another case.
+        let (r, d) = load(
+            &endpoint("v1beta1", ca).replace("kind: DataflowEndpoint", "kind: DATAFLOWENDPOINT"),
+        );
+        assert!(r.is_empty() && d.iter().any(Diagnostic::is_error), "{d:?}");
     }
 
     #[test]

@@ -17,8 +17,11 @@ pub mod diag;
 pub mod files;
 mod load;
 pub mod model;
+pub mod pem;
 pub mod snapshot;
+pub mod unsupported;
 pub mod validate;
+pub mod watch;
 pub mod yaml;
 
 pub use decode::{Loaded, LoadedResource, Origin, load_str};

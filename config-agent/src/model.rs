@@ -44,6 +44,15 @@ pub trait AioEnum: Sized + Copy + 'static {
             .find(|(name, _)| lower_first(name) == s)
             .map(|(_, v)| *v)
     }
+
+    /// The value spelt `s` in any case (`PLAIN`, `LZ4`, `enabled`): spellings AIO's and Azure
+    /// Stream Analytics' documentation use. No two values of an enumeration differ only in case.
+    fn parse_any_case(s: &str) -> Option<Self> {
+        Self::VALUES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|(_, v)| *v)
+    }
 }
 
 fn lower_first(s: &str) -> String {
@@ -329,6 +338,11 @@ aio_enum! {
 /// The namespace of a resource that does not name one.
 pub const DEFAULT_NAMESPACE: &str = "azure-iot-operations";
 
+/// The name of the MQTT endpoint that AIO creates for its local broker; an MQTT endpoint of this
+/// name is the local broker whatever its host (AIO's rule that a dataflow has the local broker
+/// on one side).
+pub const DEFAULT_ENDPOINT: &str = "default";
+
 /// The profile a dataflow uses when it names `default` and no `DataflowProfile` of that name is
 /// loaded: AIO creates one at deployment, so Sluice supplies it.
 pub const DEFAULT_PROFILE: &str = "default";
@@ -408,7 +422,8 @@ pub struct Tls {
     pub mode: OperationalMode,
     /// ConfigMap holding the CA certificates (PEM) that the server's certificate must chain to;
     /// resolves to `<configmaps-dir>/NAME/`. Default: none (the system's trust store). Example:
-    /// `broker-ca`.
+    /// `broker-ca`. (`v1beta1` manifests write `trustedCaCertificateConfigMap`; the decoder
+    /// takes either and the snapshot has this name.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_ca_certificate_config_map_ref: Option<String>,
 }
@@ -511,7 +526,20 @@ pub enum MqttAuthentication {
     },
 }
 
+/// The audience of AIO's default authentication: its local broker's service account tokens.
+pub const DEFAULT_SAT_AUDIENCE: &str = "aio-internal";
+
 impl MqttAuthentication {
+    /// What an MQTT endpoint without `authentication` uses: AIO's default, a service account
+    /// token for the audience `aio-internal`.
+    pub fn aio_default() -> Self {
+        Self::ServiceAccountToken {
+            service_account_token_settings: ServiceAccountTokenSettings {
+                audience: DEFAULT_SAT_AUDIENCE.to_owned(),
+            },
+        }
+    }
+
     /// The method.
     pub fn method(&self) -> MqttAuthMethod {
         match self {
@@ -577,11 +605,15 @@ impl KafkaAuthentication {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MqttSettings {
-    /// The broker as `host:port`. Omitted: the local broker named by the agent's options (in a
-    /// snapshot the host is always filled in). Example: `mosquitto.local:8883`.
+    /// The broker as `host:port`. Omitted: the local broker, [`crate::Options::local_broker_host`]
+    /// (AIO's `aio-broker:18883` by default; `aio-mq-dmqtt-frontend:8883` for a `v1beta1`
+    /// endpoint while that default is in force). In a snapshot the host is always filled in.
+    /// Example: `mosquitto.local:8883`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// How to authenticate. Required. Example: `{method: Anonymous}`.
+    /// How to authenticate. Default (AIO's, for its local broker): `{method: ServiceAccountToken,
+    /// serviceAccountTokenSettings: {audience: aio-internal}}`. Example: `{method: Anonymous}`.
+    #[serde(default = "MqttAuthentication::aio_default")]
     pub authentication: MqttAuthentication,
     /// TLS. Default: `{mode: Enabled}`.
     #[serde(default)]

@@ -2,7 +2,7 @@
 //! dataflow; what the agent pushes to the data plane as JSON.
 //!
 //! Resolution, done once by the agent: an MQTT endpoint without `host` gets the local broker's
-//! host from [`Options::local_broker_host`]; a dataflow naming the profile `default` when none is
+//! host from [`Options::local_broker_host`] ([`local_broker_for`] its apiVersion); a dataflow naming the profile `default` when none is
 //! loaded gets AIO's implicit default profile; AIO's shared subscription spelling
 //! `$shared/<group>/<filter>` in an MQTT source becomes MQTT's `$share/<group>/<filter>`. Lists
 //! are sorted by namespace and name, so equal configurations give equal snapshots.
@@ -19,15 +19,18 @@ use sha2::{Digest, Sha256};
 
 use crate::control::Changes;
 use crate::model::{
-    DEFAULT_PROFILE, Dataflow, DataflowEndpoint, DataflowProfile, EndpointSpec, Operation,
+    ApiVersion, DEFAULT_ENDPOINT, DEFAULT_PROFILE, Dataflow, DataflowEndpoint, DataflowProfile,
+    EndpointSpec, Operation,
 };
 
 /// How the agent and the data plane resolve and check a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Options {
-    /// The local MQTT broker, `host:port`. An MQTT endpoint is the local broker when its `host`
-    /// is omitted or equal to this (compared as written). Default: `localhost:1883`.
+    /// The local MQTT broker, `host:port`: the host of an MQTT endpoint that omits it. An MQTT
+    /// endpoint is the local broker when its `host` is omitted or equal to this (compared as
+    /// written), or when it is named `default`. Default: AIO's `aio-broker:18883`, which a
+    /// `v1beta1` endpoint reaches as `aio-mq-dmqtt-frontend:8883` ([`local_broker_for`]).
     pub local_broker_host: String,
     /// AIO's rule that every dataflow has the local broker as its source or its destination.
     /// Default: `true`; `false` allows e.g. Kafka to Kafka.
@@ -41,8 +44,24 @@ pub struct Options {
     pub volumes_dir: Option<PathBuf>,
 }
 
-/// Default of [`Options::local_broker_host`].
-pub const DEFAULT_LOCAL_BROKER_HOST: &str = "localhost:1883";
+/// Default of [`Options::local_broker_host`]: the local broker of AIO's `v1` documentation (its
+/// default endpoint's host, its default listener, TLS).
+pub const DEFAULT_LOCAL_BROKER_HOST: &str = "aio-broker:18883";
+
+/// The same broker as AIO's `v1beta1` documentation names it: the host of a `v1beta1` endpoint
+/// without `host` while [`Options::local_broker_host`] is the default.
+pub const V1BETA1_LOCAL_BROKER_HOST: &str = "aio-mq-dmqtt-frontend:8883";
+
+/// The local broker's `host:port` for an endpoint written with `api_version`, given the
+/// configured `local_broker_host`: the configured one, except that the default stands for AIO's
+/// broker, whose address `v1beta1` manifests knew as [`V1BETA1_LOCAL_BROKER_HOST`].
+pub fn local_broker_for(local_broker_host: &str, api_version: ApiVersion) -> &str {
+    if api_version == ApiVersion::V1Beta1 && local_broker_host == DEFAULT_LOCAL_BROKER_HOST {
+        V1BETA1_LOCAL_BROKER_HOST
+    } else {
+        local_broker_host
+    }
+}
 
 impl Default for Options {
     fn default() -> Self {
@@ -108,7 +127,8 @@ impl Snapshot {
             if let EndpointSpec::Mqtt { mqtt_settings } = &mut e.spec
                 && mqtt_settings.host.is_none()
             {
-                mqtt_settings.host = Some(options.local_broker_host.clone());
+                let host = local_broker_for(&options.local_broker_host, e.api_version);
+                mqtt_settings.host = Some(host.to_owned());
             }
         }
         for d in &mut dataflows {
@@ -205,14 +225,17 @@ impl Snapshot {
             .find(|p| p.metadata.namespace == namespace && p.metadata.name == name)
     }
 
-    /// Whether `endpoint` is the local MQTT broker: an MQTT endpoint whose (resolved) host is
-    /// [`Snapshot::local_broker_host`].
+    /// Whether `endpoint` is the local MQTT broker: an MQTT endpoint named `default` (AIO's
+    /// definition), or one whose (resolved) host is the local broker's ([`local_broker_for`]
+    /// [`Snapshot::local_broker_host`]).
     pub fn is_local_broker(&self, endpoint: &DataflowEndpoint) -> bool {
         match &endpoint.spec {
-            EndpointSpec::Mqtt { mqtt_settings } => mqtt_settings
-                .host
-                .as_deref()
-                .is_none_or(|h| h == self.local_broker_host),
+            EndpointSpec::Mqtt { mqtt_settings } => {
+                endpoint.metadata.name == DEFAULT_ENDPOINT
+                    || mqtt_settings.host.as_deref().is_none_or(|h| {
+                        h == local_broker_for(&self.local_broker_host, endpoint.api_version)
+                    })
+            }
             _ => false,
         }
     }

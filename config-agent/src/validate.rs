@@ -365,6 +365,9 @@ pub fn is_event_grid(endpoint: &DataflowEndpoint) -> bool {
 }
 
 fn check_endpoint(c: &mut Checker<'_>, at: At<'_>, e: &DataflowEndpoint) {
+    for f in crate::unsupported::endpoint_findings(e) {
+        c.warning(at, f.path, f.message);
+    }
     match &e.spec {
         EndpointSpec::Mqtt { mqtt_settings: s } => {
             let p = "spec.mqttSettings";
@@ -720,49 +723,18 @@ enum PemKind {
     PrivateKey,
 }
 
-/// Parses a PEM file. Messages name the file and the problem, never its content.
+/// Checks a PEM file with [`crate::pem`]. Messages name the file and the problem, never its
+/// content.
 fn check_pem(files: &dyn Files, file: &Path, kind: PemKind) -> Result<(), String> {
     let shown = file.display();
     let bytes = files
         .read(file)
         .map_err(|e| format!("cannot read {shown}: {}", e.kind()))?;
-    let blocks = pem::parse_many(&bytes).map_err(|e| {
-        let what = match e {
-            pem::PemError::MismatchedTags(..) => "BEGIN and END lines do not match",
-            pem::PemError::MissingBeginTag | pem::PemError::MalformedFraming => {
-                "malformed BEGIN line"
-            }
-            pem::PemError::MissingEndTag => "missing END line",
-            pem::PemError::MissingData => "a block without data",
-            pem::PemError::InvalidData(_) => "invalid base64 data",
-            pem::PemError::InvalidHeader(_) => "invalid header",
-            pem::PemError::NotUtf8(_) => "not UTF-8",
-        };
-        format!("{shown} is not valid PEM: {what}")
-    })?;
-    match kind {
-        PemKind::Certificates => {
-            if !blocks.iter().any(|b| b.tag() == "CERTIFICATE") {
-                return Err(format!("{shown} holds no PEM CERTIFICATE"));
-            }
-        }
-        PemKind::PrivateKey => {
-            if blocks.iter().any(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
-                return Err(format!(
-                    "{shown} is a password-protected key, which is not supported"
-                ));
-            }
-            if !blocks.iter().any(|b| {
-                matches!(
-                    b.tag(),
-                    "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY"
-                )
-            }) {
-                return Err(format!("{shown} holds no PEM PRIVATE KEY"));
-            }
-        }
-    }
-    Ok(())
+    let checked = match kind {
+        PemKind::Certificates => crate::pem::check_certificates(&bytes).map(drop),
+        PemKind::PrivateKey => crate::pem::check_private_key(&bytes),
+    };
+    checked.map_err(|e| format!("{shown} {e}"))
 }
 
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
@@ -790,27 +762,8 @@ fn check_profile(c: &mut Checker<'_>, at: At<'_>, p: &DataflowProfile) {
             ),
         );
     }
-    for (path, set) in [
-        (
-            "spec.diagnostics.logs.opentelemetryExportConfig",
-            p.spec
-                .diagnostics
-                .logs
-                .opentelemetry_export_config
-                .is_some(),
-        ),
-        (
-            "spec.diagnostics.metrics.opentelemetryExportConfig",
-            p.spec
-                .diagnostics
-                .metrics
-                .opentelemetry_export_config
-                .is_some(),
-        ),
-    ] {
-        if set {
-            c.warning(at, path, "ignored: Sluice does not export to OpenTelemetry");
-        }
+    for f in crate::unsupported::profile_findings(p) {
+        c.warning(at, f.path, f.message);
     }
 }
 
@@ -870,13 +823,6 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
                 if source_endpoint.is_none() {
                     source_endpoint = endpoint;
                 }
-                if s.asset_ref.is_some() {
-                    c.warning(
-                        at,
-                        format!("{path}.assetRef"),
-                        "ignored: assets are an Azure IoT Operations feature",
-                    );
-                }
                 if s.data_sources.is_empty() {
                     c.error(
                         at,
@@ -900,7 +846,6 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
                         format!("at most one dataset, found {}", t.datasets.len()),
                     );
                 }
-                c.warning(at, path, "kept but not executed by this version of Sluice: messages pass through unchanged");
             }
             Operation::Destination {
                 destination_settings: s,
@@ -912,18 +857,14 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
                 if destination_endpoint.is_none() {
                     destination_endpoint = endpoint;
                 }
-                if !s.headers.is_empty() {
-                    c.warning(
-                        at,
-                        format!("{path}.headers"),
-                        "kept but not executed by this version of Sluice",
-                    );
-                }
                 if let Some(e) = endpoint {
                     check_destination(c, at, &path, s, e);
                 }
             }
         }
+    }
+    for f in crate::unsupported::dataflow_findings(&d.metadata.name, ns, &d.spec, c.snapshot) {
+        c.warning(at, f.path, f.message);
     }
     if c.options.require_local_broker
         && let (Some(src), Some(dst)) = (source_endpoint, destination_endpoint)
@@ -934,7 +875,7 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
             at,
             "spec.operations",
             format!(
-                "neither the source endpoint \"{}\" nor the destination endpoint \"{}\" is the local MQTT broker (an Mqtt endpoint whose host is omitted or \"{}\"); Azure IoT Operations requires one of them to be",
+                "neither the source endpoint \"{}\" nor the destination endpoint \"{}\" is the local MQTT broker (the Mqtt endpoint named \"default\", or one whose host is omitted or \"{}\"); Azure IoT Operations requires one of them to be: name the local broker with --local-broker HOST:PORT, or allow such dataflows with --allow-no-local-broker",
                 src.metadata.name, dst.metadata.name, c.snapshot.local_broker_host
             ),
         );

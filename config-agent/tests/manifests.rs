@@ -4,7 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_config_agent::model::{EndpointSpec, Operation};
+use sluice_config_agent::model::{
+    ApiVersion, Compression, EndpointSpec, MqttAuthentication, MqttProtocol, MqttSettings,
+    Operation, OperationalMode, ServiceAccountTokenSettings,
+};
+use sluice_config_agent::snapshot::{DEFAULT_LOCAL_BROKER_HOST, V1BETA1_LOCAL_BROKER_HOST};
 use sluice_config_agent::{
     Diagnostic, MemFiles, Options, RealFiles, Severity, Snapshot, load_and_validate,
     validate_snapshot,
@@ -43,6 +47,8 @@ fn fake_files(manifest: &Path) -> MemFiles {
 
 fn corpus_options() -> Options {
     Options {
+        // Sluice's own use: a mosquitto beside the data plane.
+        local_broker_host: "localhost:1883".into(),
         secrets_dir: Some("/s".into()),
         configmaps_dir: Some("/c".into()),
         volumes_dir: Some("/v".into()),
@@ -339,13 +345,6 @@ const INVALID: &[(&str, &[(&str, &str)])] = &[
     (
         "missing-api-version.yaml",
         &[("apiVersion", "required field is missing")],
-    ),
-    (
-        "missing-authentication.yaml",
-        &[(
-            "spec.mqttSettings.authentication",
-            "required field is missing",
-        )],
     ),
     (
         "missing-name.yaml",
@@ -856,4 +855,249 @@ fn local_broker_rule_can_be_relaxed() {
     let report = load_and_validate(&files, &[path], &relaxed);
     assert!(!report.has_errors(), "{:#?}", report.diagnostics);
     assert!(report.snapshot.is_some());
+}
+
+fn docs_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifests().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Loads one documentation example with AIO's defaults; no error, and the snapshot survives the
+/// data plane's check.
+fn load_doc(name: &str) -> (Snapshot, Vec<Diagnostic>) {
+    let path = manifests().join("docs").join(name);
+    let report = load_and_validate(&RealFiles, std::slice::from_ref(&path), &Options::default());
+    let errors: Vec<String> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}");
+    let snapshot = report
+        .snapshot
+        .unwrap_or_else(|| panic!("{name}: no snapshot"));
+    assert_eq!(snapshot.endpoints.len(), 1, "{name}");
+    round_trip(&snapshot, &Options::default(), name);
+    (snapshot, report.diagnostics)
+}
+
+fn mqtt(snapshot: &Snapshot) -> &MqttSettings {
+    match &snapshot.endpoints[0].spec {
+        EndpointSpec::Mqtt { mqtt_settings } => mqtt_settings,
+        other => panic!("not Mqtt: {other:?}"),
+    }
+}
+
+#[test]
+fn every_documentation_example_loads_unchanged() {
+    let files = docs_files();
+    assert!(files.len() >= 40, "{files:?}");
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let (snapshot, diagnostics) = load_doc(&name);
+        // Spelling warnings only under v1: the v1beta1 page's spellings are its own.
+        let spelling = diagnostics
+            .iter()
+            .filter(|d| d.message.contains("the spelling of") || d.message.contains("v1beta1 name"))
+            .count();
+        let v1 = snapshot.endpoints[0].api_version == ApiVersion::V1;
+        assert!(v1 || spelling == 0, "{name}: {diagnostics:#?}");
+    }
+}
+
+#[test]
+fn omitted_host_and_authentication_are_aio_local_broker_defaults() {
+    // v1beta1: the broker's older address.
+    let (s, _) = load_doc("endpoints-mqtt-built-in-broker.yaml");
+    let m = mqtt(&s);
+    assert_eq!(m.host.as_deref(), Some(V1BETA1_LOCAL_BROKER_HOST));
+    assert_eq!(m.authentication, MqttAuthentication::aio_default());
+    assert_eq!(
+        m.authentication,
+        MqttAuthentication::ServiceAccountToken {
+            service_account_token_settings: ServiceAccountTokenSettings {
+                audience: "aio-internal".into()
+            }
+        }
+    );
+    assert_eq!(m.tls.mode, OperationalMode::Enabled);
+    assert!(s.is_local_broker(&s.endpoints[0]));
+    // v1: aio-broker:18883.
+    let (s, _) = load_doc("mqtt-websockets.yaml");
+    let m = mqtt(&s);
+    assert_eq!(m.host.as_deref(), Some(DEFAULT_LOCAL_BROKER_HOST));
+    assert_eq!(m.host.as_deref(), Some("aio-broker:18883"));
+    assert_eq!(m.protocol, MqttProtocol::WebSockets);
+    assert!(s.is_local_broker(&s.endpoints[0]));
+    // Authentication with only comments under it is omitted too.
+    let (s, _) = load_doc("mqtt-event-grid.yaml");
+    assert_eq!(mqtt(&s).authentication, MqttAuthentication::aio_default());
+    assert!(!s.is_local_broker(&s.endpoints[0]));
+    // --local-broker names the local broker for both versions.
+    let options = Options {
+        local_broker_host: "localhost:1883".into(),
+        ..Options::default()
+    };
+    for name in ["endpoints-mqtt-built-in-broker.yaml", "mqtt-qos.yaml"] {
+        let path = manifests().join("docs").join(name);
+        let report = load_and_validate(&RealFiles, &[path], &options);
+        let s = report.snapshot.unwrap();
+        assert_eq!(mqtt(&s).host.as_deref(), Some("localhost:1883"), "{name}");
+    }
+}
+
+#[test]
+fn documentation_spellings_become_canonical_in_the_snapshot() {
+    let (s, d) = load_doc("endpoints-mqtt-other-brokers.yaml");
+    assert!(d.is_empty(), "{d:#?}");
+    assert_eq!(
+        mqtt(&s)
+            .tls
+            .trusted_ca_certificate_config_map_ref
+            .as_deref(),
+        Some("broker-ca")
+    );
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(
+        json.contains("\"trustedCaCertificateConfigMapRef\":\"broker-ca\""),
+        "{json}"
+    );
+
+    let (s, d) = load_doc("endpoints-kafka-authentication-sasl.yaml");
+    assert!(d.iter().all(|d| !d.message.contains("PLAIN")), "{d:#?}");
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(json.contains("\"saslType\":\"Plain\""), "{json}");
+
+    let (s, _) = load_doc("endpoints-local-storage.yaml");
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(json.contains("\"endpointType\":\"LocalStorage\""), "{json}");
+    assert!(
+        json.contains("\"persistentVolumeClaimRef\":\"my-pvc\""),
+        "{json}"
+    );
+
+    // v1 with Stream Analytics' LZ4: accepted, canonical, and a warning that says so.
+    let (s, d) = load_doc("asa-kafka-input-compression.yaml");
+    let EndpointSpec::Kafka { kafka_settings } = &s.endpoints[0].spec else {
+        panic!()
+    };
+    assert_eq!(kafka_settings.compression, Compression::Lz4);
+    assert!(
+        d.iter().any(|d| !d.is_error()
+            && d.path == "spec.kafkaSettings.compression"
+            && d.message.contains("\"LZ4\" is taken as \"Lz4\"")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn the_endpoint_named_default_is_the_local_broker_whatever_its_host() {
+    let manifest = |endpoint: &str| {
+        format!(
+            "apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata:
+  name: {endpoint}
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: broker.example:8883
+    authentication:
+      method: Anonymous
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata:
+  name: remote
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: remote.example:8883
+    authentication:
+      method: Anonymous
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata:
+  name: bridge
+spec:
+  operations:
+    - operationType: Source
+      sourceSettings:
+        endpointRef: {endpoint}
+        dataSources: [a/#]
+    - operationType: Destination
+      destinationSettings:
+        endpointRef: remote
+        dataDestination: b/${{inputTopic}}
+"
+        )
+    };
+    let run = |endpoint: &str| {
+        let mut files = MemFiles::new();
+        files.insert("/m/flows.yaml", manifest(endpoint));
+        load_and_validate(&files, &["/m/flows.yaml".into()], &Options::default())
+    };
+    assert!(!run("default").has_errors());
+    let report = run("plant");
+    let error = report.diagnostics.iter().find(|d| d.is_error()).unwrap();
+    assert_eq!(error.path, "spec.operations");
+    assert!(
+        error.message.contains("--local-broker")
+            && error.message.contains("--allow-no-local-broker"),
+        "{error}"
+    );
+}
+
+#[test]
+fn settings_not_acted_on_are_warnings_in_validate_and_on_arrival() {
+    let options = corpus_options();
+    let files = sluice_files();
+    let report = load_and_validate(&files, &[manifests().join("sluice")], &options);
+    assert!(!report.has_errors(), "{:#?}", report.diagnostics);
+    let not_run: Vec<String> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("is not run by this build"))
+        .map(ToString::to_string)
+        .collect();
+    // to-kafka and from-kafka; to-parquet (LocalStorage) is disabled, so not run anyway.
+    assert_eq!(not_run.len(), 2, "{not_run:#?}");
+    assert!(
+        not_run.iter().any(|d| d.contains(
+            "dataflow \"to-kafka\" is not run by this build: Kafka endpoints are not implemented yet"
+        )),
+        "{not_run:#?}"
+    );
+    let valid = manifests().join("valid/dataflow-to-local-storage.yaml");
+    let local = load_and_validate(&RealFiles, &[valid], &aio_options());
+    assert!(
+        local.diagnostics.iter().any(|d| !d.is_error()
+            && d.message
+                .contains("LocalStorage endpoints are not implemented yet")),
+        "{:#?}",
+        local.diagnostics
+    );
+    // The data plane's check of the snapshot says the same, naming the resource.
+    let arrival = validate_snapshot(report.snapshot.as_ref().unwrap(), &options, &files);
+    let shown: Vec<String> = arrival.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.iter().any(|d| d.starts_with("Dataflow azure-iot-operations/to-kafka: warning: spec.operations[1].destinationSettings.endpointRef: dataflow \"to-kafka\" is not run by this build")),
+        "{shown:#?}"
+    );
+    // A field path per setting: the tenant of a user-assigned identity.
+    let (_, d) = load_doc("endpoints-mqtt-authentication-user-assigned.yaml");
+    assert!(
+        d.iter().any(|d| !d.is_error()
+            && d.path
+                == "spec.mqttSettings.authentication.userAssignedManagedIdentitySettings.tenantId"
+            && d.message
+                .starts_with("accepted but not acted on by this build")),
+        "{d:#?}"
+    );
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use sluice_config_agent::control::{
-    AgentMessage, Changes, ControlError, DataplaneMessage, FrameDecoder, PROTOCOL_VERSION, Problem,
-    choose_version, read_message, write_message,
+    AgentMessage, Changes, ControlError, DataplaneMessage, FrameDecoder, NotRunning,
+    PROTOCOL_VERSION, Problem, choose_version, read_message, write_message,
 };
 use tracing::{debug, info, warn};
 
@@ -56,6 +56,18 @@ pub(crate) struct NotRunningEntry {
     pub(crate) reason: String,
     /// Whether the data plane tries again (the reason can pass).
     pub(crate) retrying: bool,
+}
+
+impl NotRunningEntry {
+    /// The control protocol's form.
+    fn into_wire(self) -> NotRunning {
+        NotRunning {
+            dataflow: self.dataflow,
+            code: self.code.to_owned(),
+            reason: self.reason,
+            retrying: self.retrying,
+        }
+    }
 }
 
 /// Errors that stop the control server from starting.
@@ -227,12 +239,23 @@ fn converse<A: Applier>(
                 },
                 _ => match a.apply(generation, snapshot) {
                     Ok(changes) => {
-                        for n in a.not_running() {
+                        let not_running = a.not_running();
+                        for n in &not_running {
                             warn!(generation, dataflow = %n.dataflow, code = n.code, retrying = n.retrying, reason = %n.reason, "applied, but the dataflow does not run");
                         }
+                        // Version 1 agents refuse fields they do not know.
+                        let not_running = if version >= 2 {
+                            not_running
+                                .into_iter()
+                                .map(NotRunningEntry::into_wire)
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
                         DataplaneMessage::Applied {
                             generation,
                             changes,
+                            not_running,
                         }
                     }
                     Err(errors) => DataplaneMessage::Rejected { generation, errors },
@@ -285,6 +308,14 @@ mod tests {
                 }])
             }
         }
+        fn not_running(&self) -> Vec<NotRunningEntry> {
+            vec![NotRunningEntry {
+                dataflow: "ns/kafka".into(),
+                code: "endpoint_kind_not_built",
+                reason: "Kafka endpoints are not run".into(),
+                retrying: false,
+            }]
+        }
     }
 
     fn server() -> (tempfile::TempDir, PathBuf) {
@@ -322,7 +353,7 @@ mod tests {
         assert!(matches!(
             send(&mut s, &hello()),
             DataplaneMessage::Welcome {
-                version: 1,
+                version: PROTOCOL_VERSION,
                 generation: None,
                 ..
             }
@@ -331,10 +362,17 @@ mod tests {
             generation,
             snapshot: serde_json::json!({ "ok": ok }),
         };
-        assert!(matches!(
-            send(&mut s, &apply(1, true)),
-            DataplaneMessage::Applied { generation: 1, .. }
-        ));
+        let DataplaneMessage::Applied {
+            generation: 1,
+            not_running,
+            ..
+        } = send(&mut s, &apply(1, true))
+        else {
+            panic!("applied");
+        };
+        assert_eq!(not_running.len(), 1);
+        assert_eq!(not_running[0].dataflow, "ns/kafka");
+        assert_eq!(not_running[0].code, "endpoint_kind_not_built");
         assert!(matches!(
             send(&mut s, &apply(2, false)),
             DataplaneMessage::Rejected { generation: 2, .. }
@@ -352,6 +390,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_version_1_agent_is_not_sent_what_it_does_not_know() {
+        let (_dir, path) = server();
+        let mut s = UnixStream::connect(&path).expect("connect");
+        let hello = AgentMessage::Hello {
+            versions: vec![1],
+            agent: "old".into(),
+        };
+        assert!(matches!(
+            send(&mut s, &hello),
+            DataplaneMessage::Welcome { version: 1, .. }
+        ));
+        let apply = AgentMessage::Apply {
+            generation: 1,
+            snapshot: serde_json::json!({ "ok": true }),
+        };
+        write_message(&mut s, &apply).expect("write");
+        let raw: serde_json::Value = read_message(&mut s, &FrameDecoder::default())
+            .expect("read")
+            .expect("reply");
+        assert_eq!(raw["type"], "Applied");
+        assert!(raw.get("not_running").is_none(), "{raw}");
     }
 
     #[test]
