@@ -30,6 +30,8 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from dataplane import (
     Client,
@@ -298,3 +300,74 @@ def wait_progress(what: str, count: Callable[[], int], target: int) -> None:
         return False
 
     wait_until(what, done, DONE_TIMEOUT_S, 0.2)
+
+
+STEADY_N = 20_000
+
+
+def test_plain_subscriptions_lose_nothing_when_the_source_broker_restarts_mid_publish(
+    sluice: Harness,
+) -> None:
+    """`--shared-subscriptions off`: one core owns the dataflow with a plain subscription, which
+    mosquitto keeps in the persistent session across its own restart (it does not keep shared
+    ones), so what a publisher sends right after the restart, before the data plane is back, is
+    queued for the data plane and arrives. The publisher keeps publishing throughout and
+    reconnects at once, with a persistent session, so it re-sends what the broker had not
+    acknowledged."""
+    src = sluice.mosquitto("src", persistence=True)
+    dst = sluice.mosquitto("dst")
+    config = sluice.tmp / "config"
+    write_manifests(
+        config,
+        [
+            mqtt_endpoint("src", src.host),
+            mqtt_endpoint("dst", dst.host, qos=1, maxInflightMessages=100),
+            profile(),
+            dataflow("bridge", "src", ["factory/#"], "dst", "out/${inputTopic.2}"),
+        ],
+    )
+    dp = sluice.dataplane(cores=2, extra=["--shared-subscriptions", "off"])
+    sluice.agent(config, dp, src.host)
+    dp.wait_connected("bridge", cores=1)
+    assert dp.metrics().value("sluice_dataflow_cores", dataflow=key("bridge")) == 1
+    counter = Counter(STEADY_N)
+    sub = sluice.client(dst.port, "sub", keep_messages=lambda m: m.topic == "out/probe")
+    sub.on_message = counter.on_message
+    sub.subscribe(["out/#"])
+    probe = sluice.client(src.port, "probe", keep_messages=False)
+    probe_until_flowing(probe, sub, "factory/probe/temp", "out/probe")
+    probe.close()
+
+    # A publisher with a persistent session that reconnects by itself, every 50 ms.
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="steady-pub", protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(100)
+    pub.max_queued_messages_set(0)
+    pub.reconnect_delay_set(min_delay=0.05, max_delay=0.05)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    pub.connect("127.0.0.1", src.port, clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props)
+    pub.loop_start()
+    sluice.closers.append(pub.loop_stop)
+    stop = threading.Event()
+    sluice.closers.append(stop.set)
+
+    def publish_all() -> None:
+        for seq in range(STEADY_N):
+            while seq - counter.distinct > 2_000 and not stop.is_set():
+                time.sleep(0.002)
+            if stop.is_set():
+                return
+            pub.publish(f"factory/line{seq % 4}/temp", str(seq), qos=1)
+
+    thread = threading.Thread(target=publish_all, name="steady-publisher", daemon=True)
+    thread.start()
+    wait_until("a third at the destination", lambda: counter.distinct >= STEADY_N // 3, 60, 0.01)
+    status = src.stop()
+    assert status == 0, f"mosquitto exited with {status} on SIGTERM"
+    src.start(keep_port=True)
+    thread.join(DONE_TIMEOUT_S)
+    assert not thread.is_alive(), "the publisher did not finish"
+    wait_progress(f"all {STEADY_N} messages at the destination", lambda: counter.distinct, STEADY_N)
+    assert not counter.missing()
+    assert counter.strays == 0
+    print(f"\nall {STEADY_N} across the source broker's restart; {counter.duplicates} duplicates")

@@ -10,8 +10,6 @@ pub(crate) struct Dirs {
     pub(crate) secrets: Option<PathBuf>,
     /// `<configmaps-dir>/NAME/`.
     pub(crate) configmaps: Option<PathBuf>,
-    /// `<volumes-dir>/NAME/`.
-    pub(crate) volumes: Option<PathBuf>,
 }
 
 /// Where the data plane finds what it needs besides the snapshot.

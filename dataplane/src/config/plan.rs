@@ -273,3 +273,206 @@ pub(crate) fn plan_one(
     plan.route_settings().map_err(invalid)?;
     Ok(Some(plan))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use sluice_config_agent::model::EndpointSpec;
+    use sluice_config_agent::{Options, RealFiles, load_and_validate, validate_snapshot};
+
+    use super::*;
+    use crate::config::environment::Dirs;
+
+    fn docs() -> Vec<PathBuf> {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config-agent/tests/manifests/docs");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("the documentation examples")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Every example from Azure IoT Operations' documentation that `config-agent validate`
+    /// accepts is accepted by the data plane too: its check on arrival finds no error, and its
+    /// endpoint resolves, or is not run for a reason that is not "invalid" (an endpoint kind this
+    /// build does not run, a secret or token it cannot read here).
+    #[test]
+    fn the_data_plane_agrees_with_validate_on_every_documentation_example() {
+        let files = docs();
+        assert!(files.len() >= 40, "{files:?}");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env = Environment {
+            dirs: Dirs {
+                secrets: Some(tmp.path().join("secrets")),
+                configmaps: Some(tmp.path().join("configmaps")),
+            },
+            token_dir: Some(tmp.path().join("tokens")),
+            imds_endpoint: Some("http://127.0.0.1:1".into()),
+            ..Environment::default()
+        };
+        for file in files {
+            let name = file.display().to_string();
+            let report =
+                load_and_validate(&RealFiles, std::slice::from_ref(&file), &Options::default());
+            let snapshot = report
+                .snapshot
+                .unwrap_or_else(|| panic!("{name}: validate refused it"));
+            let on_arrival = validate_snapshot(
+                &snapshot,
+                &Options {
+                    local_broker_host: snapshot.local_broker_host.clone(),
+                    require_local_broker: false,
+                    ..Options::default()
+                },
+                &RealFiles,
+            );
+            let errors: Vec<_> = on_arrival.iter().filter(|d| d.is_error()).collect();
+            assert!(errors.is_empty(), "{name}: {errors:#?}");
+            for endpoint in &snapshot.endpoints {
+                match mqtt_endpoint(&snapshot, endpoint, &env) {
+                    Ok(_) => {}
+                    Err(SkipReason::EndpointKindNotBuilt { .. }) => {
+                        assert!(
+                            !matches!(endpoint.spec, EndpointSpec::Mqtt { .. }),
+                            "{name}"
+                        );
+                    }
+                    Err(
+                        SkipReason::SecretUnreadable { .. } | SkipReason::SettingMissing { .. },
+                    ) => {}
+                    Err(other) => {
+                        panic!("{name}: the data plane refuses what validate accepts: {other}")
+                    }
+                }
+            }
+        }
+    }
+
+    const FLOWS: &str = r#"
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {name: local}
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: 127.0.0.1:1883
+    authentication: {method: Anonymous}
+    tls: {mode: Disabled}
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {name: hub}
+spec:
+  endpointType: Kafka
+  kafkaSettings:
+    host: hub.servicebus.windows.net:9093
+    authentication: {method: SystemAssignedManagedIdentity, systemAssignedManagedIdentitySettings: {}}
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {name: remote}
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: 127.0.0.1:1884
+    authentication:
+      method: UsernamePassword
+      usernamePasswordSettings: {secretRef: login}
+    tls: {mode: Disabled}
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata: {name: bridge}
+spec:
+  operations:
+    - operationType: Source
+      sourceSettings: {endpointRef: local, dataSources: [a/#]}
+    - operationType: Destination
+      destinationSettings: {endpointRef: remote, dataDestination: "b/${inputTopic}"}
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata: {name: to-hub}
+spec:
+  operations:
+    - operationType: Source
+      sourceSettings: {endpointRef: local, dataSources: [a/#]}
+    - operationType: Destination
+      destinationSettings: {endpointRef: hub, dataDestination: telemetry}
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata: {name: off}
+spec:
+  mode: Disabled
+  operations:
+    - operationType: Source
+      sourceSettings: {endpointRef: local, dataSources: [a/#]}
+    - operationType: Destination
+      destinationSettings: {endpointRef: hub, dataDestination: telemetry}
+"#;
+
+    fn flows() -> Snapshot {
+        let mut loaded = sluice_config_agent::Loaded::default();
+        sluice_config_agent::load_str("flows.yaml", FLOWS, &mut loaded);
+        let options = Options {
+            local_broker_host: "127.0.0.1:1883".into(),
+            ..Options::default()
+        };
+        let report = sluice_config_agent::validate_loaded(loaded, &options, &RealFiles);
+        report.snapshot.expect("valid")
+    }
+
+    #[test]
+    fn what_does_not_run_says_why_and_a_disabled_dataflow_is_neither() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env = Environment {
+            dirs: Dirs {
+                secrets: Some(tmp.path().to_owned()),
+                configmaps: None,
+            },
+            cores: 2,
+            ..Environment::default()
+        };
+        let snapshot = flows();
+        let plans = plan(&snapshot, &env);
+        assert!(plans.run.is_empty());
+        let mut skipped: Vec<(&str, &'static str, bool)> = plans
+            .skipped
+            .iter()
+            .map(|s| (s.key.as_str(), s.reason.code(), s.reason.retryable()))
+            .collect();
+        skipped.sort_unstable();
+        assert_eq!(
+            skipped,
+            [
+                ("azure-iot-operations/bridge", "secret_unreadable", true),
+                (
+                    "azure-iot-operations/to-hub",
+                    "endpoint_kind_not_built",
+                    false
+                ),
+            ]
+        );
+        // The secret appears: the bridge can run, on both cores with a shared subscription.
+        std::fs::create_dir(tmp.path().join("login")).expect("mkdir");
+        std::fs::write(tmp.path().join("login/username"), "u\n").expect("write");
+        std::fs::write(tmp.path().join("login/password"), "p\n").expect("write");
+        let plans = plan(&snapshot, &env);
+        assert_eq!(plans.run.len(), 1);
+        let p = &plans.run[0];
+        assert_eq!(p.cores, [0, 1]);
+        assert_eq!(p.subscriptions()[0].filter, "$share/bridge/a/#");
+        // Without shared subscriptions, one core and a plain subscription.
+        let env = Environment {
+            shared_subscriptions: false,
+            ..env
+        };
+        let plans = plan(&snapshot, &env);
+        assert_eq!(plans.run[0].cores, [0]);
+        assert_eq!(plans.run[0].subscriptions()[0].filter, "a/#");
+    }
+}

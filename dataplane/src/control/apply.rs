@@ -12,7 +12,7 @@ use sluice_config_agent::{Options, RealFiles, Snapshot, validate_snapshot};
 use tracing::{info, warn};
 
 use super::server::{Applier, NotRunningEntry};
-use crate::config::environment::{Dirs, Environment};
+use crate::config::environment::Environment;
 use crate::config::plan::{DataflowPlan, Skipped, dataflow_key, plan, plan_one};
 use crate::observe::http::MetricsEndpoint;
 use crate::observe::logs::{LogLevel, most_verbose};
@@ -39,7 +39,6 @@ pub(crate) struct Runner {
 /// The snapshot in force and its generation.
 #[derive(Debug)]
 pub(crate) struct ConfigState {
-    dirs: Dirs,
     generation: Option<u64>,
     snapshot: Option<Snapshot>,
     runner: Option<Runner>,
@@ -51,9 +50,8 @@ pub(crate) struct ConfigState {
 
 impl ConfigState {
     /// No configuration yet; accepted snapshots are only recorded (no runtime).
-    pub(crate) fn new(dirs: Dirs) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            dirs,
             generation: None,
             snapshot: None,
             runner: None,
@@ -64,7 +62,7 @@ impl ConfigState {
 
     /// No configuration yet; accepted snapshots run on `runner`.
     pub(crate) fn with_runner(runner: Runner) -> Self {
-        let mut s = Self::new(runner.env.dirs.clone());
+        let mut s = Self::new();
         s.runner = Some(runner);
         s
     }
@@ -200,14 +198,16 @@ impl ConfigState {
 
     /// The options a snapshot is checked with on arrival: the agent's policy (the local broker
     /// rule, which the agent may relax) was applied before sending, so it is not applied again;
-    /// everything else is, against this process's own folders.
-    fn options(&self, snapshot: &Snapshot) -> Options {
+    /// everything else is, except the files that references resolve to: those are read when
+    /// the dataflows are planned, and one that cannot be read keeps only its dataflow from
+    /// running (retried, as it may appear later) instead of refusing the whole snapshot.
+    fn options(snapshot: &Snapshot) -> Options {
         Options {
             local_broker_host: snapshot.local_broker_host.clone(),
             require_local_broker: false,
-            secrets_dir: self.dirs.secrets.clone(),
-            configmaps_dir: self.dirs.configmaps.clone(),
-            volumes_dir: self.dirs.volumes.clone(),
+            secrets_dir: None,
+            configmaps_dir: None,
+            volumes_dir: None,
         }
     }
 }
@@ -227,7 +227,7 @@ impl Applier for ConfigState {
     }
 
     fn apply(&mut self, generation: u64, snapshot: Snapshot) -> Result<Changes, Vec<Problem>> {
-        let diagnostics = validate_snapshot(&snapshot, &self.options(&snapshot), &RealFiles);
+        let diagnostics = validate_snapshot(&snapshot, &Self::options(&snapshot), &RealFiles);
         let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics.iter().partition(|d| d.is_error());
         for w in &warnings {
             warn!(generation, "snapshot: {w}");

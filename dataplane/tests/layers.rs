@@ -1,0 +1,170 @@
+//! The layering of `dataplane/src`: every `crate::` path in a module (its `use` lines and paths
+//! written inline, comments aside) must point to a module of a lower layer, or to a sibling in
+//! the same folder. The table is docs/architecture.md's ("Layers"); keep the two the same.
+
+use std::path::{Path, PathBuf};
+
+/// Module path prefixes and their layer, lowest first. The longest matching prefix decides.
+const LAYERS: &[(&str, u32)] = &[
+    ("message", 1),
+    ("runtime/sync", 2),
+    ("observe/metrics", 3),
+    ("observe/logs", 3),
+    ("observe/http", 4),
+    ("observe", 4),
+    ("net", 5),
+    ("net/connect", 6),
+    ("secrets", 6),
+    ("mqtt/session", 7),
+    ("transform", 8),
+    ("source", 9),
+    ("sink", 9),
+    ("config", 10),
+    ("sources", 11),
+    ("sinks", 11),
+    ("mqtt/connection", 12),
+    ("mqtt", 12),
+    ("dataflow/core", 13),
+    ("dataflow/task", 14),
+    ("dataflow", 14),
+    ("runtime/commands", 15),
+    ("runtime/supervisor", 16),
+    ("runtime/workers", 17),
+    ("runtime", 17),
+    ("control/server", 18),
+    ("control/apply", 19),
+    ("control", 19),
+    ("cli", 20),
+    ("lib", 21),
+];
+
+/// The layer of a module path such as `config/plan` (longest prefix, on `/` boundaries).
+fn layer(module: &str) -> Option<u32> {
+    LAYERS
+        .iter()
+        .filter(|(prefix, _)| {
+            module == *prefix
+                || module
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|&(_, l)| l)
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `config/plan.rs` -> `config/plan`; `config/mod.rs` -> `config`.
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).expect("under src");
+    let s = rel.with_extension("").to_string_lossy().replace('\\', "/");
+    s.strip_suffix("/mod").map(str::to_owned).unwrap_or(s)
+}
+
+/// Every `crate::a::b` path in `line` outside a comment, as `a/b` (module part only: the
+/// segments that start with a lower-case letter).
+fn crate_paths(line: &str) -> Vec<String> {
+    let code = line.split("//").next().unwrap_or("");
+    let mut out = Vec::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        let before = rest[..i].chars().last();
+        rest = &rest[i + "crate::".len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue; // `sluice_crate::`, not ours
+        }
+        let segments: Vec<&str> = rest
+            .split("::")
+            .map(|s| {
+                s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")
+            })
+            .take_while(|s| s.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+            .collect();
+        if !segments.is_empty() {
+            out.push(segments.join("/"));
+        }
+    }
+    out
+}
+
+/// The folder a module belongs to (`config/plan` -> `config`; `message` -> ``).
+fn folder(module: &str) -> &str {
+    module.rsplit_once('/').map_or("", |(f, _)| f)
+}
+
+#[test]
+fn every_module_has_a_layer() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    for f in &files {
+        let m = module_of(f);
+        assert!(layer(&m).is_some(), "{m} has no layer in LAYERS");
+    }
+}
+
+#[test]
+fn imports_point_down_only() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut wrong = Vec::new();
+    for f in &files {
+        let from = module_of(f);
+        let from_layer = layer(&from).expect("a layer");
+        let text = std::fs::read_to_string(f).expect("read");
+        for (n, line) in text.lines().enumerate() {
+            for to in crate_paths(line) {
+                let Some(to_layer) = layer(&to) else {
+                    wrong.push(format!("{from}:{}: {to} has no layer", n + 1));
+                    continue;
+                };
+                let sibling = !folder(&from).is_empty()
+                    && (to.starts_with(&format!("{}/", folder(&from))) || to == folder(&from));
+                if to_layer >= from_layer && !sibling {
+                    wrong.push(format!(
+                        "{from}:{} (layer {from_layer}) uses {to} (layer {to_layer})",
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports that point up:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_what_it_must() {
+    assert_eq!(
+        crate_paths("use crate::config::plan::{DataflowPlan, Plans};"),
+        ["config/plan"]
+    );
+    assert_eq!(
+        crate_paths("    let x = crate::message::Side::Source; // crate::cli"),
+        ["message"]
+    );
+    assert!(crate_paths("use sluice_crate::x;").is_empty());
+    assert!(crate_paths("/// see [`crate::sink::Sink`]").is_empty());
+    assert_eq!(layer("runtime/sync"), Some(2));
+    assert_eq!(layer("runtime/workers"), Some(17));
+    assert_eq!(layer("sinks/mqtt"), Some(11));
+    assert_eq!(layer("sink"), Some(9));
+    assert_eq!(layer("nowhere"), None);
+}
