@@ -1,6 +1,6 @@
 //! Sluice's configuration side: the Azure IoT Operations dataflow resources (`DataflowEndpoint`,
 //! `Dataflow`, `DataflowProfile`), their validation, and the control protocol spoken with the
-//! data plane. See ARCHITECTURE.md ("Resources", "Control protocol") and docs/configuration.md.
+//! data plane. See docs/architecture.md, docs/configuration.md and docs/control-protocol.md.
 //!
 //! The pipeline, all pure except for reading through [`Files`]:
 //! [`load_paths`] (YAML with positions, [`yaml`]; decoding into the typed [`model`] with every

@@ -1,7 +1,6 @@
 //! Writes the seed corpus `fuzz/seeds/<target>/` from the sample captures (`samples/*.bin`, split
 //! into frames with the codec) and from the hex frames of the mqtt-packet fixtures
-//! (`tests/vectors/mqtt-packet/fixtures.json`, else `../shared/vectors/mqtt-packet/fixtures.json`,
-//! or the path in `SLUICE_FIXTURES`).
+//! (`tests/vectors/mqtt-packet/fixtures.json`, or the path in `SLUICE_FIXTURES`).
 //!
 //! Each seed is the selector byte of `sluice_codec_fuzz::codec_for` followed by:
 //! - one frame: to keep the set small (a few dozen files), one per target, codec and packet type,
@@ -253,14 +252,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let fuzz_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The copy in the repository when there is one, else the shared vectors beside it.
     let fixtures = std::env::var_os("SLUICE_FIXTURES").map_or_else(
-        || {
-            let in_repo = fuzz_dir.join("../tests/vectors/mqtt-packet/fixtures.json");
-            if in_repo.exists() {
-                in_repo
-            } else {
-                fuzz_dir.join("../../shared/vectors/mqtt-packet/fixtures.json")
-            }
-        },
+        || fuzz_dir.join("../tests/vectors/mqtt-packet/fixtures.json"),
         PathBuf::from,
     );
     let mut seeds = Seeds::default();

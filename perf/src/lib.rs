@@ -1,4 +1,4 @@
-//! Sluice's performance tooling (see ARCHITECTURE.md, "Where the time goes", and
+//! Sluice's performance tooling (see docs/architecture.md, "Where the time goes", and
 //! `perf/README.md`):
 //!
 //! - [`replay`]: the replay broker, a minimal MQTT server that streams pre-encoded PUBLISH

@@ -1,4 +1,4 @@
-"""Nothing acknowledged is lost when a process dies mid-stream (ARCHITECTURE.md, principle 1).
+"""Nothing acknowledged is lost when a process dies mid-stream (docs/architecture.md, principle 1).
 
 100,000 QoS 1 messages (their sequence number is the payload) go from a source mosquitto through
 `dataplane --cores 2` to a destination mosquitto, where an independent paho-mqtt subscriber

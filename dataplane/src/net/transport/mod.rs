@@ -7,7 +7,7 @@
 //! ```
 //!
 //! with either layer optional, and the rustls client configuration built from an endpoint's files
-//! ([`client_config`], [`ca_files_in`]). Sans-IO (ARCHITECTURE.md principle 5): no sockets and
+//! ([`client_config`], [`ca_files_in`]). Sans-IO (docs/architecture.md, principle 5): no sockets and
 //! no clock. The I/O task reads the socket into a buffer and hands it to [`Transport::read`],
 //! which appends MQTT bytes for the session; it gives the session's bytes to
 //! [`Transport::write`] and writes what [`Transport::poll_write`] produces. Timeouts (for the
