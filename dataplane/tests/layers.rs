@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("runtime/sync", 2),
     ("observe/metrics", 3),
     ("observe/logs", 3),
+    ("observe/prometheus", 4),
     ("observe/http", 4),
     ("observe", 4),
     ("net", 5),

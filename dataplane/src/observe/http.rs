@@ -1,6 +1,6 @@
 //! A small blocking HTTP/1.1 server on `std` for the data plane's observability endpoints:
 //!
-//! - `GET /metrics`: [`Registry::render`] as `text/plain; version=0.0.4` (Prometheus text format);
+//! - `GET /metrics`: [`super::prometheus::render`] as `text/plain; version=0.0.4` (Prometheus text format);
 //! - `GET /healthz`: `200 ok` while the process runs (liveness);
 //! - `GET /readyz`: `200 ready`, or `503` with [`Registry::not_ready_reasons`], one per line
 //!   (readiness).
@@ -528,7 +528,7 @@ fn route(request: &Request<'_>, registry: &Registry) -> Response {
     match request.path {
         "/metrics" => {
             let mut body = String::with_capacity(16 * 1024);
-            registry.render(&mut body);
+            super::prometheus::render(registry, &mut body);
             Response {
                 status: 200,
                 content_type: METRICS_CONTENT_TYPE,

@@ -1,6 +1,6 @@
-//! Counters, gauges and the acknowledgement-latency histogram of the data plane, and their
-//! rendering in the Prometheus text exposition format 0.0.4. Served over HTTP by
-//! [`crate::http`]; this module does no I/O.
+//! Counters, gauges and the acknowledgement-latency histogram of the data plane, and readiness.
+//! Rendered in the Prometheus text format by [`super::prometheus`] and served over HTTP by
+//! [`super::http`]; this module does no I/O.
 //!
 //! # Layout: one block per (dataflow, core), one writer each
 //!
@@ -19,7 +19,7 @@
 //!
 //! # Aggregation and series lifetime
 //!
-//! [`Registry::render`] sums every metric per dataflow over its cores, so the label set is only
+//! A scrape ([`Registry::scrape`]) sums every metric per dataflow over its cores, so the label set is only
 //! `dataflow` (plus `reason` or `side` where stated). When a block is replaced or unregistered,
 //! its counters are folded into a per-dataflow remainder, so a dataflow's counters never go down
 //! while any of its cores is registered (an increment made through the old `Arc` after that is
@@ -47,7 +47,6 @@
 //! | `sluice_ack_latency_seconds` | histogram | `dataflow`; buckets [`LATENCY_BUCKETS_SECONDS`] |
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -227,7 +226,7 @@ impl DataflowMetrics {
 }
 
 /// A dataflow's metrics summed over its cores, as [`Registry::totals`] returns and
-/// [`Registry::render`] prints them.
+/// a scrape prints them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Totals {
     /// Cores the dataflow is registered on.
@@ -357,7 +356,7 @@ impl Registry {
     }
 
     /// Removes `dataflow`'s block on `core`, if any. When it was the dataflow's last, the
-    /// dataflow's series disappear from [`render`](Self::render).
+    /// dataflow's series disappear from a scrape.
     pub(crate) fn unregister(&self, dataflow: &str, core: usize) {
         let mut map = self.lock();
         let Some(entry) = map.get_mut(dataflow) else {
@@ -465,249 +464,32 @@ impl Registry {
         self.lock().get(dataflow).map(Entry::totals)
     }
 
-    /// Appends every metric to `out` in the Prometheus text exposition format, version 0.0.4
-    /// (served as `text/plain; version=0.0.4`), summed per dataflow over cores, dataflows sorted
-    /// by name.
-    pub(crate) fn render(&self, out: &mut String) {
-        // Sum under the lock, print without it.
-        let dataflows: Vec<(String, Totals)> = self
+    /// Everything a scrape shows: whether the snapshot is in force, each dataflow's totals
+    /// (summed over its cores, sorted by name) and the dataflows that do not run. Summed under
+    /// the lock; rendering happens without it.
+    pub(crate) fn scrape(&self) -> Scrape {
+        let dataflows = self
             .lock()
             .iter()
             .map(|(name, entry)| (name.clone(), entry.totals()))
             .collect();
-
-        family(out, &UP);
-        sample(out, UP.name, &[], 1);
-        family(out, &SNAPSHOT_APPLIED);
-        sample(
-            out,
-            SNAPSHOT_APPLIED.name,
-            &[],
-            u8::from(self.snapshot_applied()),
-        );
-
-        family(out, &RUNNING);
-        let not_running = self.not_running_dataflows();
-        let mut running: Vec<(&str, u8)> = dataflows
-            .iter()
-            .map(|(df, _)| (df.as_str(), 1))
-            .chain(not_running.iter().map(|(df, _, _)| (df.as_str(), 0)))
-            .collect();
-        running.sort_unstable();
-        running.dedup_by_key(|(df, _)| *df);
-        for (df, up) in running {
-            sample(out, RUNNING.name, &[("dataflow", df)], up);
-        }
-
-        for (f, value) in PER_DATAFLOW {
-            family(out, &f);
-            for (df, t) in &dataflows {
-                sample(out, f.name, &[("dataflow", df.as_str())], value(t));
-            }
-        }
-
-        family(out, &DROPPED);
-        for (df, t) in &dataflows {
-            for &reason in DropReason::ALL {
-                let n = t.dropped_for(reason);
-                if n > 0 {
-                    let labels = [("dataflow", df.as_str()), ("reason", reason.as_str())];
-                    sample(out, DROPPED.name, &labels, n);
-                }
-            }
-        }
-
-        for (f, value) in PER_SIDE {
-            family(out, &f);
-            for (df, t) in &dataflows {
-                for side in Side::ALL {
-                    let labels = [("dataflow", df.as_str()), ("side", side.as_str())];
-                    sample(out, f.name, &labels, value(t, side));
-                }
-            }
-        }
-
-        family(out, &ACK_LATENCY);
-        for (df, t) in &dataflows {
-            let mut cumulative = 0;
-            for (i, n) in t.ack_latency_buckets.iter().enumerate() {
-                cumulative += n;
-                let le = match LATENCY_BUCKETS_SECONDS.get(i) {
-                    Some(bound) => bound.to_string(),
-                    None => "+Inf".to_owned(),
-                };
-                let labels = [("dataflow", df.as_str()), ("le", &le)];
-                sample(
-                    out,
-                    "sluice_ack_latency_seconds_bucket",
-                    &labels,
-                    cumulative,
-                );
-            }
-            let labels = [("dataflow", df.as_str())];
-            let sum = t.ack_latency_sum_seconds;
-            sample(out, "sluice_ack_latency_seconds_sum", &labels, sum);
-            sample(out, "sluice_ack_latency_seconds_count", &labels, cumulative);
+        Scrape {
+            snapshot_applied: self.snapshot_applied(),
+            dataflows,
+            not_running: self.not_running_dataflows(),
         }
     }
 }
 
-/// A metric family's name, type and help text.
-#[derive(Debug, Clone, Copy)]
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-}
-
-const UP: Family = Family {
-    name: "sluice_up",
-    kind: "gauge",
-    help: "1 while the data plane runs.",
-};
-const SNAPSHOT_APPLIED: Family = Family {
-    name: "sluice_snapshot_applied",
-    kind: "gauge",
-    help: "1 when the latest configuration snapshot from the agent is in force.",
-};
-const RUNNING: Family = Family {
-    name: "sluice_dataflow_running",
-    kind: "gauge",
-    help: "1 while the dataflow runs on at least one core, 0 when it does not run (see /readyz for why).",
-};
-const DROPPED: Family = Family {
-    name: "sluice_messages_dropped_total",
-    kind: "counter",
-    help: "Messages dropped on purpose, by reason.",
-};
-const ACK_LATENCY: Family = Family {
-    name: "sluice_ack_latency_seconds",
-    kind: "histogram",
-    help: "Time from receiving a message to acknowledging it to the source.",
-};
-
-/// Reads one value of a dataflow's totals.
-type Value = fn(&Totals) -> u64;
-/// Reads one value of a dataflow's totals for a side.
-type SideValue = fn(&Totals, Side) -> u64;
-
-/// Families with one sample per dataflow.
-const PER_DATAFLOW: [(Family, Value); 7] = [
-    (
-        Family {
-            name: "sluice_dataflow_cores",
-            kind: "gauge",
-            help: "Cores the dataflow runs on.",
-        },
-        |t| t.cores,
-    ),
-    (
-        Family {
-            name: "sluice_messages_received_total",
-            kind: "counter",
-            help: "Messages received from the source.",
-        },
-        |t| t.messages_received,
-    ),
-    (
-        Family {
-            name: "sluice_bytes_received_total",
-            kind: "counter",
-            help: "Payload bytes received from the source.",
-        },
-        |t| t.bytes_received,
-    ),
-    (
-        Family {
-            name: "sluice_messages_forwarded_total",
-            kind: "counter",
-            help: "Messages acknowledged by the destination.",
-        },
-        |t| t.messages_forwarded,
-    ),
-    (
-        Family {
-            name: "sluice_bytes_forwarded_total",
-            kind: "counter",
-            help: "Payload bytes acknowledged by the destination.",
-        },
-        |t| t.bytes_forwarded,
-    ),
-    (
-        Family {
-            name: "sluice_messages_in_flight",
-            kind: "gauge",
-            help: "Messages received and not yet acknowledged to the source.",
-        },
-        |t| t.in_flight,
-    ),
-    (
-        Family {
-            name: "sluice_receive_maximum_overruns_total",
-            kind: "counter",
-            help: "QoS 1 messages the source broker sent beyond our Receive Maximum (accepted).",
-        },
-        |t| t.receive_maximum_overruns,
-    ),
-];
-
-/// Families with one sample per dataflow and side.
-const PER_SIDE: [(Family, SideValue); 2] = [
-    (
-        Family {
-            name: "sluice_reconnects_total",
-            kind: "counter",
-            help: "Reconnections after the first connection, by side.",
-        },
-        Totals::reconnects,
-    ),
-    (
-        Family {
-            name: "sluice_session_connected",
-            kind: "gauge",
-            help: "Cores whose session to that side is up.",
-        },
-        Totals::connected_cores,
-    ),
-];
-
-/// `# HELP` and `# TYPE` lines. Help texts hold no backslash or line feed, so need no escaping.
-fn family(out: &mut String, f: &Family) {
-    debug_assert!(!f.help.contains(['\\', '\n']));
-    let Family { name, kind, help } = *f;
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-}
-
-/// One sample line, label values escaped.
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (label, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(label);
-            out.push_str("=\"");
-            escape_label_value(out, value);
-            out.push('"');
-        }
-        out.push('}');
-    }
-    let _ = writeln!(out, " {value}");
-}
-
-/// Appends `value` escaped as a label value of the text format: backslash, double quote and line
-/// feed become `\\`, `\"` and `\n`.
-pub(crate) fn escape_label_value(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+/// What one scrape of the [`Registry`] shows (see [`Registry::scrape`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Scrape {
+    /// The latest snapshot is in force.
+    pub(crate) snapshot_applied: bool,
+    /// Each registered dataflow's totals, sorted by name.
+    pub(crate) dataflows: Vec<(String, Totals)>,
+    /// The dataflows that do not run: name, code, reason.
+    pub(crate) not_running: Vec<(String, &'static str, String)>,
 }
 
 #[cfg(test)]
@@ -816,7 +598,7 @@ mod tests {
 
     fn rendered(registry: &Registry) -> Vec<Sample> {
         let mut out = String::new();
-        registry.render(&mut out);
+        crate::observe::prometheus::render(registry, &mut out);
         parse(&out)
     }
 
@@ -964,7 +746,7 @@ mod tests {
         c1.on_acked(Duration::MAX); // +Inf, saturated
 
         let mut text = String::new();
-        r.render(&mut text);
+        crate::observe::prometheus::render(&r, &mut text);
         let s = parse(&text);
         let bucket = |le| {
             value(
@@ -1020,7 +802,7 @@ mod tests {
         let name = "we\"ird\\name\nx";
         r.register(name, 0).on_received(7);
         let mut text = String::new();
-        r.render(&mut text);
+        crate::observe::prometheus::render(&r, &mut text);
         assert!(
             text.contains(r#"sluice_bytes_received_total{dataflow="we\"ird\\name\nx"} 7"#),
             "{text}"
@@ -1061,7 +843,7 @@ mod tests {
         r.unregister("df", 0);
         assert!(r.totals("df").is_none());
         let mut text = String::new();
-        r.render(&mut text);
+        crate::observe::prometheus::render(&r, &mut text);
         assert!(!text.contains("dataflow=\"df\""), "{text}");
         // HELP and TYPE stay; the text still parses.
         parse(&text);
@@ -1114,7 +896,7 @@ mod tests {
         r.set_snapshot_applied(false);
         assert!(!r.ready());
         let mut text = String::new();
-        r.render(&mut text);
+        crate::observe::prometheus::render(&r, &mut text);
         assert!(text.contains("\nsluice_snapshot_applied 0\n"));
     }
 
@@ -1131,7 +913,7 @@ mod tests {
         // Reading while the writer runs never sees a histogram count off its +Inf bucket.
         for _ in 0..100 {
             let mut text = String::new();
-            r.render(&mut text);
+            crate::observe::prometheus::render(&r, &mut text);
             let s = parse(&text);
             let df = [("dataflow", "df")];
             let count = value(&s, "sluice_ack_latency_seconds_count", &df);
