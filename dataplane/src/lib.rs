@@ -6,14 +6,14 @@
 //!
 //! | stage | module | what happens |
 //! |---|---|---|
-//! | bytes off the socket | [`mqtt::connection`] | read into the connection's buffer (through TLS, WebSocket) |
-//! | frames | [`mqtt::session`] | decoded in place; a PUBLISH and its `AckToken` |
-//! | message | [`sources::mqtt`] | a carrier-neutral [`message::Message`] of the frame's slices |
-//! | hold | [`dataflow::core`] | routed, held by ticket, backpressure |
-//! | route | [`transform::route`] | destination topic, properties, expiry, CloudEvents |
-//! | publish | [`sinks::mqtt`] | a PUBLISH to the destination session, written with vectored writes |
-//! | outcome | [`sinks::mqtt`] | PUBACK from the destination: `Delivered`, `Refused`, `Retry` |
-//! | acknowledge | [`dataflow::core`] then [`sources::mqtt`] | PUBACK to the source, in receive order |
+//! | bytes off the socket | `mqtt::connection` | read into the connection's buffer (through TLS, WebSocket) |
+//! | frames | `mqtt::session` | decoded in place; a PUBLISH and its `AckToken` |
+//! | message | `sources::mqtt` | a carrier-neutral `message::Message` of the frame's slices |
+//! | hold | `dataflow::core` | routed, held by ticket, backpressure |
+//! | route | `transform::route` | destination topic, properties, expiry, CloudEvents |
+//! | publish | `sinks::mqtt` | a PUBLISH to the destination session, written with vectored writes |
+//! | outcome | `sinks::mqtt` | PUBACK from the destination: `Delivered`, `Refused`, `Retry` |
+//! | acknowledge | `dataflow::core` then `sources::mqtt` | PUBACK to the source, in receive order |
 //!
 //! Modules import only those below them in docs/architecture.md's layer table
 //! (`tests/layers.rs` checks it).

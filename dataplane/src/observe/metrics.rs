@@ -186,7 +186,7 @@ impl DataflowMetrics {
     }
 
     /// Whether `side`'s session is up. Both sides of every block must be up for
-    /// [`Registry::ready`]; a destination without a session (Parquet) is up once it can write.
+    /// `Registry::ready`; a destination without a session (Parquet) is up once it can write.
     #[inline]
     pub(crate) fn set_connected(&self, side: Side, up: bool) {
         self.connected[side.index()].store(up, Relaxed);
@@ -225,7 +225,7 @@ impl DataflowMetrics {
     }
 }
 
-/// A dataflow's metrics summed over its cores, as [`Registry::totals`] returns and
+/// A dataflow's metrics summed over its cores, as `Registry::totals` returns and
 /// a scrape prints them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Totals {
@@ -428,7 +428,7 @@ impl Registry {
             })
     }
 
-    /// Why [`ready`](Self::ready) is false, one line each, e.g.
+    /// Why `ready` is false, one line each, e.g.
     /// `dataflow X core 1: source not connected`; empty when ready.
     #[must_use]
     pub(crate) fn not_ready_reasons(&self) -> Vec<String> {

@@ -12,7 +12,7 @@
 //!   and there is no level 3. Between them the topic is split on every `/`, as MQTT does, so an
 //!   empty level counts: in `a//b` level 2 is empty and level 3 is `b`;
 //! - a placeholder that cannot be resolved (`${inputTopic.5}` of a three-level topic) drops the
-//!   message ([`DropReason::UnresolvedTopic`]), as does a result that is not a valid topic name
+//!   message (`DropReason::UnresolvedTopic`), as does a result that is not a valid topic name
 //!   (empty, longer than 65,535 bytes, or holding `+` or `#`) and a source topic that is empty
 //!   (a 5.0 Topic Alias that the session did not resolve);
 //! - `$inputTopic` without braces is literal text (`$`, `{` and `}` are valid in topic names).
