@@ -623,34 +623,19 @@ fn linger_close(mut stream: TcpStream) {
 }
 
 /// `t` as an HTTP date (IMF-fixdate, RFC 9110 section 5.6.7), e.g.
-/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// `Sun, 06 Nov 1994 08:49:37 GMT`. Before 1970 it is the epoch; past jiff's last instant
+/// (9999-12-30T22:00:00Z), that instant.
 fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, eras of 400 years).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-    )
+    let at = jiff::Timestamp::try_from(t).unwrap_or(if t < SystemTime::UNIX_EPOCH {
+        jiff::Timestamp::UNIX_EPOCH
+    } else {
+        jiff::Timestamp::MAX
+    });
+    let at = at.max(jiff::Timestamp::UNIX_EPOCH);
+    let mut out = String::with_capacity(29);
+    // Only years below 0 cannot be written, and `at` is not before 1970.
+    let _ = jiff::fmt::rfc2822::DateTimePrinter::new().print_timestamp_rfc9110(&at, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -951,5 +936,10 @@ mod tests {
         assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(at(1_709_251_199), "Thu, 29 Feb 2024 23:59:59 GMT");
         assert_eq!(at(4_102_444_800), "Fri, 01 Jan 2100 00:00:00 GMT");
+        assert_eq!(at(u64::MAX / 2), "Thu, 30 Dec 9999 22:00:00 GMT");
+        assert_eq!(
+            http_date(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
     }
 }
