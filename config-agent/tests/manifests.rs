@@ -215,7 +215,7 @@ const INVALID: &[(&str, &[(&str, &str)])] = &[
         "host-bad-port.yaml",
         &[(
             "spec.mqttSettings.host",
-            "\"99999\" is not a port: expected 1 to 65535",
+            "address \"mosquitto:99999\": the port is not a number from 1 to 65535",
         )],
     ),
     (
