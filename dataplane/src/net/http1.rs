@@ -8,8 +8,8 @@
 //! headers mean are for the callers; lines may end in `\r\n` or a bare `\n`, and empty lines
 //! before the start line are skipped (RFC 9112 section 2.2).
 //!
-//! Memory: a head holds at most [`MAX_HEADERS`] header fields, as slices of the caller's buffer
-//! in a fixed array (no allocation); its size in bytes is bounded by the caller's limit.
+//! Memory: a head holds at most `MAX_HEADERS` (64) header fields, as slices of the caller's
+//! buffer in a fixed array (no allocation); its size in bytes is bounded by the caller's limit.
 
 /// The most header fields a head may have; more is [`Http1Error::TooManyHeaders`].
 pub(crate) const MAX_HEADERS: usize = 64;
@@ -23,10 +23,10 @@ pub enum Http1Error {
         /// The limit, bytes.
         limit: usize,
     },
-    /// More header fields than [`MAX_HEADERS`].
+    /// More header fields than `MAX_HEADERS` (64).
     #[error("more than {limit} header fields")]
     TooManyHeaders {
-        /// [`MAX_HEADERS`].
+        /// `MAX_HEADERS`.
         limit: usize,
     },
     /// The version is `HTTP/` something other than `1.0` or `1.1`.
