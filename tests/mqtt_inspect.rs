@@ -158,12 +158,59 @@ fn truncated_input_and_bad_hex_fail() {
 fn usage_errors_exit_2() {
     let (code, _, err) = inspect(&["--protocol", "3"], b"");
     assert_eq!(code, 2);
-    assert!(err.contains("--protocol must be 4 or 5"), "{err}");
+    assert!(err.contains("invalid value '3' for '--protocol"), "{err}");
+    assert!(
+        err.contains("must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)"),
+        "{err}"
+    );
     let (code, _, err) = inspect(&["--bogus"], b"");
     assert_eq!(code, 2);
-    assert!(err.contains("unknown option"), "{err}");
+    assert!(err.contains("unexpected argument '--bogus'"), "{err}");
+    let (code, _, err) = inspect(&["--direction", "sideways"], b"");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("to-server") && err.contains("to-client"),
+        "{err}"
+    );
+    let (code, _, err) = inspect(&["--max-packet-size", "big"], b"");
+    assert_eq!(code, 2);
+    assert!(err.contains("--max-packet-size"), "{err}");
+    let (code, _, err) = inspect(&["a.bin", "b.bin"], b"");
+    assert_eq!(code, 2);
+    assert!(err.contains("unexpected argument 'b.bin'"), "{err}");
     let (code, _, _) = inspect(&["/nonexistent/capture.bin"], b"");
     assert_eq!(code, 2);
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt-inspect"))
+        .arg("--version")
+        .output()
+        .expect("mqtt-inspect runs");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("mqtt-inspect {}", env!("CARGO_PKG_VERSION"))
+    );
+    for flag in ["--help", "-h"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mqtt-inspect"))
+            .arg(flag)
+            .output()
+            .expect("mqtt-inspect runs");
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for option in [
+            "--protocol",
+            "--direction",
+            "--raw",
+            "--max-packet-size",
+            "[FILE]",
+        ] {
+            assert!(text.contains(option), "{flag}: {option} in {text}");
+        }
+    }
 }
 
 #[test]

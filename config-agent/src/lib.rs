@@ -10,6 +10,7 @@
 //! snapshot it receives with [`validate_snapshot`], and tells what changed with
 //! [`Snapshot::changes`].
 
+pub mod address;
 pub mod cli;
 pub mod control;
 pub mod decode;

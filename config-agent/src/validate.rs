@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_codec::topic::{validate_topic_filter, validate_topic_name};
 
+use crate::address::{Address, parse_address};
 use crate::decode::{LoadedResource, Origin};
 use crate::diag::{Diagnostic, has_errors, one_of, suggestion};
 use crate::files::Files;
@@ -318,38 +319,25 @@ fn check_names(c: &mut Checker<'_>, kind: Kind, list: &[&Metadata]) {
     }
 }
 
-/// Splits `host:port`; the port must be 1 to 65535. `allow_path`: a WebSockets URL path after
-/// the port (`host:443/mqtt`).
+/// Checks `host:port[/path]` with [`crate::address::parse_address`], the parser the data plane
+/// connects with; here the port is required (AIO writes it). `allow_path`: a WebSockets request
+/// path after the port (`host:443/mqtt`).
 fn check_host_port(host: &str, allow_path: bool, example_port: u16) -> Result<(), String> {
-    let host_port = match host.split_once('/') {
-        Some((hp, _)) if allow_path => hp,
-        Some(_) => {
-            return Err(format!(
-                "\"{host}\" has a path; only WebSockets endpoints take one"
-            ));
-        }
-        None => host,
-    };
-    let Some((name, port)) = host_port.rsplit_once(':') else {
+    let address = parse_address(host, allow_path).map_err(|e| e.to_string())?;
+    if address.port.is_none() {
         return Err(format!(
-            "\"{host}\" has no port: expected host:port, e.g. \"{host}:{example_port}\""
+            "\"{host}\" has no port: expected host:port, e.g. \"{}{}\"",
+            Address::authority(address.host, example_port),
+            address.path.unwrap_or_default()
         ));
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return Err(format!("\"{host}\" has no valid host name before the port"));
     }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("\"{port}\" is not a port: expected 1 to 65535")),
-    }
+    Ok(())
 }
 
 /// The host name of `host:port[/path]`, lower-cased.
 fn host_name(host: &str) -> String {
-    let hp = host.split('/').next().unwrap_or(host);
-    hp.rsplit_once(':')
-        .map_or(hp, |(n, _)| n)
+    parse_address(host, true)
+        .map_or(host, |a| a.host)
         .to_ascii_lowercase()
 }
 
@@ -1108,6 +1096,19 @@ mod tests {
         assert!(check_host_port("h:70000", false, 1883).is_err());
         assert!(check_host_port("eg.eventgrid.azure.net:443/mqtt", true, 1883).is_ok());
         assert!(check_host_port("eg.eventgrid.azure.net:443/mqtt", false, 1883).is_err());
+        // What the data plane cannot connect to does not validate.
+        assert!(check_host_port("a:b:c", false, 1883).is_err());
+        assert!(check_host_port("bad host:1", false, 1883).is_err());
+        assert!(check_host_port("h:443/a b", true, 1883).is_err());
+        assert_eq!(
+            check_host_port("h/mqtt", true, 443).unwrap_err(),
+            "\"h/mqtt\" has no port: expected host:port, e.g. \"h:443/mqtt\""
+        );
+        assert_eq!(
+            host_name("EG.eventgrid.azure.net:443/mqtt"),
+            "eg.eventgrid.azure.net"
+        );
+        assert_eq!(host_name("[::1]:443/mqtt"), "::1");
         assert!(is_dns_label("kafka-out"));
         assert!(!is_dns_label("Kafka"));
         assert!(!is_dns_label("-a"));

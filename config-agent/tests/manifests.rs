@@ -18,9 +18,9 @@ fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests")
 }
 
-const CERT: &str =
-    "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydA==\n-----END CERTIFICATE-----\n";
-const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+/// The outline of a certificate and of a PKCS #8 key (empty parts): what validation checks.
+const CERT: &str = "-----BEGIN CERTIFICATE-----\nMAcwADAAAwEA\n-----END CERTIFICATE-----\n";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMAcCAQAwAAQA\n-----END PRIVATE KEY-----\n";
 
 /// The secrets, ConfigMaps and volumes the invalid corpus refers to, in memory, with the
 /// manifests themselves read from disk.
@@ -215,7 +215,7 @@ const INVALID: &[(&str, &[(&str, &str)])] = &[
         "host-bad-port.yaml",
         &[(
             "spec.mqttSettings.host",
-            "\"99999\" is not a port: expected 1 to 65535",
+            "address \"mosquitto:99999\": the port is not a number from 1 to 65535",
         )],
     ),
     (

@@ -9,105 +9,74 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
+use clap::{Parser, ValueEnum};
 use serde_json::{Map, Value, json};
 use sluice_codec::{
     AckProperties, ByteStr, Codec, DecodeError, Packet, ProtocolVersion, ReasonCode, Role,
     UserProperties,
 };
 
-const USAGE: &str = "\
-usage: mqtt-inspect [--protocol 4|5] [--direction to-client|to-server] [--raw]
-                    [--max-packet-size BYTES] [FILE]
-
-Decodes MQTT control packets and prints one JSON object per frame.
-
-  --protocol 4|5        protocol level: 4 = MQTT 3.1.1, 5 = MQTT 5.0 (default 5;
-                        without it a CONNECT's own protocol level is used)
-  --direction D         to-server: packets a client sends (CONNECT, SUBSCRIBE, ...);
-                        to-client: packets a server sends (CONNACK, SUBACK, ...)
-                        (default to-server)
-  --raw                 input is a raw byte stream; otherwise hex, one or more
-                        frames per line (whitespace, ':', ',' and 0x prefixes
-                        ignored; '#' starts a comment)
-  --max-packet-size N   refuse frames longer than N bytes (default: no limit
-                        beyond the protocol's 268435460)
-  FILE                  input file; '-' or absent reads standard input
-
-Exit status: 0 if every frame decoded, 1 if any failed, 2 on a usage error.";
-
+/// Decodes MQTT control packets and prints one JSON object per frame.
+#[derive(Debug, Parser)]
+#[command(name = "mqtt-inspect", version)]
+#[command(
+    after_help = "Exit status: 0 if every frame decoded, 1 if any failed, 2 on a usage error."
+)]
 struct Options {
-    version: ProtocolVersion,
-    /// Whether --protocol was given; if not, a CONNECT's protocol level is taken.
-    version_given: bool,
-    role: Role,
+    /// Protocol level: 4 = MQTT 3.1.1, 5 = MQTT 5.0 (also 3.1.1 and 5.0) [default: 5; without
+    /// it a CONNECT's own protocol level is used]
+    #[arg(short, long, value_name = "4|5", value_parser = parse_protocol)]
+    protocol: Option<ProtocolVersion>,
+    /// Which side's packets the input holds
+    #[arg(short, long, value_enum, default_value_t = Direction::ToServer)]
+    direction: Direction,
+    /// Input is a raw byte stream; otherwise hex, one or more frames per line (whitespace, ':',
+    /// ',' and 0x prefixes ignored; '#' starts a comment)
+    #[arg(long)]
     raw: bool,
+    /// Refuse frames longer than this [default: no limit beyond the protocol's 268435460]
+    #[arg(long, value_name = "BYTES")]
     max_packet_size: Option<u32>,
+    /// Input file; '-' or absent reads standard input
+    #[arg(value_name = "FILE")]
     input: Option<String>,
 }
 
-fn parse_args() -> Result<Options> {
-    let mut o = Options {
-        version: ProtocolVersion::V5,
-        version_given: false,
-        role: Role::Server,
-        raw: false,
-        max_packet_size: None,
-        input: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--protocol" | "-p" => {
-                o.version = match value("--protocol")?.as_str() {
-                    "4" | "3.1.1" => ProtocolVersion::V311,
-                    "5" | "5.0" => ProtocolVersion::V5,
-                    v => bail!("--protocol must be 4 or 5, not {v:?}"),
-                };
-                o.version_given = true;
-            }
-            "--direction" | "-d" => {
-                o.role = match value("--direction")?.as_str() {
-                    "to-server" => Role::Server,
-                    "to-client" => Role::Client,
-                    v => bail!("--direction must be to-client or to-server, not {v:?}"),
-                }
-            }
-            "--raw" => o.raw = true,
-            "--max-packet-size" => {
-                let v = value("--max-packet-size")?;
-                o.max_packet_size = Some(
-                    v.parse()
-                        .with_context(|| format!("--max-packet-size: {v:?} is not a number"))?,
-                );
-            }
-            "-h" | "--help" => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{USAGE}")?;
-                std::process::exit(0);
-            }
-            s if s.starts_with('-') && s != "-" => bail!("unknown option {s}"),
-            s => {
-                if o.input.replace(s.to_owned()).is_some() {
-                    bail!("only one input file may be given");
-                }
-            }
+/// Which side's packets the input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Direction {
+    /// Packets a client sends (CONNECT, SUBSCRIBE, ...), decoded as a server does.
+    ToServer,
+    /// Packets a server sends (CONNACK, SUBACK, ...), decoded as a client does.
+    ToClient,
+}
+
+impl Options {
+    fn version(&self) -> ProtocolVersion {
+        self.protocol.unwrap_or(ProtocolVersion::V5)
+    }
+
+    fn role(&self) -> Role {
+        match self.direction {
+            Direction::ToServer => Role::Server,
+            Direction::ToClient => Role::Client,
         }
     }
-    Ok(o)
+}
+
+fn parse_protocol(v: &str) -> Result<ProtocolVersion, String> {
+    match v {
+        "4" | "3.1.1" => Ok(ProtocolVersion::V311),
+        "5" | "5.0" => Ok(ProtocolVersion::V5),
+        _ => Err("must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)".to_owned()),
+    }
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "mqtt-inspect: {e:#}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors exit with status 2, --help and --version with 0 (clap's own statuses).
+    let opts = Options::parse();
     match run(&opts) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -129,7 +98,7 @@ fn run(opts: &Options) -> Result<bool> {
             input = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
         }
     }
-    let mut codec = Codec::new(opts.role, opts.version);
+    let mut codec = Codec::new(opts.role(), opts.version());
     if let Some(max) = opts.max_packet_size {
         codec = codec.with_max_packet_size(max);
     }
@@ -229,11 +198,11 @@ fn inspect_stream(
                 obj.insert("flags".into(), json!(flags));
                 obj.insert("remaining_length".into(), json!(len - header_len));
                 obj.insert("length".into(), json!(len));
-                if !opts.version_given
+                if opts.protocol.is_none()
                     && let Some(version) = connect_level(&frame[header_len..])
                     && codec.version() != Some(version)
                 {
-                    *codec = Codec::new(opts.role, version)
+                    *codec = Codec::new(opts.role(), version)
                         .with_max_packet_size(codec.max_packet_size());
                 }
                 match codec.decode_frame(&frame, header_len) {

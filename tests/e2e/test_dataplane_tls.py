@@ -1,7 +1,8 @@
 """The data plane's transports and credentials against real mosquitto listeners that
 scripts/mosquitto-start configures (TLS with the test CA, mutual TLS, user name and password,
-MQTT over WebSocket, plain and over TLS): one dataflow per way in and out, all on one broker
-(topic remapping, in/<way>/... to out/<way>/...), checked with paho-mqtt on the plain listener.
+MQTT over WebSocket, plain with a request path and over TLS at `/`): one dataflow per way in and
+out, all on one broker (topic remapping, in/<way>/... to out/<way>/...), checked with paho-mqtt
+on the plain listener.
 
 Run with both I/O drivers of the workers: io_uring (`--io-driver auto` here) and the epoll
 fallback.
@@ -85,7 +86,8 @@ def endpoints(broker: brokers.Broker) -> list[dict]:
             },
         ),
         mqtt_endpoint("login", f"127.0.0.1:{env['MQTT_AUTH_PORT']}", authentication=login),
-        mqtt_endpoint("ws", at("MQTT_WS_PORT"), protocol="WebSockets"),
+        # A request path after the port, as Event Grid's host is written (mosquitto takes any).
+        mqtt_endpoint("ws", at("MQTT_WS_PORT") + "/mqtt", protocol="WebSockets"),
         mqtt_endpoint("wss", at("MQTT_WSS_PORT"), protocol="WebSockets", tls=tls()),
         # The two that must not connect.
         mqtt_endpoint(

@@ -18,7 +18,7 @@ use sluice_config_agent::validate::is_event_grid;
 use super::environment::Environment;
 use super::skip::SkipReason;
 use crate::mqtt::session::SessionConfig;
-use crate::net::address::parse_host_port;
+use crate::net::address::parse_endpoint_address;
 use crate::net::transport::{ClientAuthFiles, ca_files_in, client_config};
 use crate::secrets::files::{read_login, read_service_account_token};
 use crate::secrets::imds::ImdsClient;
@@ -117,6 +117,9 @@ pub(crate) struct MqttEndpointPlan {
     pub(crate) tls: Option<TlsPlan>,
     /// MQTT over WebSocket.
     pub(crate) websocket: bool,
+    /// The WebSocket upgrade's request path: the path after the host's port (`host:443/mqtt`
+    /// gives `/mqtt`), else `/`. Unused without [`websocket`](Self::websocket).
+    pub(crate) ws_path: String,
     /// Authentication.
     pub(crate) credentials: Credentials,
     /// The endpoint's settings as written.
@@ -216,10 +219,14 @@ pub(crate) fn mqtt_endpoint(
         (MqttProtocol::WebSockets, false) => 80,
         (MqttProtocol::WebSockets, true) => 443,
     };
-    let (host, port, _) =
-        parse_host_port(&host_port, default_port).map_err(|e| SkipReason::Invalid {
+    let websocket = settings.protocol == MqttProtocol::WebSockets;
+    let address = parse_endpoint_address(&host_port, default_port, websocket).map_err(|e| {
+        SkipReason::Invalid {
             detail: format!("endpoint {name}: {e}"),
-        })?;
+        }
+    })?;
+    let (host, port) = (address.host, address.port);
+    let ws_path = address.path.unwrap_or_else(|| "/".to_owned());
     let secret = |secret: &str, key: &str| -> Result<PathBuf, SkipReason> {
         let dir = env
             .dirs
@@ -325,7 +332,8 @@ pub(crate) fn mqtt_endpoint(
         host,
         port,
         tls,
-        websocket: settings.protocol == MqttProtocol::WebSockets,
+        websocket,
+        ws_path,
         credentials,
         can_share: !is_event_grid(endpoint),
         settings,
@@ -390,7 +398,57 @@ impl TlsPlan {
 
 #[cfg(test)]
 mod tests {
+    use sluice_config_agent::model::{ApiVersion, Metadata};
+
     use super::*;
+
+    fn endpoint(host: &str, protocol: MqttProtocol) -> DataflowEndpoint {
+        let mut settings = MqttSettings::with_authentication(MqttAuthentication::Anonymous);
+        settings.host = Some(host.to_owned());
+        settings.protocol = protocol;
+        settings.tls.mode = OperationalMode::Disabled;
+        DataflowEndpoint {
+            api_version: ApiVersion::V1,
+            metadata: Metadata {
+                name: "ep".into(),
+                namespace: "ns".into(),
+            },
+            spec: EndpointSpec::Mqtt {
+                mqtt_settings: settings,
+            },
+        }
+    }
+
+    fn plan(host: &str, protocol: MqttProtocol) -> Result<MqttEndpointPlan, SkipReason> {
+        let snapshot = Snapshot::assemble(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            &sluice_config_agent::Options::default(),
+        );
+        mqtt_endpoint(
+            &snapshot,
+            &endpoint(host, protocol),
+            &Environment::default(),
+        )
+    }
+
+    #[test]
+    fn a_websocket_host_carries_its_path() {
+        let p = plan("broker:8080/mqtt", MqttProtocol::WebSockets).unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.port, p.websocket, p.ws_path.as_str()),
+            ("broker", 8080, true, "/mqtt")
+        );
+        let p = plan("broker", MqttProtocol::WebSockets).unwrap();
+        assert_eq!((p.port, p.ws_path.as_str()), (80, "/"));
+        match plan("broker:1883/mqtt", MqttProtocol::Mqtt) {
+            Err(SkipReason::Invalid { detail }) => {
+                assert!(detail.contains("mqttSettings.protocol"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn managed_identity_audiences_follow_the_host() {

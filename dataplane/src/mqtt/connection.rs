@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 use super::session::{CloseReason, Session};
 use crate::config::mqtt_endpoint::{Credentials, MqttEndpointPlan};
 use crate::message::Side;
+use crate::net::address::Address;
 use crate::net::connect::{Backoff, connect};
 use crate::net::iovec::IoChunks;
 use crate::net::transport::{Transport, TransportError, WsSettings};
@@ -402,10 +403,7 @@ impl Connection {
             }
             None => None,
         };
-        let ws = ep
-            .websocket
-            .then(|| WsSettings::new(format!("{}:{}", ep.host, ep.port)));
-        Transport::new(tls, ws).map(Some)
+        Transport::new(tls, ws_settings(ep)).map(Some)
     }
 
     /// Reads until the connection ends. Returns when CONNACK was received, if it was.
@@ -685,4 +683,55 @@ fn tls_stamps(ep: &MqttEndpointPlan) -> Vec<Option<SystemTime>> {
         .into_iter()
         .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
         .collect()
+}
+
+/// The WebSocket upgrade of an endpoint over WebSockets: `Host` is the address connected to
+/// (an IPv6 address in brackets), the request path the one after the host's port.
+fn ws_settings(ep: &MqttEndpointPlan) -> Option<WsSettings> {
+    ep.websocket.then(|| WsSettings {
+        path: ep.ws_path.clone(),
+        ..WsSettings::new(Address::authority(&ep.host, ep.port))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_config_agent::model::{MqttAuthentication, MqttSettings};
+
+    use super::*;
+    use crate::config::mqtt_endpoint::Credentials;
+
+    fn endpoint(host: &str, port: u16, websocket: bool, ws_path: &str) -> MqttEndpointPlan {
+        MqttEndpointPlan {
+            name: "ns/ep".into(),
+            host: host.into(),
+            port,
+            tls: None,
+            websocket,
+            ws_path: ws_path.into(),
+            credentials: Credentials::None,
+            settings: MqttSettings::with_authentication(MqttAuthentication::Anonymous),
+            can_share: true,
+        }
+    }
+
+    #[test]
+    fn the_upgrade_asks_for_the_endpoints_path() {
+        let ws = ws_settings(&endpoint("broker", 443, true, "/mqtt")).unwrap();
+        assert_eq!(
+            (ws.host.as_str(), ws.path.as_str()),
+            ("broker:443", "/mqtt")
+        );
+        let mut t = Transport::new(None, Some(ws)).unwrap();
+        let mut out = bytes::BytesMut::new();
+        t.poll_write(&mut out);
+        assert!(
+            out.starts_with(b"GET /mqtt HTTP/1.1\r\nHost: broker:443\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let ws = ws_settings(&endpoint("::1", 80, true, "/")).unwrap();
+        assert_eq!((ws.host.as_str(), ws.path.as_str()), ("[::1]:80", "/"));
+        assert_eq!(ws_settings(&endpoint("broker", 1883, false, "/")), None);
+    }
 }

@@ -1,79 +1,72 @@
-//! Endpoint addresses: `host[:port]` as resources write them, split into the host to connect
-//! to, the port and the TLS server name. One parser for every endpoint kind.
+//! Endpoint addresses: `host[:port][/path]` as resources write them, split into the host to
+//! connect to, the port, the WebSocket path and the TLS server name. The parsing is
+//! [`sluice_config_agent::address`]'s, the one `config-agent validate` uses, so an address that
+//! validates is one the data plane can connect to; this module adds the port defaults and the
+//! rustls [`ServerName`].
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use rustls::pki_types::ServerName;
+pub use sluice_config_agent::address::{Address, AddressError, AddressProblem, parse_address};
 
-/// An address that cannot be used, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("address {input:?}: {reason}")]
-pub struct AddressError {
-    /// The address as written.
-    pub input: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
+/// An endpoint's address, resolved for connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host, without brackets.
+    pub host: String,
+    /// The port as written, else the default.
+    pub port: u16,
+    /// The WebSocket request path as written (`/mqtt`); `None` when there is none.
+    pub path: Option<String>,
+    /// The TLS server name: [`ServerName::IpAddress`] for an IP address (the certificate must
+    /// list it as an IP subjectAltName), else the DNS name.
+    pub server_name: ServerName<'static>,
 }
 
-/// Splits `host:port` into the host to connect to, the port, and the TLS server name.
+/// Splits `host[:port][/path]` with [`parse_address`]; the port is `default_port` when absent.
+/// `allow_path`: whether a path may follow (MQTT over WebSockets).
+///
+/// # Errors
+///
+/// [`AddressError`] as [`parse_address`] gives it.
+pub fn parse_endpoint_address(
+    s: &str,
+    default_port: u16,
+    allow_path: bool,
+) -> Result<HostPort, AddressError> {
+    let a = parse_address(s, allow_path)?;
+    let server_name = match a.host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::from(ip),
+        // parse_address has checked that it is a DNS name.
+        Err(_) => ServerName::try_from(a.host.to_owned()).map_err(|_| AddressError {
+            input: s.to_owned(),
+            problem: AddressProblem::BadHost,
+        })?,
+    };
+    Ok(HostPort {
+        host: a.host.to_owned(),
+        port: a.port.unwrap_or(default_port),
+        path: a.path.map(str::to_owned),
+        server_name,
+    })
+}
+
+/// Splits `host[:port]` (no path) into the host to connect to, the port, and the TLS server
+/// name; [`parse_endpoint_address`] without a path.
 ///
 /// Accepts `name`, `name:port`, `1.2.3.4:port`, `[::1]:port`, `[::1]` and a bare `::1`; the
-/// port is `default_port` when absent. The host comes back without brackets. An IP address
-/// becomes [`ServerName::IpAddress`] (the certificate must list it as an IP subjectAltName),
-/// anything else must be a valid DNS name.
+/// port is `default_port` when absent. The host comes back without brackets.
 ///
 /// # Errors
 ///
 /// [`AddressError`] for an empty host, a bad port (0, not a number, above
-/// 65,535), unbalanced brackets, or a host that is neither an IP address nor a DNS name.
+/// 65,535), unbalanced brackets, a path, or a host that is neither an IP address nor a DNS name.
 pub fn parse_host_port(
     s: &str,
     default_port: u16,
 ) -> Result<(String, u16, ServerName<'static>), AddressError> {
-    let invalid = |reason| AddressError {
-        input: s.to_owned(),
-        reason,
-    };
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| invalid("'[' without ']'"))?;
-        if host.parse::<Ipv6Addr>().is_err() {
-            return Err(invalid("not an IPv6 address in brackets"));
-        }
-        let port = match after {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| invalid("text after ']' that is not ':port'"))?,
-            ),
-        };
-        (host, port)
-    } else if s.parse::<Ipv6Addr>().is_ok() {
-        (s, None)
-    } else {
-        match s.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (s, None),
-        }
-    };
-    let port = match port {
-        None => default_port,
-        Some(p) => match p.parse::<u16>() {
-            Ok(0) => return Err(invalid("port 0")),
-            Ok(port) if p.bytes().all(|b| b.is_ascii_digit()) => port,
-            _ => return Err(invalid("the port is not a number from 1 to 65535")),
-        },
-    };
-    if host.is_empty() {
-        return Err(invalid("empty host"));
-    }
-    let name = match host.parse::<IpAddr>() {
-        Ok(ip) => ServerName::from(ip),
-        Err(_) => ServerName::try_from(host.to_owned())
-            .map_err(|_| invalid("the host is neither an IP address nor a DNS name"))?,
-    };
-    Ok((host.to_owned(), port, name))
+    let a = parse_endpoint_address(s, default_port, false)?;
+    Ok((a.host, a.port, a.server_name))
 }
 
 #[cfg(test)]
@@ -123,5 +116,32 @@ mod tests {
                 other => panic!("{input:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn websocket_paths() {
+        let a = parse_endpoint_address("eg.westeurope-1.ts.eventgrid.azure.net:443/mqtt", 80, true)
+            .unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.path.as_deref()),
+            ("eg.westeurope-1.ts.eventgrid.azure.net", 443, Some("/mqtt"))
+        );
+        let a = parse_endpoint_address("[::1]/ws", 80, true).unwrap();
+        assert_eq!((a.port, a.path.as_deref()), (80, Some("/ws")));
+        assert_eq!(
+            a.server_name,
+            ServerName::from("::1".parse::<IpAddr>().unwrap())
+        );
+        assert_eq!(parse_endpoint_address("h:80", 80, true).unwrap().path, None);
+        // The same refusal as config-agent validate's, for the same reason.
+        for (input, allow_path) in [("h:443/mqtt", false), ("h:443/a b", true), ("a:b:1", true)] {
+            let ours = parse_endpoint_address(input, 80, allow_path).unwrap_err();
+            let agents = parse_address(input, allow_path).unwrap_err();
+            assert_eq!(ours, agents, "{input}");
+        }
+        assert_eq!(
+            parse_host_port("h:443/mqtt", 80).unwrap_err().problem,
+            AddressProblem::PathNotAllowed
+        );
     }
 }

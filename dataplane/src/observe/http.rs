@@ -15,8 +15,10 @@
 //! # Bad clients
 //!
 //! The request head (request line and headers) is read into a buffer of at most
-//! [`ServerOptions::max_head_bytes`] (8 KiB); a longer head gets `431` and the connection is
-//! closed. The whole head must arrive within [`ServerOptions::head_timeout`] (5 s), measured from
+//! [`ServerOptions::max_head_bytes`] (8 KiB) and parsed by [`crate::net::http1`] after every
+//! read; a longer head, or one with more than [`http1::MAX_HEADERS`] fields, gets `431`, a
+//! malformed one `400` (without waiting for its end), a version other than 1.0 and 1.1 `505`,
+//! and the connection is closed. The whole head must arrive within [`ServerOptions::head_timeout`] (5 s), measured from
 //! the accept, not per read, so a client that trickles one byte at a time cannot hold a
 //! connection longer; it gets `408`. Lines may end in `\r\n` or a bare `\n`.
 //!
@@ -27,6 +29,14 @@
 //! and probes that time out restart the pod. A thread per connection costs a stack mapping and a
 //! `clone`, which is nothing at the few requests per second these endpoints see, and the cap
 //! bounds what a flood of connections can take.
+//!
+//! # Why not an HTTP server crate
+//!
+//! The shell (accept thread, a thread per connection with its cap, the head deadline, the
+//! linger before close) and the write side stay hand-written: HTTP server crates bring an async
+//! runtime and their own buffering, where this needs three fixed routes, blocking `std`
+//! sockets off the data path, and buffers whose bounds are the ones above. Only the head
+//! parsing, where the subtle cases are, is a crate's (`httparse`, through [`crate::net::http1`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -37,6 +47,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
+use crate::net::http1::{self, Http1Error, RequestHead};
 use crate::observe::metrics::Registry;
 
 /// Content type of `/metrics`: the Prometheus text exposition format 0.0.4.
@@ -309,16 +320,14 @@ fn refuse_busy(mut stream: TcpStream) {
 /// Why a request head could not be served.
 #[derive(Debug, thiserror::Error)]
 enum RequestError {
-    #[error("request head exceeds {0} bytes")]
-    TooLarge(usize),
     #[error("request head not complete within {0:?}")]
     Timeout(Duration),
     #[error("connection closed within the request head")]
     Truncated,
-    #[error("malformed request line: {0}")]
-    Malformed(&'static str),
-    #[error("HTTP version {0:?} is not supported")]
-    Version(String),
+    #[error("request head: {0}")]
+    Head(#[from] Http1Error),
+    #[error("request target is not a path")]
+    Target,
     #[error("reading the request: {0}")]
     Io(#[from] io::Error),
 }
@@ -327,10 +336,12 @@ impl RequestError {
     /// The response to send, if the client can still be answered.
     fn response(&self) -> Option<Response> {
         let status = match self {
-            RequestError::TooLarge(_) => 431,
+            RequestError::Head(Http1Error::TooLarge { .. } | Http1Error::TooManyHeaders { .. }) => {
+                431
+            }
+            RequestError::Head(Http1Error::UnsupportedVersion) => 505,
             RequestError::Timeout(_) => 408,
-            RequestError::Truncated | RequestError::Malformed(_) => 400,
-            RequestError::Version(_) => 505,
+            RequestError::Truncated | RequestError::Head(_) | RequestError::Target => 400,
             RequestError::Io(_) => return None,
         };
         Some(Response::text(status, &format!("{self}\n")))
@@ -360,8 +371,9 @@ fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Res
     }
 }
 
-/// Reads until the end of the request head. `Ok(None)`: the client closed without sending
-/// anything (a TCP probe).
+/// Reads until the end of the request head (checked by [`http1::parse_request`] after every
+/// read, so a malformed head is answered without waiting for its end). `Ok(None)`: the client
+/// closed without sending anything (a TCP probe). `Ok(Some(len))`: `buf[..len]` is the head.
 fn read_head(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -372,7 +384,10 @@ fn read_head(
     let mut filled = 0;
     loop {
         if filled == buf.len() {
-            return Err(RequestError::TooLarge(options.max_head_bytes));
+            return Err(Http1Error::TooLarge {
+                limit: options.max_head_bytes,
+            }
+            .into());
         }
         let n = match read_by(stream, &mut buf[filled..], deadline) {
             Ok(n) => n,
@@ -389,30 +404,13 @@ fn read_head(
             };
         }
         filled += n;
-        if let Some(end) = head_end(&buf[..filled]) {
-            return Ok(Some(end));
+        if let Some(head) = http1::parse_request(&buf[..filled], options.max_head_bytes)? {
+            return Ok(Some(head.len));
         }
     }
 }
 
-/// The length of the request head in `buf` through its empty line (`\r\n\r\n` or `\n\n`, mixed
-/// endings allowed), or `None` if it has not all arrived. Empty lines before the request line
-/// are skipped (RFC 9112 section 2.2).
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let mut i = start;
-    while let Some(lf) = buf[i..].iter().position(|&b| b == b'\n') {
-        let next = i + lf + 1;
-        match buf.get(next..) {
-            Some([b'\n', ..]) => return Some(next + 1),
-            Some([b'\r', b'\n', ..]) => return Some(next + 2),
-            _ => i = next,
-        }
-    }
-    None
-}
-
-/// A parsed request line.
+/// A request, as far as routing needs it.
 #[derive(Debug, PartialEq, Eq)]
 struct Request<'a> {
     method: &'a str,
@@ -420,43 +418,35 @@ struct Request<'a> {
     path: &'a str,
 }
 
-/// Parses the request line at the start of `head` (after any empty lines).
-fn parse_request_line(head: &[u8]) -> Result<Request<'_>, RequestError> {
-    let start = head
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(head.len());
-    let head = &head[start..];
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = std::str::from_utf8(line).map_err(|_| RequestError::Malformed("not UTF-8"))?;
-    let mut parts = line.split_ascii_whitespace();
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(RequestError::Malformed("expected METHOD TARGET VERSION"));
-    };
-    if !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(RequestError::Malformed("method is not a token"));
+impl<'a> Request<'a> {
+    /// The method and path of a parsed head. A target in absolute form (RFC 9112 section
+    /// 3.2.2), as proxies send it, loses its scheme and authority.
+    fn of(head: &RequestHead<'a>) -> Result<Self, RequestError> {
+        let target = head.target;
+        let target = match target
+            .strip_prefix("http://")
+            .or_else(|| target.strip_prefix("https://"))
+        {
+            Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => target,
+        };
+        if !target.starts_with('/') && target != "*" {
+            return Err(RequestError::Target);
+        }
+        let path = target.split(['?', '#']).next().unwrap_or_default();
+        Ok(Request {
+            method: head.method,
+            path,
+        })
     }
-    match version {
-        "HTTP/1.1" | "HTTP/1.0" => {}
-        v if v.starts_with("HTTP/") => return Err(RequestError::Version(v.to_owned())),
-        _ => return Err(RequestError::Malformed("no HTTP version")),
+}
+
+/// Parses the complete head `buf` (as [`read_head`] found it) into a [`Request`].
+fn parse_head(buf: &[u8]) -> Result<Request<'_>, RequestError> {
+    match http1::parse_request(buf, buf.len())? {
+        Some(head) => Request::of(&head),
+        None => Err(RequestError::Truncated),
     }
-    // Absolute form (RFC 9112 section 3.2.2), as proxies send it: drop scheme and authority.
-    let target = match target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-    {
-        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
-    };
-    if !target.starts_with('/') && target != "*" {
-        return Err(RequestError::Malformed("target is not a path"));
-    }
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    Ok(Request { method, path })
 }
 
 /// A response: status, content type, extra header, body.
@@ -566,7 +556,7 @@ fn serve_connection(
             debug!(%peer, "metrics http: closed without a request");
             return;
         }
-        Ok(Some(len)) => match parse_request_line(&buf[..len]) {
+        Ok(Some(len)) => match parse_head(&buf[..len]) {
             Ok(request) => {
                 let response = route(&request, registry);
                 debug!(
@@ -623,34 +613,19 @@ fn linger_close(mut stream: TcpStream) {
 }
 
 /// `t` as an HTTP date (IMF-fixdate, RFC 9110 section 5.6.7), e.g.
-/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// `Sun, 06 Nov 1994 08:49:37 GMT`. Before 1970 it is the epoch; past jiff's last instant
+/// (9999-12-30T22:00:00Z), that instant.
 fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, eras of 400 years).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-    )
+    let at = jiff::Timestamp::try_from(t).unwrap_or(if t < SystemTime::UNIX_EPOCH {
+        jiff::Timestamp::UNIX_EPOCH
+    } else {
+        jiff::Timestamp::MAX
+    });
+    let at = at.max(jiff::Timestamp::UNIX_EPOCH);
+    let mut out = String::with_capacity(29);
+    // Only years below 0 cannot be written, and `at` is not before 1970.
+    let _ = jiff::fmt::rfc2822::DateTimePrinter::new().print_timestamp_rfc9110(&at, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -905,42 +880,40 @@ mod tests {
 
     #[test]
     fn request_heads_are_parsed() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\n\r\n"), Some(23));
-        assert_eq!(head_end(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"), Some(22));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
-        assert_eq!(head_end(b"\r\n\r\n"), None);
-        assert_eq!(head_end(b""), None);
-
-        fn parse(line: &[u8]) -> Result<(&str, &str), RequestError> {
-            parse_request_line(line).map(|r| (r.method, r.path))
+        fn parse(head: &[u8]) -> Result<(&str, &str), RequestError> {
+            parse_head(head).map(|r| (r.method, r.path))
         }
         assert_eq!(
-            parse(b"GET /metrics?a=b#c HTTP/1.1\r\n").expect("ok"),
+            parse(b"GET /metrics?a=b#c HTTP/1.1\r\n\r\n").expect("ok"),
             ("GET", "/metrics")
         );
         assert_eq!(
-            parse(b"\r\nHEAD http://h/readyz HTTP/1.0\n").expect("ok"),
+            parse(b"\r\nHEAD http://h/readyz HTTP/1.0\n\n").expect("ok"),
             ("HEAD", "/readyz")
         );
-        assert_eq!(parse(b"GET http://h HTTP/1.1\n").expect("ok").1, "/");
+        assert_eq!(parse(b"GET http://h HTTP/1.1\n\n").expect("ok").1, "/");
+        assert_eq!(parse(b"OPTIONS * HTTP/1.1\n\n").expect("ok").1, "*");
         assert!(matches!(
-            parse(b"GET / HTTP/3\r\n"),
-            Err(RequestError::Version(v)) if v == "HTTP/3"
+            parse(b"GET / HTTP/3\r\n\r\n"),
+            Err(RequestError::Head(Http1Error::UnsupportedVersion))
+        ));
+        assert!(matches!(
+            parse(b"GET metrics HTTP/1.1\r\n\r\n"),
+            Err(RequestError::Target)
         ));
         for bad in [
-            &b"GET /\r\n"[..],
-            b"GET / HTTP/1.1 extra\r\n",
-            b"GET / FTP\r\n",
-            b"G@T / HTTP/1.1\r\n",
-            b"GET \xff HTTP/1.1\r\n",
+            &b"GET /\r\n\r\n"[..],
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            b"GET / FTP\r\n\r\n",
+            b"G@T / HTTP/1.1\r\n\r\n",
+            b"GET \xff HTTP/1.1\r\n\r\n",
         ] {
-            assert!(
-                matches!(parse(bad), Err(RequestError::Malformed(_))),
-                "{bad:?}"
-            );
+            let e = parse(bad).expect_err("malformed");
+            assert!(matches!(e, RequestError::Head(_)), "{bad:?}: {e:?}");
+            assert_eq!(e.response().expect("answered").status, 400, "{bad:?}");
         }
+        let too_large = RequestError::Head(Http1Error::TooManyHeaders { limit: 64 });
+        assert_eq!(too_large.response().expect("answered").status, 431);
     }
 
     #[test]
@@ -951,5 +924,10 @@ mod tests {
         assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(at(1_709_251_199), "Thu, 29 Feb 2024 23:59:59 GMT");
         assert_eq!(at(4_102_444_800), "Fri, 01 Jan 2100 00:00:00 GMT");
+        assert_eq!(at(u64::MAX / 2), "Thu, 30 Dec 9999 22:00:00 GMT");
+        assert_eq!(
+            http_date(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
     }
 }

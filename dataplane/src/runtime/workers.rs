@@ -162,6 +162,7 @@ mod tests {
             port: 1,
             tls: None,
             websocket: false,
+            ws_path: "/".into(),
             credentials: Credentials::None,
             settings: MqttSettings::with_authentication(MqttAuthentication::Anonymous),
             can_share: true,

@@ -12,7 +12,8 @@
 //! resource=…[&client_id=…]` with `Metadata: true`, plain HTTP/1.1 (IMDS listens on the
 //! link-local `169.254.169.254:80`; TLS is not supported here), `Connection: close`. The response
 //! may be framed by Content-Length, chunked, or the end of the connection, and is refused beyond
-//! [`MAX_RESPONSE_BYTES`]. A 200 carries JSON with `access_token`, `expires_in` (seconds, a
+//! [`MAX_RESPONSE_BYTES`]. Its head and chunk size lines are parsed by [`crate::net::http1`]
+//! (`httparse`); the blocking request and the body framing are here. A 200 carries JSON with `access_token`, `expires_in` (seconds, a
 //! string in IMDS, a number in some stand-ins) and `expires_on` (seconds since the Unix epoch);
 //! an error status carries JSON with `error` and `error_description`.
 //!
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 use super::AuthError;
 use super::tokens::Token;
+use crate::net::http1::{self, Http1Error};
 
 /// The IMDS API version asked for.
 pub const IMDS_API_VERSION: &str = "2018-02-01";
@@ -303,60 +305,47 @@ struct Response {
     body: Vec<u8>,
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Parses an HTTP/1.x response from the bytes read so far: `Ok(None)` while it is incomplete,
 /// `eof` when the peer has closed (which ends a body framed by neither Content-Length nor
-/// chunked encoding). Interim (1xx) responses are skipped.
+/// chunked encoding). Interim (1xx) responses are skipped. The head is [`http1::parse_response`]'s.
 fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, &'static str> {
     let mut buf = buf;
     loop {
-        let Some(head_len) = find(buf, b"\r\n\r\n") else {
-            return if eof {
-                Err("the connection closed inside the header")
-            } else {
-                Ok(None)
-            };
-        };
-        let head = std::str::from_utf8(&buf[..head_len]).map_err(|_| "header is not UTF-8")?;
-        let body = &buf[head_len + 4..];
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        if !matches!(version, "HTTP/1.1" | "HTTP/1.0") {
-            return Err("not an HTTP/1.x status line");
-        }
-        let status: u16 = parts
-            .next()
-            .filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .ok_or("invalid status code")?;
-        let mut chunked = false;
-        let mut content_length: Option<usize> = None;
-        for line in lines {
-            let (name, value) = line.split_once(':').ok_or("header line without ':'")?;
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                // The last coding decides the framing (RFC 9112 §6.3).
-                chunked = value
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-                if !chunked {
-                    return Err("unsupported Transfer-Encoding");
-                }
-            } else if name.eq_ignore_ascii_case("content-length") {
-                let n = value
-                    .parse::<usize>()
-                    .map_err(|_| "invalid Content-Length")?;
-                if content_length.is_some_and(|m| m != n) {
-                    return Err("conflicting Content-Length headers");
-                }
-                content_length = Some(n);
+        let head = match http1::parse_response(buf, MAX_RESPONSE_BYTES) {
+            Ok(Some(head)) => head,
+            Ok(None) if eof => return Err("the connection closed inside the header"),
+            Ok(None) => return Ok(None),
+            Err(Http1Error::UnsupportedVersion | Http1Error::Version) => {
+                return Err("not an HTTP/1.x status line");
             }
+            Err(Http1Error::Status) => return Err("invalid status code"),
+            Err(Http1Error::TooLarge { .. }) => return Err("header beyond the response limit"),
+            Err(Http1Error::TooManyHeaders { .. }) => return Err("too many header fields"),
+            Err(_) => return Err("malformed header"),
+        };
+        let status = head.status;
+        let body = &buf[head.len..];
+        let mut chunked = false;
+        if let Some(value) = head.headers.all("transfer-encoding").last() {
+            // The last coding decides the framing (RFC 9112 §6.3).
+            chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if !chunked {
+                return Err("unsupported Transfer-Encoding");
+            }
+        }
+        let mut content_length: Option<usize> = None;
+        for value in head.headers.all("content-length") {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or("invalid Content-Length")?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err("conflicting Content-Length headers");
+            }
+            content_length = Some(n);
         }
         if (100..200).contains(&status) {
             buf = body;
@@ -386,44 +375,29 @@ fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, &'static st
     }
 }
 
-/// Decodes a chunked body (RFC 9112 §7.1): `Ok(None)` while incomplete. Extensions and trailer
-/// fields are skipped.
+/// Decodes a chunked body (RFC 9112 §7.1) with [`http1::parse_chunk_size`]: `Ok(None)` while
+/// incomplete. Extensions and trailer fields are skipped.
 fn decode_chunked(data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
     let mut out = Vec::new();
     let mut pos = 0;
     loop {
-        let Some(line_len) = find(&data[pos..], b"\r\n") else {
+        let Some((line_len, size)) =
+            http1::parse_chunk_size(&data[pos..]).map_err(|_| "invalid chunk size")?
+        else {
             return Ok(None);
         };
-        let line = &data[pos..pos + line_len];
-        let size_hex = line
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        if size_hex.is_empty() || size_hex.len() > 8 || !size_hex.iter().all(u8::is_ascii_hexdigit)
-        {
-            return Err("invalid chunk size");
-        }
-        let size = std::str::from_utf8(size_hex)
+        let size = usize::try_from(size)
             .ok()
-            .and_then(|h| usize::from_str_radix(h, 16).ok())
-            .ok_or("invalid chunk size")?;
-        if out.len() + size > MAX_RESPONSE_BYTES {
-            return Err("chunk beyond the response limit");
-        }
-        pos += line_len + 2;
+            .filter(|s| out.len() + s <= MAX_RESPONSE_BYTES)
+            .ok_or("chunk beyond the response limit")?;
+        pos += line_len;
         if size == 0 {
             // Trailer fields, then an empty line.
-            loop {
-                let Some(len) = find(&data[pos..], b"\r\n") else {
-                    return Ok(None);
-                };
-                if len == 0 {
-                    return Ok(Some(out));
-                }
-                pos += len + 2;
-            }
+            return match http1::parse_trailers(&data[pos..], MAX_RESPONSE_BYTES) {
+                Ok(Some(_)) => Ok(Some(out)),
+                Ok(None) => Ok(None),
+                Err(_) => Err("malformed trailer fields"),
+            };
         }
         let Some(chunk) = data.get(pos..pos + size + 2) else {
             return Ok(None);

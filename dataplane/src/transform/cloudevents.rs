@@ -96,24 +96,12 @@ impl fmt::Display for UuidText {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// A random UUID, version 4 (RFC 9562 §5.4): 122 random bits from `rng` (not a cryptographic
-/// generator: these ids need to be unique, not unpredictable).
+/// generator: these ids need to be unique, not unpredictable), formatted on the stack.
 pub(crate) fn uuid_v4(rng: &mut fastrand::Rng) -> UuidText {
-    let mut b = rng.u128(..).to_be_bytes();
-    b[6] = (b[6] & 0x0f) | 0x40; // version 4
-    b[8] = (b[8] & 0x3f) | 0x80; // variant 10
-    let mut out = [b'-'; 36];
-    let mut i = 0;
-    for (n, byte) in b.iter().enumerate() {
-        if matches!(n, 4 | 6 | 8 | 10) {
-            i += 1; // the hyphen
-        }
-        out[i] = HEX[usize::from(byte >> 4)];
-        out[i + 1] = HEX[usize::from(byte & 0x0f)];
-        i += 2;
-    }
+    let id = uuid::Builder::from_random_bytes(rng.u128(..).to_be_bytes()).into_uuid();
+    let mut out = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut out);
     UuidText(out)
 }
 
@@ -125,6 +113,31 @@ pub(crate) struct Rfc3339([u8; 24]);
 const MIN_MILLIS: i64 = -719_528 * 86_400_000;
 /// Milliseconds from 1970 to 9999-12-31T23:59:59.999Z (10000-01-01 is day 2,932,897).
 const MAX_MILLIS: i64 = 2_932_897 * 86_400_000 - 1;
+
+/// A civil date and time in RFC 3339 with exactly three fractional digits, cut rather than
+/// rounded (the `Z` is ours).
+const PRINTER: jiff::fmt::temporal::DateTimePrinter =
+    jiff::fmt::temporal::DateTimePrinter::new().precision(Some(3));
+
+/// A [`jiff::fmt::Write`] into a fixed buffer: the text of an [`Rfc3339`] without allocating.
+struct Fixed<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl jiff::fmt::Write for Fixed<'_> {
+    fn write_str(&mut self, s: &str) -> Result<(), jiff::Error> {
+        let end = self.len + s.len();
+        let Some(dst) = self.buf.get_mut(self.len..end) else {
+            return Err(jiff::Error::from_args(format_args!(
+                "RFC 3339 text longer than its buffer"
+            )));
+        };
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
 
 impl Rfc3339 {
     /// Formats `t`, which is clamped to years 0000 to 9999 (what RFC 3339 can write).
@@ -144,18 +157,21 @@ impl Rfc3339 {
     /// 0000 to 9999.
     pub(crate) fn from_unix_millis(millis: i64) -> Self {
         let millis = millis.clamp(MIN_MILLIS, MAX_MILLIS);
-        let days = millis.div_euclid(86_400_000);
-        let ms_of_day = millis.rem_euclid(86_400_000);
-        let (year, month, day) = civil_from_days(days);
-        let secs_of_day = ms_of_day / 1000;
-        let mut out = *b"0000-00-00T00:00:00.000Z";
-        put_digits(&mut out[0..4], year);
-        put_digits(&mut out[5..7], month);
-        put_digits(&mut out[8..10], day);
-        put_digits(&mut out[11..13], secs_of_day / 3600);
-        put_digits(&mut out[14..16], secs_of_day / 60 % 60);
-        put_digits(&mut out[17..19], secs_of_day % 60);
-        put_digits(&mut out[20..23], ms_of_day % 1000);
+        // jiff's instants end on 9999-12-30 (so that every offset's civil time fits in 9999);
+        // what is later is the last millisecond of 9999, as a civil time.
+        let utc = jiff::Timestamp::from_millisecond(millis)
+            .map_or(jiff::civil::DateTime::MAX, |at| {
+                jiff::tz::Offset::UTC.to_datetime(at)
+            });
+        let mut out = *b"1970-01-01T00:00:00.000Z";
+        let mut w = Fixed {
+            buf: &mut out[..23],
+            len: 0,
+        };
+        // Years 0000 to 9999 always give 23 bytes; the epoch's text stays if they did not.
+        if PRINTER.print_datetime(&utc, &mut w).is_err() || w.len != 23 {
+            out = *b"1970-01-01T00:00:00.000Z";
+        }
         Self(out)
     }
 
@@ -176,30 +192,6 @@ impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Writes `v` (not negative) as decimal digits filling `out`, zero-padded.
-fn put_digits(out: &mut [u8], mut v: i64) {
-    for c in out.iter_mut().rev() {
-        *c = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-}
-
-/// The proleptic Gregorian date (year, month 1-12, day 1-31) of a day counted from 1970-01-01.
-/// The usual era-based conversion: a 400-year era has 146,097 days, and years are counted from
-/// March so that the leap day ends them.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year, 0..=365
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -345,7 +337,12 @@ pub(crate) mod tests {
         for y in 1600..=2400 {
             for m in 1..=12 {
                 for d in 1..=month_len(y, m) {
-                    assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+                    let text = Rfc3339::from_unix_millis(days * 86_400_000 + 43_200_007);
+                    assert_eq!(
+                        text.as_str(),
+                        format!("{y:04}-{m:02}-{d:02}T12:00:00.007Z"),
+                        "day {days}"
+                    );
                     days += 1;
                 }
             }

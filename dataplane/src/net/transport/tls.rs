@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Buf as _, BytesMut};
-use rustls::pki_types::pem::{self, PemObject as _};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use sluice_config_agent::pem::{PemError, read_certificates_file, read_private_key_file};
 
 use super::TransportError;
 
@@ -29,18 +29,13 @@ pub struct ClientAuthFiles {
 /// Why a file of the TLS configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigProblem {
-    /// It could not be read.
+    /// The folder could not be read.
     #[error("cannot read it: {0}")]
     Io(#[source] io::Error),
-    /// It is not valid PEM.
-    #[error("invalid PEM: {0}")]
-    Pem(#[source] pem::Error),
-    /// It holds no `CERTIFICATE` section.
-    #[error("no PEM certificate in it")]
-    NoCertificates,
-    /// It holds no private key section.
-    #[error("no PEM private key in it")]
-    NoPrivateKey,
+    /// The PEM reader that `config-agent validate` uses refused the file (unreadable, not PEM,
+    /// no section of the kind wanted, a section that is not what its label says).
+    #[error("it {0}")]
+    Pem(#[source] PemError),
     /// A folder holds no `*.pem` or `*.crt` file.
     #[error("no *.pem or *.crt file in it")]
     NoCertificateFiles,
@@ -120,14 +115,8 @@ pub fn client_config(
             if let Some(intermediates) = &files.intermediates {
                 chain.extend(read_certs(intermediates)?);
             }
-            let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-                let problem = match e {
-                    pem::Error::NoItemsFound => ConfigProblem::NoPrivateKey,
-                    pem::Error::Io(e) => ConfigProblem::Io(e),
-                    e => ConfigProblem::Pem(e),
-                };
-                config_error(&files.key, problem)
-            })?;
+            let key = read_private_key_file(&files.key)
+                .map_err(|e| config_error(&files.key, ConfigProblem::Pem(e)))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| config_error(&files.key, ConfigProblem::Rejected(e)))?
@@ -176,25 +165,10 @@ fn config_error(path: &Path, problem: ConfigProblem) -> TransportError {
     }
 }
 
-/// Every certificate in a PEM file; at least one.
+/// Every certificate in a PEM file; at least one. The reader is `config-agent`'s, so that a
+/// file `validate` accepts loads here and one it refuses is refused here too.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let pem_error = |e| {
-        config_error(
-            path,
-            match e {
-                pem::Error::Io(e) => ConfigProblem::Io(e),
-                e => ConfigProblem::Pem(e),
-            },
-        )
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error)?;
-    if certs.is_empty() {
-        return Err(config_error(path, ConfigProblem::NoCertificates));
-    }
-    Ok(certs)
+    read_certificates_file(path).map_err(|e| config_error(path, ConfigProblem::Pem(e)))
 }
 
 /// What a read found besides application data.
@@ -343,6 +317,9 @@ mod tests {
 
     use rustls::server::WebPkiClientVerifier;
     use rustls::{ServerConfig, ServerConnection};
+
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
 
     use super::super::{PeerClose, Transport, WsSettings, ws};
     use super::*;
@@ -664,7 +641,13 @@ mod tests {
         let missing = p.join("missing.pem");
         let (path, e) = problem(client_config(Some(std::slice::from_ref(&missing)), None));
         assert_eq!(path, missing);
-        assert!(matches!(e, ConfigProblem::Io(_)));
+        assert!(
+            matches!(
+                e,
+                ConfigProblem::Pem(PemError::Read(io::ErrorKind::NotFound))
+            ),
+            "{e:?}"
+        );
 
         let empty = write(p, "empty.pem", "");
         let (path, e) = problem(client_config(
@@ -672,12 +655,15 @@ mod tests {
             None,
         ));
         assert_eq!(path, empty);
-        assert!(matches!(e, ConfigProblem::NoCertificates));
+        assert!(matches!(e, ConfigProblem::Pem(PemError::NoCertificate)));
 
         let broken = write(p, "broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
         let (path, e) = problem(client_config(Some(std::slice::from_ref(&broken)), None));
         assert_eq!(path, broken);
-        assert!(matches!(e, ConfigProblem::Pem(_)), "{e:?}");
+        assert!(
+            matches!(e, ConfigProblem::Pem(PemError::MissingEnd)),
+            "{e:?}"
+        );
 
         let not_der = write(
             p,
@@ -685,6 +671,17 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         );
         let (_, e) = problem(client_config(Some(&[not_der]), None));
+        assert!(
+            matches!(e, ConfigProblem::Pem(PemError::NotCertificate)),
+            "{e:?}"
+        );
+        // Shaped as a certificate (empty parts), which only rustls can tell is none.
+        let outline = write(
+            p,
+            "outline.pem",
+            "-----BEGIN CERTIFICATE-----\nMAcwADAAAwEA\n-----END CERTIFICATE-----\n",
+        );
+        let (_, e) = problem(client_config(Some(&[outline]), None));
         assert!(matches!(e, ConfigProblem::Rejected(_)), "{e:?}");
 
         assert!(matches!(
@@ -704,7 +701,10 @@ mod tests {
             Some(auth("client.crt", "client.crt")),
         ));
         assert_eq!(path, p.join("client.crt"));
-        assert!(matches!(e, ConfigProblem::NoPrivateKey), "{e:?}");
+        assert!(
+            matches!(e, ConfigProblem::Pem(PemError::NoPrivateKey)),
+            "{e:?}"
+        );
         // The server's key with the client's certificate.
         let (path, e) = problem(client_config(
             Some(&ca),
@@ -724,7 +724,10 @@ mod tests {
             Some(auth("client.key", "client.key")),
         ));
         assert_eq!(path, p.join("client.key"));
-        assert!(matches!(e, ConfigProblem::NoCertificates), "{e:?}");
+        assert!(
+            matches!(e, ConfigProblem::Pem(PemError::NoCertificate)),
+            "{e:?}"
+        );
         // Intermediates are appended to the chain.
         let mut with_intermediates = auth("client.crt", "client.key");
         with_intermediates.intermediates = Some(p.join("ca.crt"));
@@ -732,10 +735,91 @@ mod tests {
 
         let text = TransportError::Config {
             path: PathBuf::from("/s/ca.pem"),
-            problem: ConfigProblem::NoCertificates,
+            problem: ConfigProblem::Pem(PemError::NoCertificate),
         }
         .to_string();
-        assert_eq!(text, "/s/ca.pem: no PEM certificate in it");
+        assert_eq!(text, "/s/ca.pem: it holds no PEM CERTIFICATE");
+    }
+
+    /// `config-agent validate` (through `sluice_config_agent::pem`) and the data plane's TLS
+    /// set-up accept and refuse the same files.
+    #[test]
+    fn validation_and_the_data_plane_agree_on_pem_files() {
+        use sluice_config_agent::pem::{check_certificates_file, check_private_key_file};
+
+        let pki = pki();
+        let p = pki.path();
+        let body = |file: &str| {
+            let text = std::fs::read_to_string(p.join(file)).unwrap();
+            text.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let labelled = |name: &str, label: &str, body: &str| {
+            write(
+                p,
+                name,
+                &format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n"),
+            )
+        };
+        // The EC key of scripts/gen-certs as a CA certificate, and a CA whose base64 is broken.
+        let key_as_cert = labelled("key-as-cert.pem", "CERTIFICATE", &body("client.key"));
+        let bad_base64 = labelled(
+            "bad-base64.pem",
+            "CERTIFICATE",
+            &body("ca.crt").replacen('A', "!", 1),
+        );
+        let ca = p.join("ca.crt");
+        for (file, accepted) in [(&ca, true), (&key_as_cert, false), (&bad_base64, false)] {
+            let agent = check_certificates_file(file);
+            let dataplane = client_config(Some(std::slice::from_ref(file)), None);
+            assert_eq!(
+                agent.is_ok(),
+                accepted,
+                "validate, {}: {agent:?}",
+                file.display()
+            );
+            assert_eq!(
+                dataplane.is_ok(),
+                accepted,
+                "data plane, {}: {:?}",
+                file.display(),
+                dataplane.err()
+            );
+        }
+        // The client's certificate as its key, and a key with a broken body.
+        let cert_as_key = labelled("cert-as-key.pem", "PRIVATE KEY", &body("client.crt"));
+        let bad_key = labelled(
+            "bad-key.pem",
+            "PRIVATE KEY",
+            &body("client.key").replacen('A', "!", 1),
+        );
+        let good_key = p.join("client.key");
+        for (key, accepted) in [(&good_key, true), (&cert_as_key, false), (&bad_key, false)] {
+            let agent = check_private_key_file(key);
+            let dataplane = client_config(
+                Some(std::slice::from_ref(&ca)),
+                Some(ClientAuthFiles {
+                    cert: p.join("client.crt"),
+                    key: key.clone(),
+                    intermediates: None,
+                }),
+            );
+            assert_eq!(
+                agent.is_ok(),
+                accepted,
+                "validate, {}: {agent:?}",
+                key.display()
+            );
+            assert_eq!(
+                dataplane.is_ok(),
+                accepted,
+                "data plane, {}: {:?}",
+                key.display(),
+                dataplane.err()
+            );
+        }
     }
 
     #[test]

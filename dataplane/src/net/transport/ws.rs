@@ -2,6 +2,11 @@
 //! `mqtt` subprotocol, then a byte stream carried in binary frames. Sans-IO, used through
 //! [`Transport`](super::Transport); this module holds its settings, errors and helpers.
 //!
+//! The response head is parsed by [`crate::net::http1`] (`httparse`); the framing is written here
+//! rather than taken from a WebSocket crate because it fits the transport's design: sans-IO
+//! (bytes in, bytes out, no socket and no async runtime), data frames streamed into the caller's
+//! buffer rather than collected into messages, and every buffer bounded as listed below.
+//!
 //! Not here: extensions (permessage-deflate is never offered), text frames (MQTT forbids them,
 //! [MQTT-6.0.0-1]), redirects and HTTP authentication (a non-101 answer is an error).
 //!
@@ -19,6 +24,7 @@ use bytes::{BufMut, BytesMut};
 use sha1::{Digest, Sha1};
 
 use super::{PeerClose, TransportError};
+use crate::net::http1::{self, Http1Error, ResponseHead};
 
 /// Default for [`WsSettings::max_frame_len`]: 16 MiB plus 64 KiB of slack, so that a 16 MiB MQTT
 /// packet fits in one frame.
@@ -104,9 +110,9 @@ pub enum WsHandshakeError {
         /// Reason phrase as sent.
         reason: String,
     },
-    /// The response is not HTTP/1.x.
+    /// The response head is not HTTP/1.x as [`crate::net::http1`] reads it.
     #[error("malformed HTTP response: {0}")]
-    Malformed(&'static str),
+    Malformed(Http1Error),
     /// No blank line within [`MAX_RESPONSE_HEAD`] bytes.
     #[error("HTTP response head longer than {limit} bytes")]
     ResponseTooLong {
@@ -407,28 +413,21 @@ impl WsLayer {
         else {
             return Ok(Some(input.to_vec()));
         };
-        let from = head.len().saturating_sub(3);
         head.extend_from_slice(input);
-        let Some(end) = head[from..]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| from + i + 4)
-        else {
-            if head.len() > MAX_RESPONSE_HEAD {
+        let end = match http1::parse_response(head, MAX_RESPONSE_HEAD) {
+            Ok(None) => return Ok(None),
+            Ok(Some(response)) => {
+                check_response(&response, expected_accept)?;
+                response.len
+            }
+            Err(Http1Error::TooLarge { .. }) => {
                 return Err(WsHandshakeError::ResponseTooLong {
                     limit: MAX_RESPONSE_HEAD,
                 }
                 .into());
             }
-            return Ok(None);
+            Err(e) => return Err(WsHandshakeError::Malformed(e).into()),
         };
-        if end > MAX_RESPONSE_HEAD {
-            return Err(WsHandshakeError::ResponseTooLong {
-                limit: MAX_RESPONSE_HEAD,
-            }
-            .into());
-        }
-        check_response(&head[..end], expected_accept)?;
         let rest = head.split_off(end);
         self.phase = Phase::Open;
         let pending = std::mem::take(&mut self.pending_app);
@@ -661,39 +660,21 @@ impl WsLayer {
     }
 }
 
-/// Checks a complete response head (status line to the blank line) against RFC 6455 §4.1's
-/// client requirements and MQTT's subprotocol rule.
-fn check_response(head: &[u8], expected_accept: &str) -> Result<(), WsHandshakeError> {
-    let head = std::str::from_utf8(head).map_err(|_| WsHandshakeError::Malformed("not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let (version, rest) = status_line
-        .split_once(' ')
-        .ok_or(WsHandshakeError::Malformed("no status line"))?;
-    if !version.starts_with("HTTP/1.") {
-        return Err(WsHandshakeError::Malformed("not HTTP/1.x"));
-    }
-    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(WsHandshakeError::Malformed("status code is not 3 digits"));
-    }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| WsHandshakeError::Malformed("status code"))?;
-    if status != 101 {
+/// Checks a response head against RFC 6455 §4.1's client requirements and MQTT's subprotocol
+/// rule.
+fn check_response(head: &ResponseHead<'_>, expected_accept: &str) -> Result<(), WsHandshakeError> {
+    if head.status != 101 {
         return Err(WsHandshakeError::Status {
-            status,
-            reason: reason.to_owned(),
+            status: head.status,
+            reason: head.reason.to_owned(),
         });
     }
 
     let (mut upgrade, mut connection) = (false, false);
     let (mut accept, mut protocol, mut extensions) = (None, None, None);
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(WsHandshakeError::Malformed("header line without ':'"))?;
-        let value = value.trim_matches([' ', '\t']);
+    for (name, value) in head.headers.iter() {
+        // httparse has trimmed the value; the fields read here are ASCII tokens.
+        let value = std::str::from_utf8(value).unwrap_or_default();
         let tokens = || value.split(',').map(|t| t.trim_matches([' ', '\t']));
         if name.eq_ignore_ascii_case("upgrade") {
             upgrade |= tokens().any(|t| t.eq_ignore_ascii_case("websocket"));
@@ -1232,15 +1213,15 @@ mod tests {
         );
         assert_eq!(
             handshake_error("SSH-2.0-OpenSSH_9.2\r\n\r\n"),
-            WsHandshakeError::Malformed("no status line")
+            WsHandshakeError::Malformed(Http1Error::Version)
         );
         assert_eq!(
             handshake_error("RTSP/1.0 101 x\r\n\r\n"),
-            WsHandshakeError::Malformed("not HTTP/1.x")
+            WsHandshakeError::Malformed(Http1Error::Version)
         );
         assert_eq!(
             handshake_error("HTTP/1.1 1O1 x\r\n\r\n"),
-            WsHandshakeError::Malformed("status code is not 3 digits")
+            WsHandshakeError::Malformed(Http1Error::Status)
         );
     }
 
