@@ -8,35 +8,37 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("message", 1),
     ("runtime/sync", 2),
-    ("observe/metrics", 3),
-    ("observe/logs", 3),
-    ("observe/prometheus", 4),
-    ("observe/http", 4),
-    ("observe", 4),
-    ("net", 5),
-    ("net/connect", 6),
-    ("secrets", 6),
-    ("mqtt/session", 7),
-    ("transform", 8),
-    ("source", 9),
-    ("sink", 9),
-    ("config", 10),
-    ("sources", 11),
-    ("sinks", 11),
-    ("mqtt/connection", 12),
-    ("mqtt", 12),
-    ("dataflow/core", 13),
-    ("dataflow/task", 14),
-    ("dataflow", 14),
-    ("runtime/commands", 15),
-    ("runtime/supervisor", 16),
-    ("runtime/workers", 17),
-    ("runtime", 17),
-    ("control/server", 18),
-    ("control/apply", 19),
-    ("control", 19),
-    ("cli", 20),
-    ("lib", 21),
+    ("net/address", 3),
+    ("net/http1", 3),
+    ("observe/metrics", 4),
+    ("observe/logs", 4),
+    ("observe/prometheus", 5),
+    ("observe/http", 5),
+    ("observe", 5),
+    ("net", 6),
+    ("net/connect", 7),
+    ("secrets", 7),
+    ("mqtt/session", 8),
+    ("transform", 9),
+    ("source", 10),
+    ("sink", 10),
+    ("config", 11),
+    ("sources", 12),
+    ("sinks", 12),
+    ("mqtt/connection", 13),
+    ("mqtt", 13),
+    ("dataflow/core", 14),
+    ("dataflow/task", 15),
+    ("dataflow", 15),
+    ("runtime/commands", 16),
+    ("runtime/supervisor", 17),
+    ("runtime/workers", 18),
+    ("runtime", 18),
+    ("control/server", 19),
+    ("control/apply", 20),
+    ("control", 20),
+    ("cli", 21),
+    ("lib", 22),
 ];
 
 /// The layer of a module path such as `config/plan` (longest prefix, on `/` boundaries).
@@ -164,8 +166,8 @@ fn the_checker_sees_what_it_must() {
     assert!(crate_paths("use sluice_crate::x;").is_empty());
     assert!(crate_paths("/// see [`crate::sink::Sink`]").is_empty());
     assert_eq!(layer("runtime/sync"), Some(2));
-    assert_eq!(layer("runtime/workers"), Some(17));
-    assert_eq!(layer("sinks/mqtt"), Some(11));
-    assert_eq!(layer("sink"), Some(9));
+    assert_eq!(layer("runtime/workers"), Some(18));
+    assert_eq!(layer("sinks/mqtt"), Some(12));
+    assert_eq!(layer("sink"), Some(10));
     assert_eq!(layer("nowhere"), None);
 }
