@@ -61,6 +61,8 @@ use sluice_codec::{
     Subscription, TopicError, Unsubscribe,
 };
 
+use super::violation::SpecViolation;
+
 /// Payloads of at least this many bytes are queued by reference and sent with a vectored write;
 /// smaller ones are copied next to their header, which costs less than another I/O vector
 /// entry and reference count.
@@ -261,14 +263,13 @@ pub(crate) enum CloseReason {
     #[error("malformed packet from the broker: {0}")]
     Decode(DecodeError),
     /// The broker broke a rule that depends on the session's state; a 5.0 DISCONNECT with
-    /// `reason_code` was queued.
-    #[error("protocol error by the broker ({reason_code:?}): {what}")]
-    Protocol {
-        /// The reason code sent in the DISCONNECT (5.0).
-        reason_code: ReasonCode,
-        /// What happened.
-        what: &'static str,
-    },
+    /// [`SpecViolation::reason_code`] was queued. Shown as the violation: its clause first.
+    #[error("{0}")]
+    Protocol(SpecViolation),
+    /// Every packet identifier is in use, so SUBSCRIBE cannot be sent; a 5.0 DISCONNECT with
+    /// Implementation specific error (0x83) was queued.
+    #[error("no packet identifier free for SUBSCRIBE")]
+    PacketIdsExhausted,
     /// The broker refused the connection (5.0 reason code, or 3.1.1 return code 1 to 5).
     #[error("connection refused by the broker: {reason_code:?}")]
     Refused {
@@ -1003,10 +1004,10 @@ impl Session {
         self.events.push_back(Event::Closed { reason });
     }
 
-    fn protocol_error(&mut self, reason_code: ReasonCode, what: &'static str, now: Instant) {
+    fn protocol_error(&mut self, violation: SpecViolation, now: Instant) {
         self.close(
-            CloseReason::Protocol { reason_code, what },
-            Some(reason_code),
+            CloseReason::Protocol(violation),
+            Some(violation.reason_code()),
             now,
         );
     }
@@ -1035,11 +1036,7 @@ impl Session {
                 Packet::Disconnect(d) => self.handle_server_disconnect(d, now),
                 // Enhanced authentication may put AUTH before CONNACK (§4.12).
                 Packet::Auth(auth) => self.handle_auth(&auth, now),
-                _ => self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-3.2.0-1] the first packet from the server must be CONNACK",
-                    now,
-                ),
+                _ => self.protocol_error(SpecViolation::FirstPacketNotConnAck, now),
             }
             return;
         }
@@ -1049,38 +1046,24 @@ impl Session {
             Packet::SubAck(ack) => self.handle_suback(ack, now),
             Packet::PingResp => self.ping_sent = None,
             Packet::Disconnect(d) => self.handle_server_disconnect(d, now),
-            Packet::ConnAck(_) => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.2.0-2] a second CONNACK",
-                now,
-            ),
-            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "QoS 2 acknowledgement, but this session never uses QoS 2",
-                now,
-            ),
+            Packet::ConnAck(_) => self.protocol_error(SpecViolation::SecondConnAck, now),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+                self.protocol_error(SpecViolation::Qos2Acknowledgement, now)
+            }
             Packet::UnsubAck(ack) if self.unsubscribe_id == Some(ack.packet_id) => {
                 // Whatever the reason codes say (0x11 No subscription existed is fine), the old
                 // filters are gone or never were.
                 self.unsubscribe_id = None;
                 self.unsubscribed = true;
             }
-            Packet::UnsubAck(_) => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "UNSUBACK for a packet identifier not in use",
-                now,
-            ),
+            Packet::UnsubAck(_) => self.protocol_error(SpecViolation::UnsubAckUnknownId, now),
             Packet::Auth(auth) => self.handle_auth(&auth, now),
             // The codec refuses these from a server; kept so that the match stays exhaustive.
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
             | Packet::PingReq => {
-                self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "a packet only clients send",
-                    now,
-                );
+                self.protocol_error(SpecViolation::ClientPacket, now);
             }
         }
     }
@@ -1108,11 +1091,7 @@ impl Session {
             return;
         }
         if connack.session_present && self.config.clean_start {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.2.2-2] Session Present with Clean Start",
-                now,
-            );
+            self.protocol_error(SpecViolation::SessionPresentWithCleanStart, now);
             return;
         }
         match (
@@ -1120,19 +1099,11 @@ impl Session {
             &connack.properties.authentication_method,
         ) {
             (Some(ours), theirs) if theirs.as_ref() != Some(ours) => {
-                self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-4.12.0-5] successful CONNACK without our Authentication Method",
-                    now,
-                );
+                self.protocol_error(SpecViolation::ConnAckAuthenticationMethod, now);
                 return;
             }
             (None, Some(_)) => {
-                self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-4.12.0-6] Authentication Method in CONNACK, but none in CONNECT",
-                    now,
-                );
+                self.protocol_error(SpecViolation::ConnAckUnaskedAuthentication, now);
                 return;
             }
             _ => {}
@@ -1198,19 +1169,11 @@ impl Session {
     /// AUTH from the broker, before or after CONNACK. See the module documentation for the rules.
     fn handle_auth(&mut self, auth: &Auth, now: Instant) {
         let Some(ours) = &self.config.authentication_method else {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-6] AUTH without an Authentication Method in CONNECT",
-                now,
-            );
+            self.protocol_error(SpecViolation::UnaskedAuth, now);
             return;
         };
         if auth.properties.authentication_method.as_ref() != Some(ours) {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-5] AUTH without our Authentication Method",
-                now,
-            );
+            self.protocol_error(SpecViolation::AuthMethodMismatch, now);
             return;
         }
         match auth.reason_code {
@@ -1218,22 +1181,11 @@ impl Session {
                 self.reauth_deadline = None;
                 self.events.push_back(Event::Reauthenticated);
             }
-            ReasonCode::SUCCESS => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "AUTH Success without a re-authentication under way (§4.12)",
-                now,
-            ),
-            ReasonCode::CONTINUE_AUTHENTICATION => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "AUTH Continue authentication: a challenge, but this session does single-step \
-                 token methods only (K8S-SAT, OAUTH2-JWT define none)",
-                now,
-            ),
-            _ => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.15.2-1] AUTH from the server with Re-authenticate, which only a client sends",
-                now,
-            ),
+            ReasonCode::SUCCESS => self.protocol_error(SpecViolation::UnexpectedAuthSuccess, now),
+            ReasonCode::CONTINUE_AUTHENTICATION => {
+                self.protocol_error(SpecViolation::AuthChallenge, now)
+            }
+            _ => self.protocol_error(SpecViolation::ServerReauthenticate, now),
         }
     }
 
@@ -1267,10 +1219,7 @@ impl Session {
         }
         let Some(packet_id) = self.allocate_packet_id() else {
             self.close(
-                CloseReason::Protocol {
-                    reason_code: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-                    what: "no packet identifier free for SUBSCRIBE",
-                },
+                CloseReason::PacketIdsExhausted,
                 Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
                 now,
             );
@@ -1326,11 +1275,7 @@ impl Session {
 
     fn handle_publish(&mut self, publish: Publish, now: Instant) {
         if publish.properties.topic_alias().is_some() {
-            self.protocol_error(
-                ReasonCode::TOPIC_ALIAS_INVALID,
-                "[MQTT-3.3.2-9] Topic Alias, but our Topic Alias Maximum is 0",
-                now,
-            );
+            self.protocol_error(SpecViolation::TopicAliasAboveMaximum, now);
             return;
         }
         match (publish.qos, publish.packet_id) {
@@ -1339,11 +1284,7 @@ impl Session {
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 if self.inbound_id_in_use(packet_id) {
-                    self.protocol_error(
-                        ReasonCode::PROTOCOL_ERROR,
-                        "[MQTT-2.2.1-3] PUBLISH with a packet identifier still in use",
-                        now,
-                    );
+                    self.protocol_error(SpecViolation::PacketIdInUse, now);
                     return;
                 }
                 let receive_maximum = usize::from(self.config.receive_maximum.get());
@@ -1356,11 +1297,7 @@ impl Session {
                     && self.config.enforce_receive_maximum
                     && self.inbound.len() >= receive_maximum
                 {
-                    self.protocol_error(
-                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                        "[MQTT-3.3.4-9] more unacknowledged QoS 1 PUBLISH than our Receive Maximum",
-                        now,
-                    );
+                    self.protocol_error(SpecViolation::ReceiveMaximumExceeded, now);
                     return;
                 }
                 self.inbound.push_back(Inbound {
@@ -1374,11 +1311,7 @@ impl Session {
                 });
                 self.events.push_back(Event::Message { publish, ack });
             }
-            _ => self.protocol_error(
-                ReasonCode::QOS_NOT_SUPPORTED,
-                "QoS 2 PUBLISH, but every subscription asked for QoS 1 at most",
-                now,
-            ),
+            _ => self.protocol_error(SpecViolation::QosAboveSubscription, now),
         }
     }
 
@@ -1398,11 +1331,7 @@ impl Session {
 
     fn handle_puback(&mut self, ack: PubAck, now: Instant) {
         let Some(m) = self.in_flight.remove(&ack.packet_id.get()) else {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "PUBACK for a packet identifier not in flight",
-                now,
-            );
+            self.protocol_error(SpecViolation::PubAckUnknownId, now);
             return;
         };
         if !m.sent {
@@ -1426,19 +1355,11 @@ impl Session {
 
     fn handle_suback(&mut self, ack: SubAck, now: Instant) {
         if self.subscribe_id != Some(ack.packet_id) {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "SUBACK for a packet identifier not in use",
-                now,
-            );
+            self.protocol_error(SpecViolation::SubAckUnknownId, now);
             return;
         }
         if ack.reason_codes.len() != self.config.subscriptions.len() {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.8.4-6] SUBACK with a reason code count other than the filter count",
-                now,
-            );
+            self.protocol_error(SpecViolation::SubAckCodeCount, now);
             return;
         }
         self.subscribe_id = None;
@@ -1972,15 +1893,12 @@ mod tests {
             panic!("{sent:?}")
         };
         assert_eq!(d.reason_code, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
-        assert!(matches!(
-            &events(&mut s)[..],
+        assert_eq!(
+            events(&mut s),
             [Event::Closed {
-                reason: CloseReason::Protocol {
-                    reason_code: ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                    ..
-                }
+                reason: CloseReason::Protocol(SpecViolation::ReceiveMaximumExceeded)
             }]
-        ));
+        );
     }
 
     #[test]
@@ -2062,11 +1980,7 @@ mod tests {
         // A PUBACK for an id not in flight is a protocol error.
         b.recv(&mut s);
         b.send(&mut s, Packet::PubAck(PubAck::new(id(999))), now);
-        let sent = b.recv(&mut s);
-        let [Packet::Disconnect(disc)] = &sent[..] else {
-            panic!("{sent:?}")
-        };
-        assert_eq!(disc.reason_code, ReasonCode::PROTOCOL_ERROR);
+        assert_protocol_error(&mut s, &mut b, SpecViolation::PubAckUnknownId);
     }
 
     #[test]
@@ -2327,12 +2241,9 @@ mod tests {
         b.publish_qos1(&mut s, 5, now);
         assert!(s.is_connected());
         // Not acknowledged yet: the same id again is a protocol error.
+        events(&mut s);
         b.publish_qos1(&mut s, 5, now);
-        let sent = b.recv(&mut s);
-        let [Packet::Disconnect(d)] = &sent[..] else {
-            panic!("{sent:?}")
-        };
-        assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
+        assert_protocol_error(&mut s, &mut b, SpecViolation::PacketIdInUse);
     }
 
     #[test]
@@ -2414,25 +2325,20 @@ mod tests {
         (**c).clone()
     }
 
-    /// Asserts that the session sent DISCONNECT `code` and closed with a protocol error whose
-    /// text cites `clause`.
-    fn assert_protocol_error(s: &mut Session, b: &mut Broker, code: ReasonCode, clause: &str) {
+    /// Asserts that the session sent DISCONNECT with the violation's reason code and closed the
+    /// connection with that violation.
+    fn assert_protocol_error(s: &mut Session, b: &mut Broker, violation: SpecViolation) {
         let sent = b.recv(s);
         let [Packet::Disconnect(d)] = &sent[..] else {
             panic!("{sent:?}")
         };
-        assert_eq!(d.reason_code, code);
-        let evs = events(s);
-        let [
-            Event::Closed {
-                reason: CloseReason::Protocol { reason_code, what },
-            },
-        ] = &evs[..]
-        else {
-            panic!("{evs:?}")
-        };
-        assert_eq!(*reason_code, code);
-        assert!(what.contains(clause), "{what:?} should cite {clause}");
+        assert_eq!(d.reason_code, violation.reason_code());
+        assert_eq!(
+            events(s),
+            [Event::Closed {
+                reason: CloseReason::Protocol(violation)
+            }]
+        );
         assert!(!s.is_connected());
     }
 
@@ -2648,12 +2554,7 @@ mod tests {
             let now = Instant::now();
             let (mut s, mut b) = auth_connecting(now);
             b.send(&mut s, Packet::ConnAck(connack_with_method(method)), now);
-            assert_protocol_error(
-                &mut s,
-                &mut b,
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-5]",
-            );
+            assert_protocol_error(&mut s, &mut b, SpecViolation::ConnAckAuthenticationMethod);
         }
     }
 
@@ -2688,12 +2589,7 @@ mod tests {
             auth_packet(ReasonCode::SUCCESS, Some("OAUTH2-JWT")),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-5]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::AuthMethodMismatch);
     }
 
     #[test]
@@ -2705,12 +2601,7 @@ mod tests {
             auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, Some(SAT)),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "Continue authentication",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::AuthChallenge);
     }
 
     #[test]
@@ -2719,11 +2610,11 @@ mod tests {
         let now = Instant::now();
         let (mut s, mut b) = auth_connecting(now);
         b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
-        assert_protocol_error(&mut s, &mut b, ReasonCode::PROTOCOL_ERROR, "AUTH Success");
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnexpectedAuthSuccess);
 
         let (mut s, mut b) = auth_connected(now);
         b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
-        assert_protocol_error(&mut s, &mut b, ReasonCode::PROTOCOL_ERROR, "AUTH Success");
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnexpectedAuthSuccess);
 
         // Re-authenticate is the client's code.
         let (mut s, mut b) = auth_connected(now);
@@ -2732,12 +2623,7 @@ mod tests {
             auth_packet(ReasonCode::RE_AUTHENTICATE, Some(SAT)),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-3.15.2-1]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::ServerReauthenticate);
     }
 
     #[test]
@@ -2745,12 +2631,7 @@ mod tests {
         let now = Instant::now();
         let (mut s, mut b) = connected(V5, now);
         b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-6]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnaskedAuth);
 
         // Before CONNACK too, and a method in CONNACK.
         let mut s = Session::new(config(V5), now).expect("valid config");
@@ -2761,22 +2642,12 @@ mod tests {
             auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, Some(SAT)),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-6]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnaskedAuth);
         let mut s = Session::new(config(V5), now).expect("valid config");
         s.handle_connected(now);
         b.recv(&mut s);
         b.send(&mut s, Packet::ConnAck(connack_with_method(Some(SAT))), now);
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-6]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::ConnAckUnaskedAuthentication);
     }
 
     #[test]
