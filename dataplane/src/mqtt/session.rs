@@ -68,6 +68,13 @@ use super::violation::SpecViolation;
 /// entry and reference count.
 pub(crate) const VECTORED_MIN_PAYLOAD: usize = 512;
 
+/// The default [`SessionConfig::maximum_packet_size`] (and `--max-packet-bytes`): 64 MiB, the
+/// largest packet the Azure IoT Operations MQTT broker accepts with its default memory profile
+/// (Medium; Tiny takes 4 MB, Low 16 MB, High 256 MB). That broker does not honour the Maximum
+/// Packet Size a client announces, so a smaller default would turn every message it accepted
+/// above it into a connection closed and the message delivered again, over and over.
+pub(crate) const DEFAULT_MAXIMUM_PACKET_SIZE: NonZeroU32 = NonZeroU32::new(64 << 20).unwrap();
+
 /// How a session connects and what it subscribes to. Its `Debug` output leaves out the password
 /// and the authentication data.
 #[derive(Clone)]
@@ -99,9 +106,13 @@ pub(crate) struct SessionConfig {
     /// The most outbound QoS 1 messages left unacknowledged at once (our `maxInflightMessages`
     /// when publishing); the broker's Receive Maximum lowers it further. Default 100.
     pub max_in_flight: NonZeroU16,
-    /// Largest packet accepted, bytes (whole frame); announced in a 5.0 CONNECT as Maximum Packet
-    /// Size and checked from the fixed header. `None`: the protocol's limit. Default `None`.
-    pub maximum_packet_size: Option<NonZeroU32>,
+    /// Largest packet accepted from the broker, bytes (the whole frame, fixed header included):
+    /// announced as Maximum Packet Size in every 5.0 CONNECT, and enforced in 3.1.1 too. A
+    /// bigger packet is refused from its fixed header, before its body is buffered, so no read
+    /// buffer grows past it: the connection closes with [`CloseReason::Decode`]
+    /// (`DecodeError::PacketTooLarge`) and, in 5.0, DISCONNECT 0x95 Packet too large. Default
+    /// [`DEFAULT_MAXIMUM_PACKET_SIZE`].
+    pub maximum_packet_size: NonZeroU32,
     /// User Name.
     pub username: Option<ByteStr>,
     /// Password.
@@ -141,7 +152,7 @@ impl SessionConfig {
             receive_maximum: NonZeroU16::new(100).expect("non-zero"),
             max_in_flight: NonZeroU16::new(100).expect("non-zero"),
             enforce_receive_maximum: false,
-            maximum_packet_size: None,
+            maximum_packet_size: DEFAULT_MAXIMUM_PACKET_SIZE,
             username: None,
             password: None,
             authentication_method: None,
@@ -506,7 +517,8 @@ impl Session {
                 });
             }
         }
-        let codec = Codec::new(Role::Client, config.protocol);
+        let codec = Codec::new(Role::Client, config.protocol)
+            .with_max_packet_size(config.maximum_packet_size.get());
         let session = Self {
             client_id: config.client_id.clone(),
             auth_data: config.authentication_data.clone(),
@@ -652,11 +664,8 @@ impl Session {
         self.handle_disconnected(now);
         self.clear_transmit();
         self.connection = self.connection.wrapping_add(1);
-        let mut codec = Codec::new(Role::Client, self.config.protocol);
-        if let Some(max) = self.config.maximum_packet_size {
-            codec = codec.with_max_packet_size(max.get());
-        }
-        self.codec = codec;
+        self.codec = Codec::new(Role::Client, self.config.protocol)
+            .with_max_packet_size(self.config.maximum_packet_size.get());
         self.keep_alive = None;
         self.ping_sent = None;
         self.send_window = u16::MAX;
@@ -964,7 +973,7 @@ impl Session {
             if self.config.receive_maximum.get() != u16::MAX {
                 c.properties.receive_maximum = Some(self.config.receive_maximum);
             }
-            c.properties.maximum_packet_size = self.config.maximum_packet_size;
+            c.properties.maximum_packet_size = Some(self.config.maximum_packet_size);
             if let Some(method) = &self.config.authentication_method {
                 c.properties.authentication_method = Some(method.clone());
                 c.properties.authentication_data = self.auth_data.clone();
@@ -1510,6 +1519,10 @@ mod tests {
         if protocol == V5 {
             assert_eq!(c.properties.session_expiry_interval_secs, Some(3600));
             assert_eq!(c.properties.receive_maximum, NonZeroU16::new(3));
+            assert_eq!(
+                c.properties.maximum_packet_size,
+                Some(DEFAULT_MAXIMUM_PACKET_SIZE)
+            );
         }
         assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(30)));
         assert!(!s.is_connected());
@@ -2095,6 +2108,65 @@ mod tests {
         assert!(b.recv(&mut s).is_empty());
         s.handle_disconnected(now);
         assert!(events(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_packet_over_the_maximum_is_refused_from_its_fixed_header() {
+        for protocol in [V311, V5] {
+            let now = Instant::now();
+            let mut c = config(protocol);
+            c.maximum_packet_size = NonZeroU32::new(1024).expect("non-zero");
+            let mut s = Session::new(c, now).expect("valid config");
+            let mut b = Broker::new(protocol);
+            s.handle_connected(now);
+            let sent = b.recv(&mut s);
+            let [Packet::Connect(connect)] = &sent[..] else {
+                panic!("{sent:?}")
+            };
+            let announced = (protocol == V5).then(|| NonZeroU32::new(1024).expect("non-zero"));
+            assert_eq!(connect.properties.maximum_packet_size, announced);
+            b.connack(&mut s, false, now);
+            b.recv(&mut s);
+            events(&mut s);
+            // A frame of exactly the maximum is taken: QoS 0 PUBLISH, topic "t", header 3 bytes.
+            let body = 1024 - 3;
+            let mut frame = vec![
+                0x30,
+                0x80 | (body % 128) as u8,
+                (body / 128) as u8,
+                0,
+                1,
+                b't',
+            ];
+            if protocol == V5 {
+                frame.push(0);
+            }
+            frame.resize(1024, b'x');
+            s.handle_bytes(&mut BytesMut::from(&frame[..]), now);
+            assert!(matches!(&events(&mut s)[..], [Event::Message { .. }]));
+            // The fixed header of a QoS 1 PUBLISH announcing 256 MiB, and the start of its body.
+            let mut buf = BytesMut::with_capacity(64);
+            buf.extend_from_slice(&[0x32, 0xfb, 0xff, 0xff, 0x7f, 0, 1, b't', 0, 1]);
+            s.handle_bytes(&mut buf, now);
+            assert!(buf.capacity() < 4096, "reserved {} bytes", buf.capacity());
+            assert_eq!(
+                events(&mut s),
+                [Event::Closed {
+                    reason: CloseReason::Decode(DecodeError::PacketTooLarge {
+                        size: 5 + 0x0fff_fffb,
+                        max: 1024
+                    })
+                }]
+            );
+            let sent = b.recv(&mut s);
+            match protocol {
+                V5 => assert!(
+                    matches!(&sent[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PACKET_TOO_LARGE),
+                    "{sent:?}"
+                ),
+                V311 => assert!(sent.is_empty(), "{sent:?}"),
+            }
+        }
     }
 
     #[test]
