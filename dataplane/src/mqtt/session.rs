@@ -57,8 +57,8 @@ use bytes::{Bytes, BytesMut};
 use sluice_codec::topic::validate_topic_filter;
 use sluice_codec::{
     Auth, AuthProperties, ByteStr, Codec, ConnAck, Connect, DecodeError, Disconnect, EncodeError,
-    Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, Role, SubAck, Subscribe,
-    Subscription, TopicError, Unsubscribe,
+    Packet, PacketId, PacketType, ProtocolVersion, PubAck, Publish, PublishRef, QoS, ReasonCode,
+    Role, SubAck, Subscribe, Subscription, TopicError, Unsubscribe,
 };
 
 use super::violation::SpecViolation;
@@ -693,17 +693,77 @@ impl Session {
     }
 
     /// Bytes read from the transport: decodes every whole packet at the front of `buf` and acts
-    /// on it. A partial packet stays in `buf`. Ignored when no connection is up.
+    /// on it. A partial packet stays in `buf`, with the room it still needs reserved (its size
+    /// was checked against the maximum packet size from its fixed header). Ignored when no
+    /// connection is up.
+    ///
+    /// The whole frames are found from their fixed headers first and split off `buf` at once,
+    /// without copying. A PUBLISH, the packet that comes by the million, is then decoded as a
+    /// borrowed view of that block ([`Codec::decode_publish`], the codec's checks without a
+    /// reference count) and checked against the session's state; only a message the session
+    /// takes becomes a [`Publish`] of slices (topic, payload, property block). Other packets
+    /// are decoded owned ([`Codec::decode_frame`]). A fixed header the codec refuses closes the
+    /// connection after the frames before it were handled.
     pub(crate) fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
-        while matches!(self.state, State::Connecting { .. } | State::Connected) {
-            match self.codec.decode(buf) {
-                Ok(Some(packet)) => self.handle_packet(packet, now),
+        if !self.is_up() {
+            return;
+        }
+        let mut whole = 0;
+        let mut refused = None;
+        loop {
+            match self.codec.next_frame(&buf[whole..]) {
+                Ok(Some(frame)) => whole += frame.len(),
                 Ok(None) => break,
                 Err(error) => {
-                    self.close(CloseReason::Decode(error), Some(error.reason_code()), now);
+                    refused = Some(error);
+                    break;
                 }
             }
         }
+        if whole > 0 {
+            let block = buf.split_to(whole).freeze();
+            self.handle_frames(&block, now);
+        }
+        match refused {
+            Some(error) => self.close(CloseReason::Decode(error), Some(error.reason_code()), now),
+            None => self.codec.reserve_frame(buf),
+        }
+    }
+
+    /// Acts on `block`, whole frames only, until they end or the connection does.
+    fn handle_frames(&mut self, block: &Bytes, now: Instant) {
+        let mut at = 0;
+        while at < block.len() && self.is_up() {
+            let Ok(Some(frame)) = self.codec.next_frame(&block[at..]) else {
+                unreachable!("handle_bytes framed the block")
+            };
+            let len = frame.len();
+            if frame.packet_type == PacketType::Publish && self.state == State::Connected {
+                match self.codec.decode_publish(&frame) {
+                    Ok(publish) => self.handle_publish_ref(&publish, block, now),
+                    Err(error) => {
+                        self.close(CloseReason::Decode(error), Some(error.reason_code()), now);
+                    }
+                }
+            } else {
+                let header_len = frame.header_len;
+                match self
+                    .codec
+                    .decode_frame(&block.slice(at..at + len), header_len)
+                {
+                    Ok(packet) => self.handle_packet(packet, now),
+                    Err(error) => {
+                        self.close(CloseReason::Decode(error), Some(error.reason_code()), now);
+                    }
+                }
+            }
+            at += len;
+        }
+    }
+
+    /// Whether a connection is up or being set up (CONNECT sent).
+    fn is_up(&self) -> bool {
+        matches!(self.state, State::Connecting { .. } | State::Connected)
     }
 
     /// Replaces the User Name and Password for the next CONNECT (a rotated secret).
@@ -1282,19 +1342,46 @@ impl Session {
         None
     }
 
-    fn handle_publish(&mut self, publish: Publish, now: Instant) {
-        if publish.properties.topic_alias().is_some() {
-            self.protocol_error(SpecViolation::TopicAliasAboveMaximum, now);
-            return;
+    /// A PUBLISH decoded in place from `block`: the message, made of slices of `block`, when
+    /// the session takes it.
+    fn handle_publish_ref(&mut self, publish: &PublishRef<'_>, block: &Bytes, now: Instant) {
+        let has_alias = publish.properties.topic_alias().is_some();
+        if let Ok(ack) = self.admit_publish(publish.qos, publish.packet_id, has_alias, now) {
+            self.events.push_back(Event::Message {
+                publish: publish.to_owned_in(block),
+                ack,
+            });
         }
-        match (publish.qos, publish.packet_id) {
-            (QoS::AtMostOnce, _) => {
-                self.events.push_back(Event::Message { publish, ack: None });
-            }
+    }
+
+    fn handle_publish(&mut self, publish: Publish, now: Instant) {
+        let has_alias = publish.properties.topic_alias().is_some();
+        if let Ok(ack) = self.admit_publish(publish.qos, publish.packet_id, has_alias, now) {
+            self.events.push_back(Event::Message { publish, ack });
+        }
+    }
+
+    /// The session's checks on an inbound PUBLISH: `Ok` with its token (QoS 1) when it is taken
+    /// (and recorded as unacknowledged), `Err` when it broke a rule (the connection is closed).
+    fn admit_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: Option<PacketId>,
+        has_alias: bool,
+        now: Instant,
+    ) -> Result<Option<AckToken>, SpecViolation> {
+        let refuse = |s: &mut Self, violation| {
+            s.protocol_error(violation, now);
+            Err(violation)
+        };
+        if has_alias {
+            return refuse(self, SpecViolation::TopicAliasAboveMaximum);
+        }
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => Ok(None),
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 if self.inbound_id_in_use(packet_id) {
-                    self.protocol_error(SpecViolation::PacketIdInUse, now);
-                    return;
+                    return refuse(self, SpecViolation::PacketIdInUse);
                 }
                 let receive_maximum = usize::from(self.config.receive_maximum.get());
                 if self.config.protocol == ProtocolVersion::V5
@@ -1306,21 +1393,19 @@ impl Session {
                     && self.config.enforce_receive_maximum
                     && self.inbound.len() >= receive_maximum
                 {
-                    self.protocol_error(SpecViolation::ReceiveMaximumExceeded, now);
-                    return;
+                    return refuse(self, SpecViolation::ReceiveMaximumExceeded);
                 }
                 self.inbound.push_back(Inbound {
                     packet_id,
                     acked: false,
                 });
                 self.set_inbound_id(packet_id, true);
-                let ack = Some(AckToken {
+                Ok(Some(AckToken {
                     connection: self.connection,
                     packet_id,
-                });
-                self.events.push_back(Event::Message { publish, ack });
+                }))
             }
-            _ => self.protocol_error(SpecViolation::QosAboveSubscription, now),
+            _ => refuse(self, SpecViolation::QosAboveSubscription),
         }
     }
 
@@ -2167,6 +2252,65 @@ mod tests {
                 V311 => assert!(sent.is_empty(), "{sent:?}"),
             }
         }
+    }
+
+    #[test]
+    fn frames_of_one_read_are_handled_in_order_and_a_partial_one_waits() {
+        let now = Instant::now();
+        let (mut s, b) = connected(V5, now);
+        let mut wire = BytesMut::new();
+        let mut p = Publish::new(ByteStr::from_static("sensors/a"), Bytes::from_static(b"1"));
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = Some(id(1));
+        b.codec
+            .encode(&Packet::Publish(p), &mut wire)
+            .expect("encode");
+        b.codec
+            .encode(&Packet::PingResp, &mut wire)
+            .expect("encode");
+        let mut second = BytesMut::new();
+        let p = Publish::new(ByteStr::from_static("alerts/b"), Bytes::from_static(b"22"));
+        b.codec
+            .encode(&Packet::Publish(p), &mut second)
+            .expect("encode");
+        wire.extend_from_slice(&second[..4]);
+        s.handle_bytes(&mut wire, now);
+        assert_eq!(&wire[..], &second[..4], "the partial frame stays");
+        let evs = events(&mut s);
+        let [
+            Event::Message {
+                publish,
+                ack: Some(_),
+            },
+        ] = &evs[..]
+        else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(
+            (&publish.topic[..], &publish.payload[..]),
+            ("sensors/a", &b"1"[..])
+        );
+        wire.extend_from_slice(&second[4..]);
+        s.handle_bytes(&mut wire, now);
+        assert!(wire.is_empty());
+        let evs = events(&mut s);
+        assert!(
+            matches!(&evs[..], [Event::Message { publish, ack: None }] if &publish.payload[..] == b"22"),
+            "{evs:?}"
+        );
+        // A valid frame before a refused header is handled first.
+        let mut wire = BytesMut::from(&second[..]);
+        wire.extend_from_slice(&[0x00, 0x00]);
+        s.handle_bytes(&mut wire, now);
+        assert!(matches!(
+            &events(&mut s)[..],
+            [
+                Event::Message { .. },
+                Event::Closed {
+                    reason: CloseReason::Decode(DecodeError::ReservedPacketType)
+                }
+            ]
+        ));
     }
 
     #[test]
