@@ -228,7 +228,7 @@ impl Codec {
         let (packet_type, flags, header_len, size) = match self.next_frame(buf)? {
             Some(f) => (f.packet_type, f.flags, f.header_len, f.len()),
             None => {
-                self.reserve_for_next(buf);
+                self.reserve_frame(buf);
                 return Ok(None);
             }
         };
@@ -237,14 +237,18 @@ impl Codec {
             .map(Some)
     }
 
-    /// Reserves what the partial frame at the front of `buf` still needs, when its header says.
-    fn reserve_for_next(&self, buf: &mut BytesMut) {
+    /// Reserves in `buf` the room that the partial frame at its front still needs, as
+    /// [`Codec::decode`] does when it returns `Ok(None)`: for a caller that frames with
+    /// [`Codec::next_frame`] and splits whole frames off itself. Nothing is reserved while the
+    /// remaining length is incomplete, nor for a frame over the maximum packet size (which
+    /// [`Codec::next_frame`] refuses), so the room is bounded by that maximum.
+    pub fn reserve_frame(&self, buf: &mut BytesMut) {
         if buf.len() < 2 {
             return;
         }
         if let Ok(Some((remaining, n))) = decode_varint(&buf[1..]) {
             let size = 1 + n + remaining as usize;
-            if size > buf.len() {
+            if size > buf.len() && size <= self.max_packet_size as usize {
                 buf.reserve(size - buf.len());
             }
         }

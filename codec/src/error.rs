@@ -6,70 +6,15 @@
 //! is its section (`MQTT-5.0 §2.2.2.2`). Where the specification calls a violation neither a
 //! Malformed Packet nor a Protocol Error, the reason code is our choice, and docs/codec.md says so.
 
-use std::fmt;
-
-use crate::reason::ReasonCode;
 use crate::topic::TopicError;
 use crate::types::{PacketType, Role};
 
-macro_rules! decode_errors {
-    ($(
-        $(#[$meta:meta])*
-        $name:ident $({ $($field:ident : $ty:ty),* $(,)? })? => $clause:expr, $reason:ident, $msg:literal;
-    )*) => {
-        /// Why a frame could not be decoded. Every variant is a malformed packet or a protocol
-        /// error that the decoder can see: the connection that sent it must be closed.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[non_exhaustive]
-        pub enum DecodeError {
-            $(
-                $(#[$meta])*
-                $name $({ $(
-                    #[allow(missing_docs)]
-                    $field: $ty
-                ),* })?,
-            )*
-        }
-
-        impl DecodeError {
-            /// The specification clause (normative statement or section) this error cites.
-            #[allow(unused_variables)]
-            pub fn clause(&self) -> &'static str {
-                match *self {
-                    $(Self::$name $({ $($field),* })? => $clause,)*
-                }
-            }
-
-            /// The MQTT 5.0 reason code for the DISCONNECT (or CONNACK) that answers it.
-            pub const fn reason_code(&self) -> ReasonCode {
-                match self {
-                    $(Self::$name { .. } => ReasonCode::$reason,)*
-                }
-            }
-
-            /// A stable name for the error kind (the variant name).
-            pub const fn kind(&self) -> &'static str {
-                match self {
-                    $(Self::$name { .. } => stringify!($name),)*
-                }
-            }
-        }
-
-        impl fmt::Display for DecodeError {
-            #[allow(unused_variables)]
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "[{}] ", self.clause())?;
-                match self {
-                    $(Self::$name $({ $($field),* })? => {
-                        write!(f, $msg $($(, $field = $field)*)?)
-                    })*
-                }
-            }
-        }
-    };
-}
-
-decode_errors! {
+crate::clause_enum! {
+    /// Why a frame could not be decoded. Every variant is a malformed packet or a protocol error
+    /// that the decoder can see: the connection that sent it must be closed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum DecodeError {
     /// The remaining length (or another variable byte integer) has a continuation bit in its
     /// fourth byte.
     VarIntTooLong => "MQTT-5.0 §1.5.5", MALFORMED_PACKET,
@@ -218,6 +163,7 @@ decode_errors! {
     /// No Local on a shared subscription.
     NoLocalOnSharedSubscription => "MQTT-3.8.3-4", PROTOCOL_ERROR,
         "No Local is set on a shared subscription";
+    }
 }
 
 impl std::error::Error for DecodeError {}

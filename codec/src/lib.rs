@@ -30,6 +30,7 @@ pub mod properties;
 mod reader;
 mod reason;
 mod string;
+mod table;
 pub mod topic;
 mod types;
 mod varint;

@@ -2,6 +2,7 @@
 //! the metrics server and the retry of dataflows that could not start yet.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tracing::{info, warn};
 use crate::config::environment::{Dirs, Environment};
 use crate::control::apply::{ConfigState, Runner};
 use crate::control::server::{bind, serve};
+use crate::mqtt::session::DEFAULT_MAXIMUM_PACKET_SIZE;
 use crate::observe::http::MetricsEndpoint;
 use crate::observe::logs::LogLevel;
 use crate::observe::metrics::Registry;
@@ -78,6 +80,16 @@ pub struct Args {
     /// seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub drain_timeout: u64,
+    /// The largest MQTT packet accepted from a broker, in bytes (the whole frame), from 128 to
+    /// 268435460. It is announced as Maximum Packet Size in every MQTT 5.0 CONNECT and enforced
+    /// for 3.1.1 too: a bigger packet is refused from its fixed header, before its body is
+    /// read, and closes that connection (DISCONNECT 0x95 Packet too large in 5.0; counted in
+    /// `sluice_packets_too_large_total`). It bounds each connection's read buffer. The default,
+    /// 64 MiB, is what the Azure IoT Operations broker accepts with its default memory profile;
+    /// that broker ignores the client's Maximum Packet Size, so keep this at least as large as
+    /// the broker's own limit, or a larger message is delivered, refused and delivered again.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAXIMUM_PACKET_SIZE, value_parser = parse_max_packet_bytes)]
+    pub max_packet_bytes: NonZeroU32,
     /// The largest control frame accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: u32,
@@ -86,6 +98,22 @@ pub struct Args {
     /// (`diagnostics.logs.level`, the most verbose of them), `info` until a snapshot arrives.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+}
+
+/// Smallest `--max-packet-bytes`: CONNACK, SUBACK and PUBACK must still fit.
+const MIN_MAX_PACKET_BYTES: u32 = 128;
+
+/// `--max-packet-bytes`: a number of bytes that MQTT can express and the session's own control
+/// packets from the broker fit in.
+fn parse_max_packet_bytes(s: &str) -> Result<NonZeroU32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(MIN_MAX_PACKET_BYTES..=sluice_codec::MAX_PACKET_SIZE).contains(&n) {
+        return Err(format!(
+            "{n} is not between {MIN_MAX_PACKET_BYTES} and {} (the largest MQTT packet)",
+            sluice_codec::MAX_PACKET_SIZE
+        ));
+    }
+    NonZeroU32::new(n).ok_or_else(|| "0 is not a size".into())
 }
 
 /// Runs the data plane until SIGTERM or SIGINT, then drains and exits.
@@ -124,6 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cores,
             instance_id: args.instance_id,
             shared_subscriptions: args.shared_subscriptions == SharedSubscriptions::Auto,
+            max_packet_bytes: args.max_packet_bytes,
         },
         registry,
         drain_timeout,
@@ -161,4 +190,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     drop(metrics);
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn max_packet_bytes_defaults_and_bounds() {
+        let args = Args::try_parse_from(["dataplane", "--control-socket", "s"]).expect("valid");
+        assert_eq!(args.max_packet_bytes, DEFAULT_MAXIMUM_PACKET_SIZE);
+        let args = Args::try_parse_from([
+            "dataplane",
+            "--control-socket",
+            "s",
+            "--max-packet-bytes",
+            "1048576",
+        ])
+        .expect("valid");
+        assert_eq!(args.max_packet_bytes.get(), 1 << 20);
+        for bad in ["0", "127", "268435461", "1MiB"] {
+            assert!(
+                Args::try_parse_from([
+                    "dataplane",
+                    "--control-socket",
+                    "s",
+                    "--max-packet-bytes",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -18,6 +18,8 @@
 //! Modules import only those below them in docs/architecture.md's layer table
 //! (`tests/layers.rs` checks it).
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod control;

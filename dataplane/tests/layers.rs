@@ -19,6 +19,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("net/connect", 7),
     ("secrets", 7),
     ("mqtt/session", 8),
+    ("mqtt/violation", 8),
+    ("bench_support", 9),
     ("transform", 9),
     ("source", 10),
     ("sink", 10),

@@ -21,6 +21,7 @@ SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = 
 
 MALFORMED_PACKET = 0x81
 PROTOCOL_ERROR = 0x82
+PACKET_TOO_LARGE = 0x95
 
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -173,7 +174,11 @@ class Scenario:
 
     With an EXPECTED_REASON the client must answer with DISCONNECT and that reason code. Without
     one the connection must stay up, and every message of FORWARDED (source topic, payload) must
-    reach the destination and be acknowledged (PUBACK with the ids in ACKED)."""
+    reach the destination and be acknowledged (PUBACK with the ids in ACKED).
+
+    FILLER bytes (zeros) follow the chunks, sent from another thread in 64 KiB pieces until they
+    are all sent, the client has answered, or the connection fails: the body of a frame whose
+    header announced more than the client takes."""
 
     name: str
     chunks: tuple[bytes, ...]
@@ -182,12 +187,23 @@ class Scenario:
     pause: float = 0.0
     forwarded: tuple[tuple[str, bytes], ...] = ()
     acked: tuple[int, ...] = ()
+    filler: int = 0
 
 
 RECEIVE_MAXIMUM = 5
 SPLIT_PAYLOAD = bytes(range(256)) * 2
 SPLIT_PUBLISH = publish(b"split/topic", SPLIT_PAYLOAD, qos=1, packet_id=7)
 OVERRUN = tuple((f"t/rm{i}", f"overrun {i}".encode()) for i in range(1, RECEIVE_MAXIMUM + 2))
+# A QoS 1 PUBLISH whose fixed header announces a frame of 256 MiB (the most MQTT can express),
+# far over the data plane's maximum packet size: its start, then the rest of it as filler.
+HUGE_FRAME = 256 << 20
+HUGE_START = (
+    bytes([(PUBLISH << 4) | 0b0010])
+    + varint(HUGE_FRAME - 5)
+    + string(b"t/huge")
+    + struct.pack(">H", 1)
+    + b"\x00"
+)
 
 SCENARIOS = [
     # [MQTT-3.3.1-4] A PUBLISH must not have both QoS bits set: Malformed Packet.
@@ -200,6 +216,14 @@ SCENARIOS = [
     Scenario("second_connack", (connack(),), PROTOCOL_ERROR),
     # [MQTT-3.2.0-1] The first packet from the server is not CONNACK: Protocol Error.
     Scenario("suback_before_connack", (suback(1, [1]),), PROTOCOL_ERROR, phase="connect"),
+    # A PUBLISH header announcing 256 MiB, and its body streamed after it: the client must refuse
+    # it from the fixed header with 0x95 Packet too large, without buffering the body.
+    Scenario(
+        "publish_256mib",
+        (HUGE_START,),
+        PACKET_TOO_LARGE,
+        filler=HUGE_FRAME - len(HUGE_START),
+    ),
     # Not hostile, only slow: one valid PUBLISH in three segments, split inside its Remaining
     # Length and inside its payload. The client must put it back together and forward it.
     Scenario(
@@ -285,6 +309,8 @@ class HostileBroker:
                 if i:
                     time.sleep(self.scenario.pause)
                 s.sendall(chunk)
+            if self.scenario.filler:
+                threading.Thread(target=self._fill, args=(s, conn), daemon=True).start()
             # From here on, wait for the client as long as it takes (close() ends the wait).
             s.settimeout(None)
             while True:
@@ -296,6 +322,19 @@ class HostileBroker:
         finally:
             conn.done = True
             s.close()
+
+    def _fill(self, s: socket.socket, conn: Connection) -> None:
+        """Sends the scenario's filler until it is all sent, the client answered, or the socket
+        fails (the client closed it)."""
+        piece = bytes(64 << 10)
+        left = self.scenario.filler
+        try:
+            while left > 0 and not conn.after and not self.stopped.is_set():
+                n = min(left, len(piece))
+                s.sendall(piece[:n])
+                left -= n
+        except OSError:
+            pass
 
     def snapshot(self) -> list[Connection]:
         with self.lock:

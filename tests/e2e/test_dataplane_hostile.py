@@ -6,7 +6,8 @@ reason code the specification names (0x81 Malformed Packet, 0x82 Protocol Error)
 connection, reconnect after a backoff, and keep everything else running (the healthy dataflow
 still forwards, /healthz answers 200). A valid PUBLISH that arrives in several TCP segments must
 be put back together and forwarded; a broker that overruns the Receive Maximum is tolerated (see
-hostile_broker.SCENARIOS).
+hostile_broker.SCENARIOS). A PUBLISH whose header announces 256 MiB is refused from its header
+(0x95 Packet too large) and counted, and the data plane's memory does not grow toward it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ CORES = 2
 # Full jitter over [base/2, base] with a 100 ms base: the first delay is at least 50 ms.
 MIN_BACKOFF_S = 0.045
 CLIENT_IDS = [f"hostile-src-{core}" for core in range(CORES)]
+# Peak resident memory allowed to the data plane while a broker streams a 256 MiB PUBLISH at it.
+MAX_RSS_MIB = 100
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM (peak resident set size) of process PID, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
 @pytest.mark.parametrize("scenario", hb.SCENARIOS, ids=lambda s: s.name)
@@ -73,6 +85,8 @@ def test_hostile_source_broker(sluice: Harness, scenario: hb.Scenario) -> None:
         check_well_formed(sluice, scenario, broker, by_client, dp)
     else:
         check_refused(scenario, by_client)
+    if scenario.filler:
+        check_not_buffered(dp)
 
     # Everything else still runs.
     probe_until_flowing(pub, sub, "good/probe", "good-out/probe")
@@ -112,6 +126,22 @@ def check_refused(scenario: hb.Scenario, by_client) -> None:
         if second.protocol_level != 5:
             problems.append(f"{client_id}: reconnected with protocol level {second.protocol_level}")
     assert not problems, "\n".join(problems)
+
+
+def check_not_buffered(dp) -> None:
+    """The oversized frames were counted, one per refused connection, and never buffered."""
+    wait_until(
+        "sluice_packets_too_large_total counts the refused connections",
+        lambda: (
+            dp.metrics().value(
+                "sluice_packets_too_large_total", dataflow=key("hostile"), side="source"
+            )
+            or 0
+        )
+        >= CORES,
+    )
+    rss = peak_rss_mib(dp.pid)
+    assert rss < MAX_RSS_MIB, f"the data plane's peak RSS is {rss:.0f} MiB"
 
 
 def check_well_formed(

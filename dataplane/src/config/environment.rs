@@ -1,7 +1,10 @@
 //! Where the data plane finds what it needs besides the snapshot: the folders that references
 //! resolve to, the token folder, the IMDS endpoint, the cores and this instance's name.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
+
+use crate::mqtt::session::DEFAULT_MAXIMUM_PACKET_SIZE;
 
 /// Where the data plane finds the files that references resolve to.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +31,10 @@ pub(crate) struct Environment {
     /// `--shared-subscriptions`: whether a dataflow may run on every core with a shared
     /// subscription (`true`), or always on one core with plain subscriptions.
     pub(crate) shared_subscriptions: bool,
+    /// `--max-packet-bytes`: the largest MQTT packet accepted from a broker, bytes (the whole
+    /// frame); every session's `SessionConfig::maximum_packet_size`. Default
+    /// [`DEFAULT_MAXIMUM_PACKET_SIZE`] (64 MiB).
+    pub(crate) max_packet_bytes: NonZeroU32,
 }
 
 impl Default for Environment {
@@ -39,6 +46,7 @@ impl Default for Environment {
             cores: 1,
             instance_id: None,
             shared_subscriptions: true,
+            max_packet_bytes: DEFAULT_MAXIMUM_PACKET_SIZE,
         }
     }
 }

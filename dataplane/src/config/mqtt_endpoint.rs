@@ -2,7 +2,7 @@
 //! and the session settings ([`MqttEndpointPlan`]). Secrets are read once here, so that one that
 //! cannot be read shows at once as a [`SkipReason`], and again before every connection.
 
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -126,6 +126,9 @@ pub(crate) struct MqttEndpointPlan {
     pub(crate) settings: MqttSettings,
     /// Whether the broker offers shared subscriptions (not Azure Event Grid).
     pub(crate) can_share: bool,
+    /// The largest packet accepted from the broker, bytes (`--max-packet-bytes`; AIO's
+    /// `DataflowEndpoint` has no such setting).
+    pub(crate) max_packet_bytes: NonZeroU32,
 }
 
 impl MqttEndpointPlan {
@@ -163,6 +166,7 @@ impl MqttEndpointPlan {
         c.session_expiry_secs = self.settings.session_expiry_seconds;
         c.receive_maximum = self.max_inflight();
         c.max_in_flight = self.max_inflight();
+        c.maximum_packet_size = self.max_packet_bytes;
         match &self.credentials {
             Credentials::UsernamePassword {
                 username, password, ..
@@ -337,6 +341,7 @@ pub(crate) fn mqtt_endpoint(
         credentials,
         can_share: !is_event_grid(endpoint),
         settings,
+        max_packet_bytes: env.max_packet_bytes,
     })
 }
 

@@ -22,6 +22,8 @@ use super::core::{Core, CoreEvent, CoreSettings};
 use crate::config::plan::{DataflowPlan, SinkPlan, SourcePlan};
 use crate::message::Side;
 use crate::mqtt::connection::{Connection, ConnectionError, Owner};
+use sluice_codec::DecodeError;
+
 use crate::mqtt::session::{CloseReason, ConfigError, Event, Session};
 use crate::observe::metrics::DataflowMetrics;
 use crate::sink::Sink;
@@ -286,7 +288,7 @@ impl Task {
                 }
                 Event::Closed { reason } => {
                     self.metrics.set_connected(Side::Source, false);
-                    log_closed(&self.key, self.core_id, Side::Source, &reason);
+                    self.on_closed(Side::Source, &reason);
                     self.src.on_closed(&reason);
                 }
                 Event::Message { .. } | Event::Acked { .. } | Event::Refused { .. } => {}
@@ -321,12 +323,22 @@ impl Task {
                 }
                 Notice::Closed { reason } => {
                     self.metrics.set_connected(Side::Destination, false);
-                    log_closed(&self.key, self.core_id, Side::Destination, &reason);
+                    self.on_closed(Side::Destination, &reason);
                     self.dst.on_closed(&reason);
                 }
             }
         }
         connected
+    }
+
+    /// Logs and counts why a connection of `side` closed.
+    fn on_closed(&self, side: Side, reason: &CloseReason) {
+        if let CloseReason::Decode(DecodeError::PacketTooLarge { .. }) = reason {
+            self.metrics.on_packet_too_large(side);
+            warn!(dataflow = %self.key, core = self.core_id, %side, %reason, "connection closed: the broker sent a packet over our maximum packet size (--max-packet-bytes)");
+        } else {
+            log_closed(&self.key, self.core_id, side, reason);
+        }
     }
 
     /// Logs what the core reported: the first drop at warn, the rest at debug (a template that

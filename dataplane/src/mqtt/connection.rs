@@ -11,8 +11,11 @@
 //! [`Connection::resume_reader`].
 //!
 //! Buffers: one read buffer of [`READ_BUFFER`] bytes per connection (plus one for the MQTT bytes
-//! behind TLS or WebSocket), grown only by what a partial frame at its end needs, which the
-//! session's Maximum Packet Size bounds; the writer's pieces are what the session queued.
+//! behind TLS or WebSocket). After each read the session takes every whole frame, so what stays
+//! is at most one partial frame, whose size the session checked from its fixed header against
+//! its maximum packet size (`--max-packet-bytes`) before anything of its body was reserved; the
+//! reader itself adds at most [`READ_BUFFER`] of room at a time. The writer's pieces are what
+//! the session queued.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
@@ -434,6 +437,8 @@ impl Connection {
             if conn.closing.get() {
                 break;
             }
+            // Room for one more read, never more than READ_BUFFER: a partial frame's own room
+            // is reserved by the session's codec, within its maximum packet size.
             if buf.capacity() - buf.len() < READ_BUFFER / 4 {
                 buf.reserve(READ_BUFFER);
             }
@@ -712,6 +717,7 @@ mod tests {
             credentials: Credentials::None,
             settings: MqttSettings::with_authentication(MqttAuthentication::Anonymous),
             can_share: true,
+            max_packet_bytes: crate::mqtt::session::DEFAULT_MAXIMUM_PACKET_SIZE,
         }
     }
 

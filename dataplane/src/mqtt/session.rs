@@ -57,14 +57,23 @@ use bytes::{Bytes, BytesMut};
 use sluice_codec::topic::validate_topic_filter;
 use sluice_codec::{
     Auth, AuthProperties, ByteStr, Codec, ConnAck, Connect, DecodeError, Disconnect, EncodeError,
-    Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, Role, SubAck, Subscribe,
-    Subscription, TopicError, Unsubscribe,
+    Packet, PacketId, PacketType, ProtocolVersion, PubAck, Publish, PublishRef, QoS, ReasonCode,
+    Role, SubAck, Subscribe, Subscription, TopicError, Unsubscribe,
 };
+
+use super::violation::SpecViolation;
 
 /// Payloads of at least this many bytes are queued by reference and sent with a vectored write;
 /// smaller ones are copied next to their header, which costs less than another I/O vector
 /// entry and reference count.
 pub(crate) const VECTORED_MIN_PAYLOAD: usize = 512;
+
+/// The default [`SessionConfig::maximum_packet_size`] (and `--max-packet-bytes`): 64 MiB, the
+/// largest packet the Azure IoT Operations MQTT broker accepts with its default memory profile
+/// (Medium; Tiny takes 4 MB, Low 16 MB, High 256 MB). That broker does not honour the Maximum
+/// Packet Size a client announces, so a smaller default would turn every message it accepted
+/// above it into a connection closed and the message delivered again, over and over.
+pub(crate) const DEFAULT_MAXIMUM_PACKET_SIZE: NonZeroU32 = NonZeroU32::new(64 << 20).unwrap();
 
 /// How a session connects and what it subscribes to. Its `Debug` output leaves out the password
 /// and the authentication data.
@@ -97,9 +106,13 @@ pub(crate) struct SessionConfig {
     /// The most outbound QoS 1 messages left unacknowledged at once (our `maxInflightMessages`
     /// when publishing); the broker's Receive Maximum lowers it further. Default 100.
     pub max_in_flight: NonZeroU16,
-    /// Largest packet accepted, bytes (whole frame); announced in a 5.0 CONNECT as Maximum Packet
-    /// Size and checked from the fixed header. `None`: the protocol's limit. Default `None`.
-    pub maximum_packet_size: Option<NonZeroU32>,
+    /// Largest packet accepted from the broker, bytes (the whole frame, fixed header included):
+    /// announced as Maximum Packet Size in every 5.0 CONNECT, and enforced in 3.1.1 too. A
+    /// bigger packet is refused from its fixed header, before its body is buffered, so no read
+    /// buffer grows past it: the connection closes with [`CloseReason::Decode`]
+    /// (`DecodeError::PacketTooLarge`) and, in 5.0, DISCONNECT 0x95 Packet too large. Default
+    /// [`DEFAULT_MAXIMUM_PACKET_SIZE`].
+    pub maximum_packet_size: NonZeroU32,
     /// User Name.
     pub username: Option<ByteStr>,
     /// Password.
@@ -139,7 +152,7 @@ impl SessionConfig {
             receive_maximum: NonZeroU16::new(100).expect("non-zero"),
             max_in_flight: NonZeroU16::new(100).expect("non-zero"),
             enforce_receive_maximum: false,
-            maximum_packet_size: None,
+            maximum_packet_size: DEFAULT_MAXIMUM_PACKET_SIZE,
             username: None,
             password: None,
             authentication_method: None,
@@ -261,14 +274,13 @@ pub(crate) enum CloseReason {
     #[error("malformed packet from the broker: {0}")]
     Decode(DecodeError),
     /// The broker broke a rule that depends on the session's state; a 5.0 DISCONNECT with
-    /// `reason_code` was queued.
-    #[error("protocol error by the broker ({reason_code:?}): {what}")]
-    Protocol {
-        /// The reason code sent in the DISCONNECT (5.0).
-        reason_code: ReasonCode,
-        /// What happened.
-        what: &'static str,
-    },
+    /// [`SpecViolation::reason_code`] was queued. Shown as the violation: its clause first.
+    #[error("{0}")]
+    Protocol(SpecViolation),
+    /// Every packet identifier is in use, so SUBSCRIBE cannot be sent; a 5.0 DISCONNECT with
+    /// Implementation specific error (0x83) was queued.
+    #[error("no packet identifier free for SUBSCRIBE")]
+    PacketIdsExhausted,
     /// The broker refused the connection (5.0 reason code, or 3.1.1 return code 1 to 5).
     #[error("connection refused by the broker: {reason_code:?}")]
     Refused {
@@ -505,7 +517,8 @@ impl Session {
                 });
             }
         }
-        let codec = Codec::new(Role::Client, config.protocol);
+        let codec = Codec::new(Role::Client, config.protocol)
+            .with_max_packet_size(config.maximum_packet_size.get());
         let session = Self {
             client_id: config.client_id.clone(),
             auth_data: config.authentication_data.clone(),
@@ -651,11 +664,8 @@ impl Session {
         self.handle_disconnected(now);
         self.clear_transmit();
         self.connection = self.connection.wrapping_add(1);
-        let mut codec = Codec::new(Role::Client, self.config.protocol);
-        if let Some(max) = self.config.maximum_packet_size {
-            codec = codec.with_max_packet_size(max.get());
-        }
-        self.codec = codec;
+        self.codec = Codec::new(Role::Client, self.config.protocol)
+            .with_max_packet_size(self.config.maximum_packet_size.get());
         self.keep_alive = None;
         self.ping_sent = None;
         self.send_window = u16::MAX;
@@ -683,17 +693,77 @@ impl Session {
     }
 
     /// Bytes read from the transport: decodes every whole packet at the front of `buf` and acts
-    /// on it. A partial packet stays in `buf`. Ignored when no connection is up.
+    /// on it. A partial packet stays in `buf`, with the room it still needs reserved (its size
+    /// was checked against the maximum packet size from its fixed header). Ignored when no
+    /// connection is up.
+    ///
+    /// The whole frames are found from their fixed headers first and split off `buf` at once,
+    /// without copying. A PUBLISH, the packet that comes by the million, is then decoded as a
+    /// borrowed view of that block ([`Codec::decode_publish`], the codec's checks without a
+    /// reference count) and checked against the session's state; only a message the session
+    /// takes becomes a [`Publish`] of slices (topic, payload, property block). Other packets
+    /// are decoded owned ([`Codec::decode_frame`]). A fixed header the codec refuses closes the
+    /// connection after the frames before it were handled.
     pub(crate) fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
-        while matches!(self.state, State::Connecting { .. } | State::Connected) {
-            match self.codec.decode(buf) {
-                Ok(Some(packet)) => self.handle_packet(packet, now),
+        if !self.is_up() {
+            return;
+        }
+        let mut whole = 0;
+        let mut refused = None;
+        loop {
+            match self.codec.next_frame(&buf[whole..]) {
+                Ok(Some(frame)) => whole += frame.len(),
                 Ok(None) => break,
                 Err(error) => {
-                    self.close(CloseReason::Decode(error), Some(error.reason_code()), now);
+                    refused = Some(error);
+                    break;
                 }
             }
         }
+        if whole > 0 {
+            let block = buf.split_to(whole).freeze();
+            self.handle_frames(&block, now);
+        }
+        match refused {
+            Some(error) => self.close(CloseReason::Decode(error), Some(error.reason_code()), now),
+            None => self.codec.reserve_frame(buf),
+        }
+    }
+
+    /// Acts on `block`, whole frames only, until they end or the connection does.
+    fn handle_frames(&mut self, block: &Bytes, now: Instant) {
+        let mut at = 0;
+        while at < block.len() && self.is_up() {
+            let Ok(Some(frame)) = self.codec.next_frame(&block[at..]) else {
+                unreachable!("handle_bytes framed the block")
+            };
+            let len = frame.len();
+            if frame.packet_type == PacketType::Publish && self.state == State::Connected {
+                match self.codec.decode_publish(&frame) {
+                    Ok(publish) => self.handle_publish_ref(&publish, block, now),
+                    Err(error) => {
+                        self.close(CloseReason::Decode(error), Some(error.reason_code()), now);
+                    }
+                }
+            } else {
+                let header_len = frame.header_len;
+                match self
+                    .codec
+                    .decode_frame(&block.slice(at..at + len), header_len)
+                {
+                    Ok(packet) => self.handle_packet(packet, now),
+                    Err(error) => {
+                        self.close(CloseReason::Decode(error), Some(error.reason_code()), now);
+                    }
+                }
+            }
+            at += len;
+        }
+    }
+
+    /// Whether a connection is up or being set up (CONNECT sent).
+    fn is_up(&self) -> bool {
+        matches!(self.state, State::Connecting { .. } | State::Connected)
     }
 
     /// Replaces the User Name and Password for the next CONNECT (a rotated secret).
@@ -963,7 +1033,7 @@ impl Session {
             if self.config.receive_maximum.get() != u16::MAX {
                 c.properties.receive_maximum = Some(self.config.receive_maximum);
             }
-            c.properties.maximum_packet_size = self.config.maximum_packet_size;
+            c.properties.maximum_packet_size = Some(self.config.maximum_packet_size);
             if let Some(method) = &self.config.authentication_method {
                 c.properties.authentication_method = Some(method.clone());
                 c.properties.authentication_data = self.auth_data.clone();
@@ -1003,10 +1073,10 @@ impl Session {
         self.events.push_back(Event::Closed { reason });
     }
 
-    fn protocol_error(&mut self, reason_code: ReasonCode, what: &'static str, now: Instant) {
+    fn protocol_error(&mut self, violation: SpecViolation, now: Instant) {
         self.close(
-            CloseReason::Protocol { reason_code, what },
-            Some(reason_code),
+            CloseReason::Protocol(violation),
+            Some(violation.reason_code()),
             now,
         );
     }
@@ -1035,11 +1105,7 @@ impl Session {
                 Packet::Disconnect(d) => self.handle_server_disconnect(d, now),
                 // Enhanced authentication may put AUTH before CONNACK (§4.12).
                 Packet::Auth(auth) => self.handle_auth(&auth, now),
-                _ => self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-3.2.0-1] the first packet from the server must be CONNACK",
-                    now,
-                ),
+                _ => self.protocol_error(SpecViolation::FirstPacketNotConnAck, now),
             }
             return;
         }
@@ -1049,38 +1115,24 @@ impl Session {
             Packet::SubAck(ack) => self.handle_suback(ack, now),
             Packet::PingResp => self.ping_sent = None,
             Packet::Disconnect(d) => self.handle_server_disconnect(d, now),
-            Packet::ConnAck(_) => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.2.0-2] a second CONNACK",
-                now,
-            ),
-            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "QoS 2 acknowledgement, but this session never uses QoS 2",
-                now,
-            ),
+            Packet::ConnAck(_) => self.protocol_error(SpecViolation::SecondConnAck, now),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+                self.protocol_error(SpecViolation::Qos2Acknowledgement, now)
+            }
             Packet::UnsubAck(ack) if self.unsubscribe_id == Some(ack.packet_id) => {
                 // Whatever the reason codes say (0x11 No subscription existed is fine), the old
                 // filters are gone or never were.
                 self.unsubscribe_id = None;
                 self.unsubscribed = true;
             }
-            Packet::UnsubAck(_) => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "UNSUBACK for a packet identifier not in use",
-                now,
-            ),
+            Packet::UnsubAck(_) => self.protocol_error(SpecViolation::UnsubAckUnknownId, now),
             Packet::Auth(auth) => self.handle_auth(&auth, now),
             // The codec refuses these from a server; kept so that the match stays exhaustive.
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
             | Packet::PingReq => {
-                self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "a packet only clients send",
-                    now,
-                );
+                self.protocol_error(SpecViolation::ClientPacket, now);
             }
         }
     }
@@ -1108,11 +1160,7 @@ impl Session {
             return;
         }
         if connack.session_present && self.config.clean_start {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.2.2-2] Session Present with Clean Start",
-                now,
-            );
+            self.protocol_error(SpecViolation::SessionPresentWithCleanStart, now);
             return;
         }
         match (
@@ -1120,19 +1168,11 @@ impl Session {
             &connack.properties.authentication_method,
         ) {
             (Some(ours), theirs) if theirs.as_ref() != Some(ours) => {
-                self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-4.12.0-5] successful CONNACK without our Authentication Method",
-                    now,
-                );
+                self.protocol_error(SpecViolation::ConnAckAuthenticationMethod, now);
                 return;
             }
             (None, Some(_)) => {
-                self.protocol_error(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-4.12.0-6] Authentication Method in CONNACK, but none in CONNECT",
-                    now,
-                );
+                self.protocol_error(SpecViolation::ConnAckUnaskedAuthentication, now);
                 return;
             }
             _ => {}
@@ -1198,19 +1238,11 @@ impl Session {
     /// AUTH from the broker, before or after CONNACK. See the module documentation for the rules.
     fn handle_auth(&mut self, auth: &Auth, now: Instant) {
         let Some(ours) = &self.config.authentication_method else {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-6] AUTH without an Authentication Method in CONNECT",
-                now,
-            );
+            self.protocol_error(SpecViolation::UnaskedAuth, now);
             return;
         };
         if auth.properties.authentication_method.as_ref() != Some(ours) {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-5] AUTH without our Authentication Method",
-                now,
-            );
+            self.protocol_error(SpecViolation::AuthMethodMismatch, now);
             return;
         }
         match auth.reason_code {
@@ -1218,22 +1250,11 @@ impl Session {
                 self.reauth_deadline = None;
                 self.events.push_back(Event::Reauthenticated);
             }
-            ReasonCode::SUCCESS => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "AUTH Success without a re-authentication under way (§4.12)",
-                now,
-            ),
-            ReasonCode::CONTINUE_AUTHENTICATION => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "AUTH Continue authentication: a challenge, but this session does single-step \
-                 token methods only (K8S-SAT, OAUTH2-JWT define none)",
-                now,
-            ),
-            _ => self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.15.2-1] AUTH from the server with Re-authenticate, which only a client sends",
-                now,
-            ),
+            ReasonCode::SUCCESS => self.protocol_error(SpecViolation::UnexpectedAuthSuccess, now),
+            ReasonCode::CONTINUE_AUTHENTICATION => {
+                self.protocol_error(SpecViolation::AuthChallenge, now)
+            }
+            _ => self.protocol_error(SpecViolation::ServerReauthenticate, now),
         }
     }
 
@@ -1267,10 +1288,7 @@ impl Session {
         }
         let Some(packet_id) = self.allocate_packet_id() else {
             self.close(
-                CloseReason::Protocol {
-                    reason_code: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-                    what: "no packet identifier free for SUBSCRIBE",
-                },
+                CloseReason::PacketIdsExhausted,
                 Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
                 now,
             );
@@ -1324,27 +1342,46 @@ impl Session {
         None
     }
 
-    fn handle_publish(&mut self, publish: Publish, now: Instant) {
-        if publish.properties.topic_alias().is_some() {
-            self.protocol_error(
-                ReasonCode::TOPIC_ALIAS_INVALID,
-                "[MQTT-3.3.2-9] Topic Alias, but our Topic Alias Maximum is 0",
-                now,
-            );
-            return;
+    /// A PUBLISH decoded in place from `block`: the message, made of slices of `block`, when
+    /// the session takes it.
+    fn handle_publish_ref(&mut self, publish: &PublishRef<'_>, block: &Bytes, now: Instant) {
+        let has_alias = publish.properties.topic_alias().is_some();
+        if let Ok(ack) = self.admit_publish(publish.qos, publish.packet_id, has_alias, now) {
+            self.events.push_back(Event::Message {
+                publish: publish.to_owned_in(block),
+                ack,
+            });
         }
-        match (publish.qos, publish.packet_id) {
-            (QoS::AtMostOnce, _) => {
-                self.events.push_back(Event::Message { publish, ack: None });
-            }
+    }
+
+    fn handle_publish(&mut self, publish: Publish, now: Instant) {
+        let has_alias = publish.properties.topic_alias().is_some();
+        if let Ok(ack) = self.admit_publish(publish.qos, publish.packet_id, has_alias, now) {
+            self.events.push_back(Event::Message { publish, ack });
+        }
+    }
+
+    /// The session's checks on an inbound PUBLISH: `Ok` with its token (QoS 1) when it is taken
+    /// (and recorded as unacknowledged), `Err` when it broke a rule (the connection is closed).
+    fn admit_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: Option<PacketId>,
+        has_alias: bool,
+        now: Instant,
+    ) -> Result<Option<AckToken>, SpecViolation> {
+        let refuse = |s: &mut Self, violation| {
+            s.protocol_error(violation, now);
+            Err(violation)
+        };
+        if has_alias {
+            return refuse(self, SpecViolation::TopicAliasAboveMaximum);
+        }
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => Ok(None),
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 if self.inbound_id_in_use(packet_id) {
-                    self.protocol_error(
-                        ReasonCode::PROTOCOL_ERROR,
-                        "[MQTT-2.2.1-3] PUBLISH with a packet identifier still in use",
-                        now,
-                    );
-                    return;
+                    return refuse(self, SpecViolation::PacketIdInUse);
                 }
                 let receive_maximum = usize::from(self.config.receive_maximum.get());
                 if self.config.protocol == ProtocolVersion::V5
@@ -1356,29 +1393,19 @@ impl Session {
                     && self.config.enforce_receive_maximum
                     && self.inbound.len() >= receive_maximum
                 {
-                    self.protocol_error(
-                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                        "[MQTT-3.3.4-9] more unacknowledged QoS 1 PUBLISH than our Receive Maximum",
-                        now,
-                    );
-                    return;
+                    return refuse(self, SpecViolation::ReceiveMaximumExceeded);
                 }
                 self.inbound.push_back(Inbound {
                     packet_id,
                     acked: false,
                 });
                 self.set_inbound_id(packet_id, true);
-                let ack = Some(AckToken {
+                Ok(Some(AckToken {
                     connection: self.connection,
                     packet_id,
-                });
-                self.events.push_back(Event::Message { publish, ack });
+                }))
             }
-            _ => self.protocol_error(
-                ReasonCode::QOS_NOT_SUPPORTED,
-                "QoS 2 PUBLISH, but every subscription asked for QoS 1 at most",
-                now,
-            ),
+            _ => refuse(self, SpecViolation::QosAboveSubscription),
         }
     }
 
@@ -1398,11 +1425,7 @@ impl Session {
 
     fn handle_puback(&mut self, ack: PubAck, now: Instant) {
         let Some(m) = self.in_flight.remove(&ack.packet_id.get()) else {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "PUBACK for a packet identifier not in flight",
-                now,
-            );
+            self.protocol_error(SpecViolation::PubAckUnknownId, now);
             return;
         };
         if !m.sent {
@@ -1426,19 +1449,11 @@ impl Session {
 
     fn handle_suback(&mut self, ack: SubAck, now: Instant) {
         if self.subscribe_id != Some(ack.packet_id) {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "SUBACK for a packet identifier not in use",
-                now,
-            );
+            self.protocol_error(SpecViolation::SubAckUnknownId, now);
             return;
         }
         if ack.reason_codes.len() != self.config.subscriptions.len() {
-            self.protocol_error(
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.8.4-6] SUBACK with a reason code count other than the filter count",
-                now,
-            );
+            self.protocol_error(SpecViolation::SubAckCodeCount, now);
             return;
         }
         self.subscribe_id = None;
@@ -1589,6 +1604,10 @@ mod tests {
         if protocol == V5 {
             assert_eq!(c.properties.session_expiry_interval_secs, Some(3600));
             assert_eq!(c.properties.receive_maximum, NonZeroU16::new(3));
+            assert_eq!(
+                c.properties.maximum_packet_size,
+                Some(DEFAULT_MAXIMUM_PACKET_SIZE)
+            );
         }
         assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(30)));
         assert!(!s.is_connected());
@@ -1972,15 +1991,12 @@ mod tests {
             panic!("{sent:?}")
         };
         assert_eq!(d.reason_code, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
-        assert!(matches!(
-            &events(&mut s)[..],
+        assert_eq!(
+            events(&mut s),
             [Event::Closed {
-                reason: CloseReason::Protocol {
-                    reason_code: ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                    ..
-                }
+                reason: CloseReason::Protocol(SpecViolation::ReceiveMaximumExceeded)
             }]
-        ));
+        );
     }
 
     #[test]
@@ -2062,11 +2078,7 @@ mod tests {
         // A PUBACK for an id not in flight is a protocol error.
         b.recv(&mut s);
         b.send(&mut s, Packet::PubAck(PubAck::new(id(999))), now);
-        let sent = b.recv(&mut s);
-        let [Packet::Disconnect(disc)] = &sent[..] else {
-            panic!("{sent:?}")
-        };
-        assert_eq!(disc.reason_code, ReasonCode::PROTOCOL_ERROR);
+        assert_protocol_error(&mut s, &mut b, SpecViolation::PubAckUnknownId);
     }
 
     #[test]
@@ -2181,6 +2193,124 @@ mod tests {
         assert!(b.recv(&mut s).is_empty());
         s.handle_disconnected(now);
         assert!(events(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_packet_over_the_maximum_is_refused_from_its_fixed_header() {
+        for protocol in [V311, V5] {
+            let now = Instant::now();
+            let mut c = config(protocol);
+            c.maximum_packet_size = NonZeroU32::new(1024).expect("non-zero");
+            let mut s = Session::new(c, now).expect("valid config");
+            let mut b = Broker::new(protocol);
+            s.handle_connected(now);
+            let sent = b.recv(&mut s);
+            let [Packet::Connect(connect)] = &sent[..] else {
+                panic!("{sent:?}")
+            };
+            let announced = (protocol == V5).then(|| NonZeroU32::new(1024).expect("non-zero"));
+            assert_eq!(connect.properties.maximum_packet_size, announced);
+            b.connack(&mut s, false, now);
+            b.recv(&mut s);
+            events(&mut s);
+            // A frame of exactly the maximum is taken: QoS 0 PUBLISH, topic "t", header 3 bytes.
+            let body = 1024 - 3;
+            let mut frame = vec![
+                0x30,
+                0x80 | (body % 128) as u8,
+                (body / 128) as u8,
+                0,
+                1,
+                b't',
+            ];
+            if protocol == V5 {
+                frame.push(0);
+            }
+            frame.resize(1024, b'x');
+            s.handle_bytes(&mut BytesMut::from(&frame[..]), now);
+            assert!(matches!(&events(&mut s)[..], [Event::Message { .. }]));
+            // The fixed header of a QoS 1 PUBLISH announcing 256 MiB, and the start of its body.
+            let mut buf = BytesMut::with_capacity(64);
+            buf.extend_from_slice(&[0x32, 0xfb, 0xff, 0xff, 0x7f, 0, 1, b't', 0, 1]);
+            s.handle_bytes(&mut buf, now);
+            assert!(buf.capacity() < 4096, "reserved {} bytes", buf.capacity());
+            assert_eq!(
+                events(&mut s),
+                [Event::Closed {
+                    reason: CloseReason::Decode(DecodeError::PacketTooLarge {
+                        size: 5 + 0x0fff_fffb,
+                        max: 1024
+                    })
+                }]
+            );
+            let sent = b.recv(&mut s);
+            match protocol {
+                V5 => assert!(
+                    matches!(&sent[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::PACKET_TOO_LARGE),
+                    "{sent:?}"
+                ),
+                V311 => assert!(sent.is_empty(), "{sent:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn frames_of_one_read_are_handled_in_order_and_a_partial_one_waits() {
+        let now = Instant::now();
+        let (mut s, b) = connected(V5, now);
+        let mut wire = BytesMut::new();
+        let mut p = Publish::new(ByteStr::from_static("sensors/a"), Bytes::from_static(b"1"));
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = Some(id(1));
+        b.codec
+            .encode(&Packet::Publish(p), &mut wire)
+            .expect("encode");
+        b.codec
+            .encode(&Packet::PingResp, &mut wire)
+            .expect("encode");
+        let mut second = BytesMut::new();
+        let p = Publish::new(ByteStr::from_static("alerts/b"), Bytes::from_static(b"22"));
+        b.codec
+            .encode(&Packet::Publish(p), &mut second)
+            .expect("encode");
+        wire.extend_from_slice(&second[..4]);
+        s.handle_bytes(&mut wire, now);
+        assert_eq!(&wire[..], &second[..4], "the partial frame stays");
+        let evs = events(&mut s);
+        let [
+            Event::Message {
+                publish,
+                ack: Some(_),
+            },
+        ] = &evs[..]
+        else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(
+            (&publish.topic[..], &publish.payload[..]),
+            ("sensors/a", &b"1"[..])
+        );
+        wire.extend_from_slice(&second[4..]);
+        s.handle_bytes(&mut wire, now);
+        assert!(wire.is_empty());
+        let evs = events(&mut s);
+        assert!(
+            matches!(&evs[..], [Event::Message { publish, ack: None }] if &publish.payload[..] == b"22"),
+            "{evs:?}"
+        );
+        // A valid frame before a refused header is handled first.
+        let mut wire = BytesMut::from(&second[..]);
+        wire.extend_from_slice(&[0x00, 0x00]);
+        s.handle_bytes(&mut wire, now);
+        assert!(matches!(
+            &events(&mut s)[..],
+            [
+                Event::Message { .. },
+                Event::Closed {
+                    reason: CloseReason::Decode(DecodeError::ReservedPacketType)
+                }
+            ]
+        ));
     }
 
     #[test]
@@ -2327,12 +2457,9 @@ mod tests {
         b.publish_qos1(&mut s, 5, now);
         assert!(s.is_connected());
         // Not acknowledged yet: the same id again is a protocol error.
+        events(&mut s);
         b.publish_qos1(&mut s, 5, now);
-        let sent = b.recv(&mut s);
-        let [Packet::Disconnect(d)] = &sent[..] else {
-            panic!("{sent:?}")
-        };
-        assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
+        assert_protocol_error(&mut s, &mut b, SpecViolation::PacketIdInUse);
     }
 
     #[test]
@@ -2414,25 +2541,20 @@ mod tests {
         (**c).clone()
     }
 
-    /// Asserts that the session sent DISCONNECT `code` and closed with a protocol error whose
-    /// text cites `clause`.
-    fn assert_protocol_error(s: &mut Session, b: &mut Broker, code: ReasonCode, clause: &str) {
+    /// Asserts that the session sent DISCONNECT with the violation's reason code and closed the
+    /// connection with that violation.
+    fn assert_protocol_error(s: &mut Session, b: &mut Broker, violation: SpecViolation) {
         let sent = b.recv(s);
         let [Packet::Disconnect(d)] = &sent[..] else {
             panic!("{sent:?}")
         };
-        assert_eq!(d.reason_code, code);
-        let evs = events(s);
-        let [
-            Event::Closed {
-                reason: CloseReason::Protocol { reason_code, what },
-            },
-        ] = &evs[..]
-        else {
-            panic!("{evs:?}")
-        };
-        assert_eq!(*reason_code, code);
-        assert!(what.contains(clause), "{what:?} should cite {clause}");
+        assert_eq!(d.reason_code, violation.reason_code());
+        assert_eq!(
+            events(s),
+            [Event::Closed {
+                reason: CloseReason::Protocol(violation)
+            }]
+        );
         assert!(!s.is_connected());
     }
 
@@ -2648,12 +2770,7 @@ mod tests {
             let now = Instant::now();
             let (mut s, mut b) = auth_connecting(now);
             b.send(&mut s, Packet::ConnAck(connack_with_method(method)), now);
-            assert_protocol_error(
-                &mut s,
-                &mut b,
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-4.12.0-5]",
-            );
+            assert_protocol_error(&mut s, &mut b, SpecViolation::ConnAckAuthenticationMethod);
         }
     }
 
@@ -2688,12 +2805,7 @@ mod tests {
             auth_packet(ReasonCode::SUCCESS, Some("OAUTH2-JWT")),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-5]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::AuthMethodMismatch);
     }
 
     #[test]
@@ -2705,12 +2817,7 @@ mod tests {
             auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, Some(SAT)),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "Continue authentication",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::AuthChallenge);
     }
 
     #[test]
@@ -2719,11 +2826,11 @@ mod tests {
         let now = Instant::now();
         let (mut s, mut b) = auth_connecting(now);
         b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
-        assert_protocol_error(&mut s, &mut b, ReasonCode::PROTOCOL_ERROR, "AUTH Success");
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnexpectedAuthSuccess);
 
         let (mut s, mut b) = auth_connected(now);
         b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
-        assert_protocol_error(&mut s, &mut b, ReasonCode::PROTOCOL_ERROR, "AUTH Success");
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnexpectedAuthSuccess);
 
         // Re-authenticate is the client's code.
         let (mut s, mut b) = auth_connected(now);
@@ -2732,12 +2839,7 @@ mod tests {
             auth_packet(ReasonCode::RE_AUTHENTICATE, Some(SAT)),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-3.15.2-1]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::ServerReauthenticate);
     }
 
     #[test]
@@ -2745,12 +2847,7 @@ mod tests {
         let now = Instant::now();
         let (mut s, mut b) = connected(V5, now);
         b.send(&mut s, auth_packet(ReasonCode::SUCCESS, Some(SAT)), now);
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-6]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnaskedAuth);
 
         // Before CONNACK too, and a method in CONNACK.
         let mut s = Session::new(config(V5), now).expect("valid config");
@@ -2761,22 +2858,12 @@ mod tests {
             auth_packet(ReasonCode::CONTINUE_AUTHENTICATION, Some(SAT)),
             now,
         );
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-6]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::UnaskedAuth);
         let mut s = Session::new(config(V5), now).expect("valid config");
         s.handle_connected(now);
         b.recv(&mut s);
         b.send(&mut s, Packet::ConnAck(connack_with_method(Some(SAT))), now);
-        assert_protocol_error(
-            &mut s,
-            &mut b,
-            ReasonCode::PROTOCOL_ERROR,
-            "[MQTT-4.12.0-6]",
-        );
+        assert_protocol_error(&mut s, &mut b, SpecViolation::ConnAckUnaskedAuthentication);
     }
 
     #[test]

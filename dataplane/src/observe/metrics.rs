@@ -43,6 +43,7 @@
 //! | `sluice_messages_in_flight` | gauge | `dataflow` |
 //! | `sluice_receive_maximum_overruns_total` | counter | `dataflow`: QoS 1 messages the source broker sent beyond our Receive Maximum |
 //! | `sluice_reconnects_total` | counter | `dataflow`, `side` = `source` or `destination` |
+//! | `sluice_packets_too_large_total` | counter | `dataflow`, `side`: connections closed because the broker sent a packet bigger than our maximum packet size (`--max-packet-bytes`) |
 //! | `sluice_session_connected` | gauge | `dataflow`, `side`: cores whose session is up |
 //! | `sluice_ack_latency_seconds` | histogram | `dataflow`; buckets [`LATENCY_BUCKETS_SECONDS`] |
 
@@ -104,6 +105,7 @@ pub(crate) struct DataflowMetrics {
     bytes_forwarded: AtomicU64,
     in_flight: AtomicU64,
     reconnects: [AtomicU64; 2],
+    packets_too_large: [AtomicU64; 2],
     connected: [AtomicBool; 2],
     /// Acknowledgements per latency bucket, not cumulative; the last is `+Inf`. Their sum is the
     /// histogram's count, so `_count` and the `+Inf` bucket always agree.
@@ -126,6 +128,7 @@ impl DataflowMetrics {
             bytes_forwarded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             reconnects: Default::default(),
+            packets_too_large: Default::default(),
             connected: Default::default(),
             ack_buckets: Default::default(),
             ack_sum_seconds: AtomicU64::new(0f64.to_bits()),
@@ -185,6 +188,13 @@ impl DataflowMetrics {
         bump(&self.reconnects[side.index()], 1);
     }
 
+    /// A connection to `side` was closed because the broker sent a packet bigger than our
+    /// maximum packet size (refused from its fixed header, with DISCONNECT 0x95 in 5.0).
+    #[inline]
+    pub(crate) fn on_packet_too_large(&self, side: Side) {
+        bump(&self.packets_too_large[side.index()], 1);
+    }
+
     /// Whether `side`'s session is up. Both sides of every block must be up for
     /// `Registry::ready`; a destination without a session (Parquet) is up once it can write.
     #[inline]
@@ -209,6 +219,7 @@ impl DataflowMetrics {
         }
         for side in Side::ALL {
             t.reconnects[side.index()] += self.reconnects[side.index()].load(Relaxed);
+            t.packets_too_large[side.index()] += self.packets_too_large[side.index()].load(Relaxed);
         }
         t.receive_maximum_overruns += self.receive_maximum_overruns.load(Relaxed);
         for (total, bucket) in t.ack_latency_buckets.iter_mut().zip(&self.ack_buckets) {
@@ -251,6 +262,7 @@ pub(crate) struct Totals {
     /// QoS 1 messages the source broker sent beyond our Receive Maximum.
     pub receive_maximum_overruns: u64,
     reconnects: [u64; 2],
+    packets_too_large: [u64; 2],
     connected: [u64; 2],
 }
 
@@ -259,6 +271,12 @@ impl Totals {
     #[must_use]
     pub(crate) fn reconnects(&self, side: Side) -> u64 {
         self.reconnects[side.index()]
+    }
+
+    /// Connections to `side` closed for a packet over our maximum packet size.
+    #[must_use]
+    pub(crate) fn packets_too_large(&self, side: Side) -> u64 {
+        self.packets_too_large[side.index()]
     }
 
     /// Cores whose `side` is connected.
@@ -627,6 +645,7 @@ mod tests {
         a0.on_reconnect(Side::Source);
         a1.on_reconnect(Side::Source);
         a1.on_reconnect(Side::Destination);
+        a1.on_packet_too_large(Side::Source);
         a0.set_connected(Side::Source, true);
         a1.set_connected(Side::Source, true);
         a1.set_connected(Side::Destination, true);
@@ -650,6 +669,14 @@ mod tests {
         assert_eq!(
             value(&s, "sluice_reconnects_total", &side("destination")),
             Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "sluice_packets_too_large_total", &side("source")),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "sluice_packets_too_large_total", &side("destination")),
+            Some(0.0)
         );
         assert_eq!(
             value(&s, "sluice_session_connected", &side("source")),

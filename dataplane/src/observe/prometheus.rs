@@ -190,7 +190,7 @@ const PER_DATAFLOW: [(Family, Value); 7] = [
 ];
 
 /// Families with one sample per dataflow and side.
-const PER_SIDE: [(Family, SideValue); 2] = [
+const PER_SIDE: [(Family, SideValue); 3] = [
     (
         Family {
             name: "sluice_reconnects_total",
@@ -198,6 +198,14 @@ const PER_SIDE: [(Family, SideValue); 2] = [
             help: "Reconnections after the first connection, by side.",
         },
         Totals::reconnects,
+    ),
+    (
+        Family {
+            name: "sluice_packets_too_large_total",
+            kind: "counter",
+            help: "Connections closed because the broker sent a packet larger than --max-packet-bytes, by side.",
+        },
+        Totals::packets_too_large,
     ),
     (
         Family {

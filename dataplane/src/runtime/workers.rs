@@ -166,6 +166,7 @@ mod tests {
             credentials: Credentials::None,
             settings: MqttSettings::with_authentication(MqttAuthentication::Anonymous),
             can_share: true,
+            max_packet_bytes: crate::mqtt::session::DEFAULT_MAXIMUM_PACKET_SIZE,
         };
         Arc::new(DataflowPlan {
             key: "ns/df".into(),
