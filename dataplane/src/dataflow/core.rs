@@ -176,7 +176,6 @@ impl<S: Source, K: Sink> Core<S, K> {
     }
 
     /// Whether the source is paused now.
-    #[cfg(test)]
     pub(crate) fn is_paused(&self) -> bool {
         self.paused
     }

@@ -401,6 +401,14 @@ impl Owner for Task {
         self.processing.set(false);
     }
 
+    fn bytes_taken(&self, side: Side) {
+        // Only the destination's unwritten bytes pause the source; run the core again only
+        // when it is paused (a run per write would cost on the hot path for nothing).
+        if side == Side::Destination && self.core.borrow().is_paused() {
+            self.process();
+        }
+    }
+
     fn read_paused(&self, side: Side) -> bool {
         match side {
             Side::Source => self.core.borrow().source().read_paused(),

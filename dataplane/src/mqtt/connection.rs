@@ -59,6 +59,9 @@ pub(crate) trait Owner {
     fn process(&self);
     /// Whether the reader of `side` must wait before reading more (backpressure).
     fn read_paused(&self, side: Side) -> bool;
+    /// The writer of `side` took the session's queued bytes: fewer unwritten bytes, which may
+    /// end a pause for backpressure.
+    fn bytes_taken(&self, side: Side);
 }
 
 /// One connection attempt.
@@ -525,10 +528,8 @@ async fn write_loop_plain(
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut chunks = IoChunks::new();
     loop {
-        let took = owner.session(side).poll_transmit_vectored(&mut pieces);
-        if took {
-            // Fewer unwritten bytes: the dataflow may take more.
-            owner.process();
+        if owner.session(side).poll_transmit_vectored(&mut pieces) {
+            owner.bytes_taken(side);
         }
         chunks.extend(&mut pieces);
         if chunks.is_empty() {
@@ -571,9 +572,8 @@ async fn write_loop_layered(
     let mut plain = BytesMut::new();
     let mut out = BytesMut::with_capacity(64 << 10);
     loop {
-        let took = owner.session(side).poll_transmit(&mut plain);
-        if took {
-            owner.process();
+        if owner.session(side).poll_transmit(&mut plain) {
+            owner.bytes_taken(side);
         }
         {
             let mut t = conn.transport.borrow_mut();
