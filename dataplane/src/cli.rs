@@ -116,25 +116,49 @@ fn parse_max_packet_bytes(s: &str) -> Result<NonZeroU32, String> {
     NonZeroU32::new(n).ok_or_else(|| "0 is not a size".into())
 }
 
+/// The data plane could not start: what was being set up, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {error}")]
+pub struct RunError {
+    what: &'static str,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Wraps an error with what was being set up.
+fn setting_up<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> RunError {
+    move |e| RunError {
+        what,
+        error: Box::new(e),
+    }
+}
+
 /// Runs the data plane until SIGTERM or SIGINT, then drains and exits.
 ///
 /// # Errors
-/// When the control socket, the metrics listener or the workers cannot be set up.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let log_level = Arc::new(LogLevel::init(args.log.as_deref())?);
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+/// When the logs, the signal handlers, the control socket, the metrics listener or the workers
+/// cannot be set up.
+pub fn run(args: Args) -> Result<(), RunError> {
+    let log_level = Arc::new(LogLevel::init(args.log.as_deref()).map_err(setting_up("logs"))?);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(setting_up("signal handlers"))?;
     let cores = args.cores.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let registry = Arc::new(Registry::new());
-    let metrics = Arc::new(match args.metrics_addr {
-        Some(addr) => MetricsEndpoint::fixed(addr, Arc::clone(&registry))?,
-        None => MetricsEndpoint::following_profile(
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PROMETHEUS_PORT)),
-            Arc::clone(&registry),
-        )?,
-    });
-    let runtime = Runtime::start(cores, args.io_driver, Arc::clone(&registry))?;
+    let metrics = Arc::new(
+        match args.metrics_addr {
+            Some(addr) => MetricsEndpoint::fixed(addr, Arc::clone(&registry)),
+            None => MetricsEndpoint::following_profile(
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PROMETHEUS_PORT)),
+                Arc::clone(&registry),
+            ),
+        }
+        .map_err(setting_up("metrics"))?,
+    );
+    let runtime = Runtime::start(cores, args.io_driver, Arc::clone(&registry))
+        .map_err(setting_up("workers"))?;
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     if let Some(dir) = &args.dirs.volumes_dir {
         warn!(dir = %dir.display(), "--volumes-dir is not used by this build: LocalStorage endpoints are not run yet");
@@ -160,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         metrics: Some(Arc::clone(&metrics)),
     });
     let state = Arc::new(Mutex::new(state));
-    let listener = bind(&args.control_socket)?;
+    let listener = bind(&args.control_socket).map_err(setting_up("control socket"))?;
     info!(socket = %args.control_socket.display(), "control socket ready");
     let max_frame = args.max_frame_bytes;
     std::thread::Builder::new()
@@ -168,7 +192,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .spawn({
             let state = Arc::clone(&state);
             move || serve(listener, state, FrameDecoder::new(max_frame))
-        })?;
+        })
+        .map_err(setting_up("the control thread"))?;
     std::thread::Builder::new()
         .name("sluice-retry".into())
         .spawn(move || {
@@ -181,7 +206,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     s.retry_skipped();
                 }
             }
-        })?;
+        })
+        .map_err(setting_up("the retry thread"))?;
     if let Some(signal) = signals.forever().next() {
         info!(signal, "draining");
     }

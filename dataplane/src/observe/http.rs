@@ -191,9 +191,7 @@ impl MetricsEndpoint {
         let server = MetricsServer::start(addr, Arc::clone(&registry)).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!(
-                    "metrics: cannot listen on {addr} ({e}); choose an address with --metrics-addr"
-                ),
+                format!("cannot listen on {addr} ({e}); choose an address with --metrics-addr"),
             )
         })?;
         info!(addr = %server.local_addr(), "metrics listening");

@@ -3,7 +3,6 @@
 
 use std::sync::Mutex;
 
-use anyhow::Context;
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -11,6 +10,22 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The default level when neither the command line nor a profile says.
 pub(crate) const DEFAULT_LEVEL: &str = "info";
+
+/// Setting up the logs failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LogError {
+    /// `--log` or `RUST_LOG` is not a filter.
+    #[error("{setting}: {error}")]
+    InvalidFilter {
+        /// `--log` or `RUST_LOG`.
+        setting: &'static str,
+        /// Why.
+        error: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber was installed already.
+    #[error("log setup: {0}")]
+    Install(#[from] tracing_subscriber::util::TryInitError),
+}
 
 /// Changes the log filter at run time.
 #[derive(Debug)]
@@ -26,12 +41,19 @@ impl LogLevel {
     ///
     /// # Errors
     /// When `--log` or `RUST_LOG` is not a valid filter.
-    pub(crate) fn init(cli: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) fn init(cli: Option<&str>) -> Result<Self, LogError> {
+        let invalid = |setting| move |error| LogError::InvalidFilter { setting, error };
         let (filter, fixed, current) = match (std::env::var("RUST_LOG"), cli) {
-            (Ok(env), _) if !env.is_empty() => {
-                (EnvFilter::try_new(&env).context("RUST_LOG")?, true, env)
-            }
-            (_, Some(cli)) => (EnvFilter::try_new(cli).context("--log")?, true, cli.into()),
+            (Ok(env), _) if !env.is_empty() => (
+                EnvFilter::try_new(&env).map_err(invalid("RUST_LOG"))?,
+                true,
+                env,
+            ),
+            (_, Some(cli)) => (
+                EnvFilter::try_new(cli).map_err(invalid("--log"))?,
+                true,
+                cli.into(),
+            ),
             _ => (EnvFilter::new(DEFAULT_LEVEL), false, DEFAULT_LEVEL.into()),
         };
         let (layer, handle) = reload::Layer::new(filter);
@@ -43,7 +65,7 @@ impl LogLevel {
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
             )
             .try_init()
-            .context("log setup")?;
+            .map_err(LogError::Install)?;
         Ok(Self {
             handle,
             fixed,

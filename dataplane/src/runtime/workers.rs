@@ -14,6 +14,17 @@ use super::supervisor::worker_main;
 use super::sync::Mailbox;
 use crate::observe::metrics::Registry;
 
+/// Starting the workers failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RuntimeError {
+    /// `--io-driver io-uring`, and the kernel does not allow io_uring.
+    #[error("io_uring is not available on this kernel (or is blocked); use --io-driver epoll")]
+    IoUringUnavailable,
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
 /// Which I/O driver the workers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum IoDriver {
@@ -43,16 +54,15 @@ impl Runtime {
         cores: usize,
         driver: IoDriver,
         registry: Arc<Registry>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, RuntimeError> {
         let cores = cores.max(1);
         let uring = match driver {
             IoDriver::Epoll => false,
             IoDriver::Auto => monoio::utils::detect_uring(),
             IoDriver::IoUring => {
-                anyhow::ensure!(
-                    monoio::utils::detect_uring(),
-                    "io_uring is not available on this kernel (or is blocked); use --io-driver epoll"
-                );
+                if !monoio::utils::detect_uring() {
+                    return Err(RuntimeError::IoUringUnavailable);
+                }
                 true
             }
         };
