@@ -1,4 +1,4 @@
-//! Benchmark support, not an API: a connected client [`Session`] fed with broker bytes, so that
+//! Benchmark support, not an API: a connected client `Session` fed with broker bytes, so that
 //! `dataplane/benches/session.rs` can measure `Session::handle_bytes` from outside the crate.
 
 use std::num::NonZeroU16;

@@ -2,7 +2,7 @@
 //! of connections (3.1.1 and 5.0). It does not open sockets, read the clock or spawn anything: the
 //! I/O task feeds it bytes and `now`, and takes from it the bytes to write ([`Session::poll_transmit`]),
 //! what happened ([`Session::poll_event`]) and when to call back ([`Session::poll_timeout`]).
-//! Reconnect backoff and TLS are not here; getting tokens is not either (see [`crate::auth`]).
+//! Reconnect backoff and TLS are not here; getting tokens is not either (see [`crate::secrets::tokens`]).
 //!
 //! ```text
 //!  handle_connected ──> CONNECT ──> CONNACK ──> SUBSCRIBE (5.0: always; 3.1.1: unless Session Present) ──> SUBACK

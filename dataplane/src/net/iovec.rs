@@ -30,7 +30,7 @@ impl IoChunks {
         Self::default()
     }
 
-    /// Appends pieces (as [`crate::session::Session::poll_transmit_vectored`] gives them).
+    /// Appends pieces (as [`crate::mqtt::session::Session::poll_transmit_vectored`] gives them).
     pub(crate) fn extend(&mut self, pieces: &mut Vec<Bytes>) {
         for p in pieces.drain(..) {
             if !p.is_empty() {

@@ -1,23 +1,22 @@
 //! The managed identity token client of an IMDS-compatible endpoint (Azure IMDS, a test
 //! stand-in, an identity sidecar). It gets tokens; [`super::tokens`] says when to get the next.
 //!
-//! Blocking: [`read_service_account_token`] reads a file and [`ImdsClient::fetch`] makes an HTTP
-//! request that can take up to its connect timeout plus its read timeout (5 s + 5 s by default).
-//! Neither belongs on a core's event loop: call them before connecting, or from a helper thread
-//! that hands the token over. The rest is sans-IO and reads no clock: [`Token::refresh_at`] and
-//! [`TokenCache`] take `now` from the caller, and the HTTP response and token parsing are pure
-//! functions of the bytes received.
+//! Blocking: [`ImdsClient::fetch`] makes an HTTP request that can take up to its connect timeout
+//! plus its read timeout (5 s + 5 s by default). It does not belong on a core's event loop: call
+//! it before connecting, or from a helper thread that hands the token over
+//! ([`super::tokens::TokenSource`] does). The rest is sans-IO and reads no clock: the HTTP
+//! response and token parsing are pure functions of the bytes received.
 //!
 //! The IMDS request is `GET {endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01&
 //! resource=…[&client_id=…]` with `Metadata: true`, plain HTTP/1.1 (IMDS listens on the
 //! link-local `169.254.169.254:80`; TLS is not supported here), `Connection: close`. The response
 //! may be framed by Content-Length, chunked, or the end of the connection, and is refused beyond
 //! [`MAX_RESPONSE_BYTES`]. Its head and chunk size lines are parsed by [`crate::net::http1`]
-//! (`httparse`); the blocking request and the body framing are here. A 200 carries JSON with `access_token`, `expires_in` (seconds, a
-//! string in IMDS, a number in some stand-ins) and `expires_on` (seconds since the Unix epoch);
+//! (`httparse`); the blocking request and the body framing are here. A 200 carries JSON with
+//! `access_token`, `expires_in` (seconds, a string in IMDS, a number in some stand-ins) and `expires_on` (seconds since the Unix epoch);
 //! an error status carries JSON with `error` and `error_description`.
 //!
-//! Memory: one response of at most [`MAX_RESPONSE_BYTES`] per fetch; a [`TokenCache`] holds one
+//! Memory: one response of at most [`MAX_RESPONSE_BYTES`] per fetch; a [`super::tokens::TokenCache`] holds one
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -111,7 +111,7 @@ pub enum TransportError {
     /// No CA certificate to verify the server with.
     #[error("no trust anchors: {0}")]
     NoTrustAnchors(String),
-    /// [`parse_host_port`] refused its input.
+    /// [`crate::net::address::parse_host_port`] refused its input.
     #[error("invalid address {input:?}: {reason}")]
     InvalidAddress {
         /// The input.
@@ -178,7 +178,7 @@ impl Transport {
     }
 
     /// A stack with TLS (`config` and the server's name, for SNI and certificate verification;
-    /// see [`parse_host_port`]) and/or a WebSocket; neither gives [`Transport::plain`]. The TLS
+    /// see [`crate::net::address::parse_host_port`]) and/or a WebSocket; neither gives [`Transport::plain`]. The TLS
     /// ClientHello or the upgrade request is queued for [`Transport::poll_write`].
     ///
     /// # Errors
