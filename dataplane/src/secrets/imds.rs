@@ -4,7 +4,7 @@
 //! Blocking: [`ImdsClient::fetch`] makes an HTTP request that can take up to its connect timeout
 //! plus its read timeout (5 s + 5 s by default). It does not belong on a core's event loop: call
 //! it before connecting, or from a helper thread that hands the token over
-//! ([`super::tokens::TokenSource`] does). The rest is sans-IO and reads no clock: the HTTP
+//! (`TokenSource` in `super::tokens` does). The rest is sans-IO and reads no clock: the HTTP
 //! response and token parsing are pure functions of the bytes received.
 //!
 //! The IMDS request is `GET {endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01&
@@ -16,7 +16,7 @@
 //! `access_token`, `expires_in` (seconds, a string in IMDS, a number in some stand-ins) and `expires_on` (seconds since the Unix epoch);
 //! an error status carries JSON with `error` and `error_description`.
 //!
-//! Memory: one response of at most [`MAX_RESPONSE_BYTES`] per fetch; a [`super::tokens::TokenCache`] holds one
+//! Memory: one response of at most [`MAX_RESPONSE_BYTES`] per fetch; a `TokenCache` holds one
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
