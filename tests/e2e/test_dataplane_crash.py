@@ -142,7 +142,8 @@ def published(info: mqtt.MQTTMessageInfo) -> bool:
 
 
 def start(
-    sluice: Harness, persistent_source: bool, cores: int = CORES
+    sluice: Harness, persistent_source: bool, cores: int = CORES, n: int = N,
+    extra: tuple[str, ...] = (), connected_cores: int | None = None,
 ) -> tuple[Mosquitto, Mosquitto, object, object, Counter, Client]:
     src = sluice.mosquitto("src", persistence=persistent_source)
     dst = sluice.mosquitto("dst")
@@ -156,10 +157,10 @@ def start(
             dataflow("bridge", "src", ["factory/#"], "dst", "out/${inputTopic.2}"),
         ],
     )
-    dp = sluice.dataplane(cores=cores)
+    dp = sluice.dataplane(cores=cores, extra=extra)
     agent = sluice.agent(config, dp, src.host)
-    dp.wait_connected("bridge")
-    counter = Counter(N)
+    dp.wait_connected("bridge", cores=connected_cores)
+    counter = Counter(n)
     sub = sluice.client(dst.port, "sub", keep_messages=lambda m: m.topic == "out/probe")
     sub.on_message = counter.on_message
     sub.subscribe(["out/#"])
@@ -314,29 +315,11 @@ def test_plain_subscriptions_lose_nothing_when_the_source_broker_restarts_mid_pu
     queued for the data plane and arrives. The publisher keeps publishing throughout and
     reconnects at once, with a persistent session, so it re-sends what the broker had not
     acknowledged."""
-    src = sluice.mosquitto("src", persistence=True)
-    dst = sluice.mosquitto("dst")
-    config = sluice.tmp / "config"
-    write_manifests(
-        config,
-        [
-            mqtt_endpoint("src", src.host),
-            mqtt_endpoint("dst", dst.host, qos=1, maxInflightMessages=100),
-            profile(),
-            dataflow("bridge", "src", ["factory/#"], "dst", "out/${inputTopic.2}"),
-        ],
+    src, _, dp, _, counter, _ = start(
+        sluice, persistent_source=True, cores=2, n=STEADY_N,
+        extra=("--shared-subscriptions", "off"), connected_cores=1,
     )
-    dp = sluice.dataplane(cores=2, extra=["--shared-subscriptions", "off"])
-    sluice.agent(config, dp, src.host)
-    dp.wait_connected("bridge", cores=1)
     assert dp.metrics().value("sluice_dataflow_cores", dataflow=key("bridge")) == 1
-    counter = Counter(STEADY_N)
-    sub = sluice.client(dst.port, "sub", keep_messages=lambda m: m.topic == "out/probe")
-    sub.on_message = counter.on_message
-    sub.subscribe(["out/#"])
-    probe = sluice.client(src.port, "probe", keep_messages=False)
-    probe_until_flowing(probe, sub, "factory/probe/temp", "out/probe")
-    probe.close()
 
     # A publisher with a persistent session that reconnects by itself, every 50 ms.
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="steady-pub", protocol=mqtt.MQTTv5)

@@ -394,12 +394,11 @@ mod tests {
 
     use bytes::{Bytes, BytesMut};
     use sluice_codec::{
-        ByteStr, Codec, ConnAck, Packet, PacketId, ProtocolVersion, Publish, PublishPropertyValues,
-        QoS, Role,
+        ByteStr, Codec, Packet, PacketId, ProtocolVersion, Publish, PublishPropertyValues, QoS,
     };
 
     use super::*;
-    use crate::mqtt::session::{Session, SessionConfig};
+    use crate::mqtt::session::{SessionConfig, connected_to_test_broker};
     use crate::observe::metrics::{Registry, Totals};
     use crate::sources::mqtt::MqttSource;
     use crate::transform::route::RouteSettings;
@@ -830,20 +829,7 @@ mod tests {
         let mut config = SessionConfig::new(ProtocolVersion::V5, ByteStr::from_static("df-src-0"));
         config.keep_alive_secs = keep_alive_secs;
         config.receive_maximum = NonZeroU16::new(10).expect("non-zero");
-        let mut session = Session::new(config, now).expect("valid");
-        let mut broker = Codec::new(Role::Server, ProtocolVersion::V5);
-        session.handle_connected(now);
-        let mut out = BytesMut::new();
-        session.poll_transmit(&mut out);
-        assert!(matches!(
-            broker.decode(&mut out),
-            Ok(Some(Packet::Connect(_)))
-        ));
-        let mut buf = BytesMut::new();
-        broker
-            .encode(&Packet::ConnAck(ConnAck::new(false)), &mut buf)
-            .expect("encode");
-        session.handle_bytes(&mut buf, now);
+        let (session, broker) = connected_to_test_broker(config, now);
         (MqttSource::new(session), broker)
     }
 

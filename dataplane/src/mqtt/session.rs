@@ -1464,6 +1464,28 @@ impl Session {
     }
 }
 
+/// A session that a broker codec has connected (CONNECT read, CONNACK without Session Present
+/// given), and that codec: for the tests of what runs on top of a session.
+#[cfg(test)]
+pub(crate) fn connected_to_test_broker(config: SessionConfig, now: Instant) -> (Session, Codec) {
+    let protocol = config.protocol;
+    let mut session = Session::new(config, now).expect("valid configuration");
+    let mut broker = Codec::new(Role::Server, protocol);
+    session.handle_connected(now);
+    let mut out = BytesMut::new();
+    session.poll_transmit(&mut out);
+    assert!(matches!(
+        broker.decode(&mut out),
+        Ok(Some(Packet::Connect(_)))
+    ));
+    let mut buf = BytesMut::new();
+    broker
+        .encode(&Packet::ConnAck(ConnAck::new(false)), &mut buf)
+        .expect("CONNACK encodes");
+    session.handle_bytes(&mut buf, now);
+    (session, broker)
+}
+
 #[cfg(test)]
 mod tests {
     use sluice_codec::{ConnAckProperties, SubscriptionOptions, UnsubAck};

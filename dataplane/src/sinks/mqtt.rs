@@ -211,12 +211,11 @@ mod tests {
 
     use bytes::{Bytes, BytesMut};
     use sluice_codec::{
-        ByteStr, Codec, ConnAck, Packet, ProtocolVersion, PubAck, PublishPropertyValues,
-        ReasonCode, Role,
+        ByteStr, Codec, Packet, ProtocolVersion, PubAck, PublishPropertyValues, ReasonCode,
     };
 
     use super::*;
-    use crate::mqtt::session::SessionConfig;
+    use crate::mqtt::session::{SessionConfig, connected_to_test_broker};
 
     fn connected_sink(
         window: u16,
@@ -226,20 +225,8 @@ mod tests {
         let now = Instant::now();
         let mut config = SessionConfig::new(version, ByteStr::from_static("df-dst-0"));
         config.max_in_flight = NonZeroU16::new(window).expect("non-zero");
-        let mut sink = MqttSink::new(Session::new(config, now).expect("valid"), settings);
-        let mut broker = Codec::new(Role::Server, version);
-        sink.session_mut().handle_connected(now);
-        let mut out = BytesMut::new();
-        sink.session_mut().poll_transmit(&mut out);
-        assert!(matches!(
-            broker.decode(&mut out),
-            Ok(Some(Packet::Connect(_)))
-        ));
-        let mut buf = BytesMut::new();
-        broker
-            .encode(&Packet::ConnAck(ConnAck::new(false)), &mut buf)
-            .expect("encode");
-        sink.session_mut().handle_bytes(&mut buf, now);
+        let (session, broker) = connected_to_test_broker(config, now);
+        let mut sink = MqttSink::new(session, settings);
         assert_eq!(
             sink.poll_notice(),
             Some(Notice::Connected {
