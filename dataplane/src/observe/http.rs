@@ -717,6 +717,40 @@ mod tests {
         )
     }
 
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    #[test]
+    fn the_endpoint_follows_the_profiles_port_unless_fixed() {
+        let registry = Arc::new(Registry::new());
+        let start = "127.0.0.1:0".parse().expect("addr");
+        let following =
+            MetricsEndpoint::following_profile(start, Arc::clone(&registry)).expect("starts");
+        let first = following.lock().as_ref().expect("serving").local_addr();
+        let port = free_port();
+        following.follow_port(port);
+        let moved = following.lock().as_ref().expect("serving").local_addr();
+        assert_eq!(moved.port(), port);
+        assert_eq!(get(moved, "/healthz").status, 200);
+        assert!(TcpStream::connect(first).is_err(), "the old port is closed");
+        // A port that cannot be bound: it stays where it is.
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        following.follow_port(taken.local_addr().expect("addr").port());
+        assert_eq!(
+            following.lock().as_ref().expect("serving").local_addr(),
+            moved
+        );
+        // `--metrics-addr` fixes it.
+        let fixed = MetricsEndpoint::fixed(start, registry).expect("starts");
+        let at = fixed.lock().as_ref().expect("serving").local_addr();
+        fixed.follow_port(free_port());
+        assert_eq!(fixed.lock().as_ref().expect("serving").local_addr(), at);
+    }
+
     #[test]
     fn endpoints_methods_and_paths() {
         let (server, registry) = start(ServerOptions::default());
