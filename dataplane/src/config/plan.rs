@@ -9,6 +9,7 @@ use sluice_config_agent::{Snapshot, SnapshotDataflow};
 use super::environment::Environment;
 use super::mqtt_endpoint::{MqttEndpointPlan, mqtt_endpoint};
 use super::skip::SkipReason;
+use crate::mqtt::session::Session;
 use crate::transform::route::RouteSettings;
 use crate::transform::template::TopicTemplate;
 
@@ -151,6 +152,25 @@ impl DataflowPlan {
         )
     }
 
+    /// Checks that both sessions take their configuration (subscriptions, login, enhanced
+    /// authentication), so that a worker's start does not fail on it.
+    ///
+    /// # Errors
+    /// Which session refuses what.
+    fn check_sessions(&self) -> Result<(), String> {
+        let SourcePlan::Mqtt(src) = &self.source;
+        let SinkPlan::Mqtt(dst) = &self.sink;
+        let now = std::time::Instant::now();
+        let mut src_cfg = src
+            .endpoint
+            .session_config(self.client_id(&src.endpoint, "src", 0));
+        src_cfg.subscriptions = self.subscriptions();
+        Session::new(src_cfg, now).map_err(|e| format!("source session: {e}"))?;
+        let dst_cfg = dst.session_config(self.client_id(dst, "dst", 0));
+        Session::new(dst_cfg, now).map_err(|e| format!("destination session: {e}"))?;
+        Ok(())
+    }
+
     /// The routing rules.
     ///
     /// # Errors
@@ -171,6 +191,8 @@ impl DataflowPlan {
 pub(crate) struct Skipped {
     /// `namespace/name`.
     pub(crate) key: String,
+    /// The snapshot's content hash of this dataflow.
+    pub(crate) content_hash: String,
     /// Why.
     pub(crate) reason: SkipReason,
 }
@@ -193,7 +215,11 @@ pub(crate) fn plan(snapshot: &Snapshot, env: &Environment) -> Plans {
         match plan_one(snapshot, d, env) {
             Ok(Some(p)) => plans.run.push(p),
             Ok(None) => {}
-            Err(reason) => plans.skipped.push(Skipped { key, reason }),
+            Err(reason) => plans.skipped.push(Skipped {
+                key,
+                content_hash: d.content_hash.clone(),
+                reason,
+            }),
         }
     }
     plans
@@ -271,6 +297,7 @@ pub(crate) fn plan_one(
         instance_id: env.instance_id.clone(),
     };
     plan.route_settings().map_err(invalid)?;
+    plan.check_sessions().map_err(invalid)?;
     Ok(Some(plan))
 }
 

@@ -45,7 +45,15 @@ pub(crate) struct ConfigState {
     /// What runs, by `namespace/name`.
     running: HashMap<String, Arc<DataflowPlan>>,
     /// What does not run, and why, by `namespace/name`.
-    skipped: BTreeMap<String, Skipped>,
+    skipped: BTreeMap<String, Waiting>,
+}
+
+/// A dataflow that does not run, and the plan it replaces, if one ran before: when it starts,
+/// it unsubscribes the filters that plan had.
+#[derive(Debug)]
+struct Waiting {
+    skipped: Skipped,
+    previous: Option<Arc<DataflowPlan>>,
 }
 
 impl ConfigState {
@@ -92,27 +100,51 @@ impl ConfigState {
         if let (Some(m), Some(p)) = (&runner.metrics, profile) {
             m.follow_port(p.spec.diagnostics.metrics.prometheus_port);
         }
-        for s in &plans.skipped {
-            warn!(generation, dataflow = %s.key, code = s.reason.code(), reason = %s.reason, "dataflow not run");
-        }
-        let new: HashMap<String, Arc<DataflowPlan>> = plans
+        let mut new: HashMap<String, Arc<DataflowPlan>> = plans
             .run
             .into_iter()
             .map(|mut p| {
-                if let Some(old) = self.running.get(&p.key) {
-                    p.inherit_previous_filters(old);
+                if let Some(old) = self.replaced(&p.key) {
+                    p.inherit_previous_filters(&old);
                 }
                 (p.key.clone(), Arc::new(p))
             })
             .collect();
+        let mut waiting = BTreeMap::new();
+        for s in plans.skipped {
+            let running = self.running.get(&s.key);
+            if s.reason.retryable()
+                && let Some(old) = running
+                && old.content_hash == s.content_hash
+            {
+                // Unchanged and running: a file it cannot read now does not stop it (it reads
+                // its files again before each connection, and keeps its sessions).
+                warn!(generation, dataflow = %s.key, reason = %s.reason, "a file of a running dataflow cannot be read now; it keeps running");
+                new.insert(s.key.clone(), Arc::clone(old));
+                continue;
+            }
+            warn!(generation, dataflow = %s.key, code = s.reason.code(), reason = %s.reason, "dataflow not run");
+            let previous = self.replaced(&s.key);
+            waiting.insert(
+                s.key.clone(),
+                Waiting {
+                    skipped: s,
+                    previous,
+                },
+            );
+        }
         for (key, old) in &self.running {
             let keep = new
                 .get(key)
                 .is_some_and(|p| p.content_hash == old.content_hash);
             if !keep {
-                // Removed, disabled or not runnable now: its sessions end too. Changed: they
-                // stay for the restart.
-                let end_sessions = !new.contains_key(key);
+                // Removed, disabled or not runnable for good: its sessions end too. Changed, or
+                // waiting for a file to start again: they stay, with what the broker queues.
+                let comes_back = new.contains_key(key)
+                    || waiting
+                        .get(key)
+                        .is_some_and(|w: &Waiting| w.skipped.reason.retryable());
+                let end_sessions = !comes_back;
                 for &core in &old.cores {
                     runner.runtime.send(
                         core,
@@ -135,11 +167,7 @@ impl ConfigState {
             }
         }
         self.running = new;
-        self.skipped = plans
-            .skipped
-            .into_iter()
-            .map(|s| (s.key.clone(), s))
-            .collect();
+        self.skipped = waiting;
         self.publish_skipped();
         runner.registry.set_snapshot_applied(true);
     }
@@ -150,10 +178,22 @@ impl ConfigState {
             runner.registry.set_skipped(
                 self.skipped
                     .iter()
-                    .map(|(k, s)| (k.clone(), (s.reason.code(), s.reason.to_string())))
+                    .map(|(k, w)| {
+                        let r = &w.skipped.reason;
+                        (k.clone(), (r.code(), r.to_string()))
+                    })
                     .collect(),
             );
         }
+    }
+
+    /// The plan that a new plan of `key` replaces: the one running, or the one that ran before
+    /// the dataflow had to wait.
+    fn replaced(&self, key: &str) -> Option<Arc<DataflowPlan>> {
+        self.running
+            .get(key)
+            .cloned()
+            .or_else(|| self.skipped.get(key).and_then(|w| w.previous.clone()))
     }
 
     /// Plans again the dataflows skipped for a reason that can pass (a secret not readable
@@ -165,12 +205,19 @@ impl ConfigState {
         let mut started = 0;
         for d in &snapshot.dataflows {
             let key = dataflow_key(d);
-            if !self.skipped.get(&key).is_some_and(|s| s.reason.retryable()) {
+            if !self
+                .skipped
+                .get(&key)
+                .is_some_and(|w| w.skipped.reason.retryable())
+            {
                 continue;
             }
             match plan_one(snapshot, d, &runner.env) {
-                Ok(Some(p)) => {
+                Ok(Some(mut p)) => {
                     info!(dataflow = %key, "dataflow can run now; starting");
+                    if let Some(old) = self.replaced(&key) {
+                        p.inherit_previous_filters(&old);
+                    }
                     let p = Arc::new(p);
                     start(runner, &p);
                     self.running.insert(key.clone(), p);
@@ -181,8 +228,8 @@ impl ConfigState {
                     self.skipped.remove(&key);
                 }
                 Err(reason) => {
-                    if let Some(s) = self.skipped.get_mut(&key) {
-                        s.reason = reason;
+                    if let Some(w) = self.skipped.get_mut(&key) {
+                        w.skipped.reason = reason;
                     }
                 }
             }
@@ -193,7 +240,7 @@ impl ConfigState {
 
     /// Whether a skipped dataflow is waiting for a reason that can pass.
     pub(crate) fn has_retryable(&self) -> bool {
-        self.skipped.values().any(|s| s.reason.retryable())
+        self.skipped.values().any(|w| w.skipped.reason.retryable())
     }
 
     /// The options a snapshot is checked with on arrival: the agent's policy (the local broker
@@ -257,14 +304,154 @@ impl Applier for ConfigState {
         let mut entries: Vec<NotRunningEntry> = self
             .skipped
             .values()
-            .map(|s| NotRunningEntry {
-                dataflow: s.key.clone(),
-                code: s.reason.code(),
-                reason: s.reason.to_string(),
-                retrying: s.reason.retryable(),
+            .map(|w| NotRunningEntry {
+                dataflow: w.skipped.key.clone(),
+                code: w.skipped.reason.code(),
+                reason: w.skipped.reason.to_string(),
+                retrying: w.skipped.reason.retryable(),
             })
             .collect();
         entries.sort_by(|a, b| a.dataflow.cmp(&b.dataflow));
         entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sluice_config_agent::Options;
+
+    use super::*;
+    use crate::config::environment::Dirs;
+    use crate::config::plan::SourcePlan;
+    use crate::runtime::sync::Mailbox;
+
+    fn manifests(filter: &str) -> String {
+        format!(
+            r#"
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {{name: local}}
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: 127.0.0.1:1883
+    authentication: {{method: Anonymous}}
+    tls: {{mode: Disabled}}
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {{name: remote}}
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: 127.0.0.1:1884
+    authentication:
+      method: UsernamePassword
+      usernamePasswordSettings: {{secretRef: login}}
+    tls: {{mode: Disabled}}
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata: {{name: bridge}}
+spec:
+  operations:
+    - operationType: Source
+      sourceSettings: {{endpointRef: local, dataSources: ["{filter}"]}}
+    - operationType: Destination
+      destinationSettings: {{endpointRef: remote, dataDestination: "b/${{inputTopic}}"}}
+"#
+        )
+    }
+
+    fn snapshot(filter: &str) -> Snapshot {
+        let mut loaded = sluice_config_agent::Loaded::default();
+        sluice_config_agent::load_str("flows.yaml", &manifests(filter), &mut loaded);
+        let options = Options {
+            local_broker_host: "127.0.0.1:1883".into(),
+            ..Options::default()
+        };
+        sluice_config_agent::validate_loaded(loaded, &options, &RealFiles)
+            .snapshot
+            .expect("valid")
+    }
+
+    fn login(dir: &Path, present: bool) {
+        let folder = dir.join("login");
+        if present {
+            std::fs::create_dir_all(&folder).expect("mkdir");
+            std::fs::write(folder.join("username"), "u").expect("write");
+            std::fs::write(folder.join("password"), "p").expect("write");
+        } else {
+            let _ = std::fs::remove_dir_all(&folder);
+        }
+    }
+
+    fn state(secrets: &Path) -> (ConfigState, Mailbox<Command>) {
+        let (runtime, mut mailboxes) = RuntimeHandle::for_test(1);
+        let runner = Runner {
+            runtime,
+            env: Environment {
+                dirs: Dirs {
+                    secrets: Some(secrets.to_owned()),
+                    configmaps: None,
+                },
+                ..Environment::default()
+            },
+            registry: Arc::new(Registry::new()),
+            drain_timeout: Duration::from_secs(1),
+            log_level: None,
+            metrics: None,
+        };
+        (ConfigState::with_runner(runner), mailboxes.remove(0))
+    }
+
+    /// What the worker was told, in short: `start <filters to unsubscribe first>` or
+    /// `stop <end_sessions>`.
+    fn told(m: &Mailbox<Command>) -> Vec<String> {
+        m.take_all()
+            .into_iter()
+            .map(|c| match c {
+                Command::Start(p) => {
+                    let SourcePlan::Mqtt(src) = &p.source;
+                    let previous: Vec<&str> =
+                        src.previous_filters.iter().map(|f| f.as_str()).collect();
+                    format!("start {previous:?}")
+                }
+                Command::Stop { end_sessions, .. } => format!("stop {end_sessions}"),
+                Command::Shutdown { .. } => "shutdown".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_neither_stops_a_running_dataflow_nor_ends_its_sessions() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (mut s, worker) = state(tmp.path());
+        login(tmp.path(), true);
+        s.apply(1, snapshot("a/#")).expect("applied");
+        assert_eq!(told(&worker), ["start []"]);
+
+        // The secret is gone for a while; the same configuration again: it keeps running.
+        login(tmp.path(), false);
+        s.apply(2, snapshot("a/#")).expect("applied");
+        assert!(told(&worker).is_empty(), "untouched");
+        assert!(s.not_running().is_empty());
+
+        // A changed configuration that cannot be planned now: drained with its sessions kept,
+        // and reported as waiting.
+        s.apply(3, snapshot("c/#")).expect("applied");
+        assert_eq!(told(&worker), ["stop false"]);
+        let waiting = s.not_running();
+        assert_eq!(waiting.len(), 1);
+        assert!(waiting[0].retrying, "{waiting:?}");
+        assert_eq!(s.retry_skipped(), 0, "still unreadable");
+
+        // The secret is back: it starts and unsubscribes the filter the old plan had.
+        login(tmp.path(), true);
+        assert_eq!(s.retry_skipped(), 1);
+        assert_eq!(told(&worker), ["start [\"a/#\"]"]);
+        assert!(s.not_running().is_empty());
     }
 }

@@ -92,6 +92,10 @@ pub(crate) const MAX_EVENTS: usize = 64;
 /// A message on its way: what acknowledges it at the source, and when it arrived.
 #[derive(Debug)]
 struct Held<A> {
+    /// Arrival order on this core: pending keeps it, whatever comes back when.
+    seq: u64,
+    /// A message given back is not offered before then (its own backoff).
+    not_before: Option<Instant>,
     ack: Option<A>,
     received: Instant,
     bytes: usize,
@@ -114,8 +118,8 @@ pub(crate) struct Core<S: Source, K: Sink> {
     /// Accepted by the sink, by ticket.
     held: HashMap<Ticket, Held<S::Ack>>,
     next_ticket: Ticket,
-    /// A message given back: nothing is offered before then.
-    retry_at: Option<Instant>,
+    /// The next arrival's [`Held::seq`].
+    next_seq: u64,
     /// Messages given back so far.
     retries: u64,
     draining: bool,
@@ -142,7 +146,7 @@ impl<S: Source, K: Sink> Core<S, K> {
             pending: VecDeque::new(),
             held: HashMap::new(),
             next_ticket: 0,
-            retry_at: None,
+            next_seq: 0,
             retries: 0,
             draining: false,
             paused: false,
@@ -185,14 +189,10 @@ impl<S: Source, K: Sink> Core<S, K> {
         self.events.pop_front()
     }
 
-    /// When [`Core::process`] must run again even if nothing else happens: when a message given
-    /// back may be offered again.
+    /// When [`Core::process`] must run again even if nothing else happens: when the message at
+    /// the head of the queue, given back, may be offered again.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        if self.pending.is_empty() {
-            None
-        } else {
-            self.retry_at
-        }
+        self.pending.front().and_then(|(_, h)| h.not_before)
     }
 
     /// Reads nothing more from the source; what is in flight still completes.
@@ -214,12 +214,7 @@ impl<S: Source, K: Sink> Core<S, K> {
     /// input given to either; `wall` is the wall clock (for CloudEvents `time`).
     pub(crate) fn process(&mut self, now: Instant, wall: SystemTime) {
         self.take_outcomes(now);
-        if self.retry_at.is_some_and(|at| now >= at) {
-            self.retry_at = None;
-        }
-        if self.retry_at.is_none() {
-            self.drain_pending(now);
-        }
+        self.drain_pending(now);
         while let Some((message, ack)) = self.source.poll_message(now) {
             self.on_message(message, ack, now, wall);
         }
@@ -249,8 +244,6 @@ impl<S: Source, K: Sink> Core<S, K> {
 
     /// Outcomes from the sink: acknowledge what ended, put back what is to be offered again.
     fn take_outcomes(&mut self, now: Instant) {
-        // Messages given back, re-queued in the order they were first offered (ticket order).
-        let mut given_back: Vec<(Ticket, Message, Held<S::Ack>)> = Vec::new();
         while let Some((ticket, outcome)) = self.sink.poll_outcome() {
             let Some(mut held) = self.held.remove(&ticket) else {
                 continue;
@@ -274,15 +267,13 @@ impl<S: Source, K: Sink> Core<S, K> {
                         attempt: held.retries,
                         delay,
                     });
-                    let at = now + delay;
-                    self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
-                    given_back.push((ticket, message, held));
+                    held.not_before = Some(now + delay);
+                    // Back in arrival order: before everything that arrived after it, whenever
+                    // it comes back.
+                    let at = self.pending.partition_point(|(_, h)| h.seq < held.seq);
+                    self.pending.insert(at, (message, held));
                 }
             }
-        }
-        given_back.sort_unstable_by_key(|(ticket, _, _)| std::cmp::Reverse(*ticket));
-        for (_, message, held) in given_back {
-            self.pending.push_front((message, held));
         }
     }
 
@@ -303,13 +294,16 @@ impl<S: Source, K: Sink> Core<S, K> {
             return;
         }
         let held = Held {
+            seq: self.next_seq,
+            not_before: None,
             ack,
             received: message.received,
             bytes,
             aged_secs: 0,
             retries: 0,
         };
-        if self.pending.is_empty() && self.retry_at.is_none() {
+        self.next_seq += 1;
+        if self.pending.is_empty() {
             if let Some(back) = self.offer(message, held, now) {
                 self.pending.push_back(back);
             }
@@ -319,7 +313,15 @@ impl<S: Source, K: Sink> Core<S, K> {
     }
 
     fn drain_pending(&mut self, now: Instant) {
-        while let Some((mut message, mut held)) = self.pending.pop_front() {
+        // The head waits for its backoff, and everything behind it waits too (order).
+        while self
+            .pending
+            .front()
+            .is_some_and(|(_, h)| h.not_before.is_none_or(|t| now >= t))
+        {
+            let Some((mut message, mut held)) = self.pending.pop_front() else {
+                break;
+            };
             // What waited here has less time to live at the destination (counted once per
             // whole second: a message offered again after a busy sink is not aged twice).
             let waited = now.saturating_duration_since(held.received).as_secs();
@@ -686,6 +688,59 @@ mod tests {
         let mut acked = h.core.source().acked.clone();
         acked.sort_unstable();
         assert_eq!(acked, [1, 2, 3]);
+    }
+
+    #[test]
+    fn messages_given_back_at_different_times_keep_their_arrival_order() {
+        let mut h = fake(10, settings());
+        h.feed_ids([1, 2, 3]);
+        h.step();
+        assert_eq!(h.core.sink().tickets(), [0, 1, 2]);
+        h.core.sink_mut().give_back(1); // message 2
+        h.step();
+        h.advance(Duration::from_millis(100));
+        h.core.sink_mut().give_back(2); // message 3, given back later
+        h.step();
+        h.core.sink_mut().end(0, Outcome::Delivered);
+        h.step();
+        assert_eq!(h.core.source().acked, [1]);
+        // Message 2 is offered first when its backoff has passed, then message 3 after its own.
+        h.drive_until(3, |c| !c.sink().tickets().is_empty());
+        h.drive_until(3, |c| c.sink().tickets().len() == 2);
+        assert_eq!(h.core.sink().tickets(), [3, 4]);
+        h.core.sink_mut().end(3, Outcome::Delivered);
+        h.core.sink_mut().end(4, Outcome::Delivered);
+        h.step();
+        assert_eq!(h.core.source().acked, [1, 2, 3]);
+    }
+
+    #[test]
+    fn each_message_waits_its_own_backoff() {
+        let mut h = fake(10, settings());
+        h.feed_ids([1, 2]);
+        h.step();
+        // Message 1 comes back three times (1 s, 2 s, 4 s), message 2 once (1 s).
+        let start = h.now;
+        h.core.sink_mut().give_back(0);
+        h.core.sink_mut().give_back(1);
+        h.step();
+        h.drive_until(2, |c| c.sink().tickets().len() == 2);
+        assert_eq!(h.now - start, Duration::from_secs(1));
+        let t = h.core.sink().tickets();
+        h.core.sink_mut().give_back(t[0]);
+        h.step();
+        let again = h.now;
+        h.drive_until(2, |c| c.sink().tickets().len() == 2);
+        assert_eq!(
+            h.now - again,
+            Duration::from_secs(2),
+            "the second attempt waits 2 s"
+        );
+        assert_eq!(
+            h.core.source().acked,
+            Vec::<u32>::new(),
+            "message 2 waited behind it"
+        );
     }
 
     #[test]

@@ -169,6 +169,7 @@ impl Task {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
         let drained = self.core.borrow().is_drained();
+        let unacknowledged = self.core.borrow().source().unacked();
         {
             let now = Instant::now();
             let mut core = self.core.borrow_mut();
@@ -201,12 +202,11 @@ impl Task {
                 break;
             }
         }
-        let core = self.core.borrow();
         info!(
             dataflow = %self.key,
             core = self.core_id,
             drained,
-            unacknowledged = core.source().session().inbound_unacked(),
+            unacknowledged,
             "stopped"
         );
     }

@@ -330,19 +330,28 @@ pub(crate) struct Registry {
     not_running: Mutex<NotRunning>,
 }
 
-/// Dataflows that do not run, by `namespace/name`: (code, reason).
+/// Dataflows that do not run: those not started, by `namespace/name`, and those a worker could
+/// not start, by `namespace/name` and core; each with (code, reason).
 #[derive(Debug, Default)]
 struct NotRunning {
     skipped: BTreeMap<String, (&'static str, String)>,
-    failed: BTreeMap<String, (&'static str, String)>,
+    failed: BTreeMap<(String, usize), (&'static str, String)>,
 }
 
 impl NotRunning {
-    fn all(&self) -> BTreeMap<&str, &(&'static str, String)> {
-        self.skipped
-            .iter()
-            .chain(&self.failed)
-            .map(|(k, v)| (k.as_str(), v))
+    /// One entry per dataflow, sorted by name: why it was not started, or why its first failed
+    /// core could not start it.
+    fn all(&self) -> Vec<(String, &'static str, String)> {
+        let mut all: BTreeMap<&str, (&'static str, String)> = BTreeMap::new();
+        for ((key, core), (code, reason)) in &self.failed {
+            all.entry(key.as_str())
+                .or_insert_with(|| (*code, format!("core {core}: {reason}")));
+        }
+        for (key, (code, reason)) in &self.skipped {
+            all.insert(key.as_str(), (*code, reason.clone()));
+        }
+        all.into_iter()
+            .map(|(k, (code, reason))| (k.to_owned(), code, reason))
             .collect()
     }
 }
@@ -400,25 +409,31 @@ impl Registry {
         self.not_running().skipped = skipped;
     }
 
-    /// A worker could not start `dataflow` (until it starts, or is stopped).
-    pub(crate) fn set_start_failed(&self, dataflow: &str, code: &'static str, reason: String) {
+    /// The worker of `core` could not start `dataflow` (until it starts there, or is stopped
+    /// there).
+    pub(crate) fn set_start_failed(
+        &self,
+        dataflow: &str,
+        core: usize,
+        code: &'static str,
+        reason: String,
+    ) {
         self.not_running()
             .failed
-            .insert(dataflow.to_owned(), (code, reason));
+            .insert((dataflow.to_owned(), core), (code, reason));
     }
 
-    /// `dataflow` started, or is gone: no start failure stands for it.
-    pub(crate) fn clear_start_failed(&self, dataflow: &str) {
-        self.not_running().failed.remove(dataflow);
-    }
-
-    /// The dataflows not running, with their code and reason, sorted by name.
-    pub(crate) fn not_running_dataflows(&self) -> Vec<(String, &'static str, String)> {
+    /// `dataflow` started on `core`, or is gone from it: no start failure stands for it there.
+    pub(crate) fn clear_start_failed(&self, dataflow: &str, core: usize) {
         self.not_running()
-            .all()
-            .into_iter()
-            .map(|(k, (code, reason))| (k.to_owned(), *code, reason.clone()))
-            .collect()
+            .failed
+            .remove(&(dataflow.to_owned(), core));
+    }
+
+    /// The dataflows not running (on every core they should), with their code and reason,
+    /// sorted by name.
+    pub(crate) fn not_running_dataflows(&self) -> Vec<(String, &'static str, String)> {
+        self.not_running().all()
     }
 
     /// Records whether the latest snapshot from the agent is in force.
@@ -454,7 +469,7 @@ impl Registry {
         if !self.snapshot_applied() {
             reasons.push("snapshot not applied".to_owned());
         }
-        for (name, (_, reason)) in self.not_running().all() {
+        for (name, _, reason) in self.not_running().all() {
             reasons.push(format!("dataflow {name} not running: {reason}"));
         }
         for (name, entry) in self.lock().iter() {
@@ -740,12 +755,12 @@ mod tests {
                 "endpoint ns/k: Kafka endpoints are not run".to_owned(),
             ),
         )]));
-        r.set_start_failed("ns/bad", "start_failed", "cannot start: TLS".into());
+        r.set_start_failed("ns/bad", 1, "start_failed", "cannot start: TLS".into());
         assert!(!r.ready());
         assert_eq!(
             r.not_ready_reasons(),
             [
-                "dataflow ns/bad not running: cannot start: TLS",
+                "dataflow ns/bad not running: core 1: cannot start: TLS",
                 "dataflow ns/kafka not running: endpoint ns/k: Kafka endpoints are not run",
             ]
         );
@@ -754,7 +769,7 @@ mod tests {
         assert_eq!(running("ns/up"), Some(1.0));
         assert_eq!(running("ns/kafka"), Some(0.0));
         assert_eq!(running("ns/bad"), Some(0.0));
-        r.clear_start_failed("ns/bad");
+        r.clear_start_failed("ns/bad", 1);
         r.set_skipped(BTreeMap::new());
         assert!(r.ready());
         assert_eq!(r.not_running_dataflows(), []);

@@ -40,6 +40,18 @@ pub(crate) struct RuntimeHandle {
 }
 
 impl RuntimeHandle {
+    /// A handle whose workers are the test: it reads what was sent from the mailboxes.
+    #[cfg(test)]
+    pub(crate) fn for_test(cores: usize) -> (Self, Vec<Mailbox<Command>>) {
+        let mailboxes: Vec<Mailbox<Command>> = (0..cores).map(|_| Mailbox::new()).collect();
+        (
+            Self {
+                mailboxes: mailboxes.clone(),
+            },
+            mailboxes,
+        )
+    }
+
     /// Sends `command` to the worker of `core`; logs when the worker is gone.
     pub(crate) fn send(&self, core: usize, command: Command) {
         match self.mailboxes.get(core) {

@@ -13,6 +13,11 @@ use tracing::{error, warn};
 use super::commands::Command;
 use super::sync::Mailbox;
 use crate::config::skip::SkipReason;
+
+/// First wait before a failed start is tried again; it doubles up to [`START_RETRY_MAX`].
+const START_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait between two tries of a failed start.
+const START_RETRY_MAX: Duration = Duration::from_secs(60);
 use crate::dataflow::task::Task;
 use crate::observe::metrics::Registry;
 
@@ -71,19 +76,36 @@ pub(super) async fn worker_main(core: usize, mailbox: Mailbox<Command>, registry
                         warn!(dataflow = %key, core, "already running; start ignored");
                         return;
                     }
-                    let metrics = registry.register(&key, core);
-                    match Task::start(plan, core, metrics) {
-                        Ok(p) => {
-                            registry.clear_start_failed(&key);
-                            running.borrow_mut().insert(key, p);
+                    // A start that fails is tried again (what it needs may be there later: a
+                    // TLS file rewritten between the plan and the start), until a later
+                    // command for the dataflow supersedes it.
+                    let mut delay = START_RETRY;
+                    loop {
+                        let metrics = registry.register(&key, core);
+                        match Task::start(Arc::clone(&plan), core, metrics) {
+                            Ok(p) => {
+                                registry.clear_start_failed(&key, core);
+                                running.borrow_mut().insert(key, p);
+                                return;
+                            }
+                            Err(e) => {
+                                registry.unregister(&key, core);
+                                error!(dataflow = %key, core, error = %e, retry_in = ?delay, "cannot start");
+                                let reason = SkipReason::StartFailed {
+                                    detail: e.to_string(),
+                                };
+                                registry.set_start_failed(
+                                    &key,
+                                    core,
+                                    reason.code(),
+                                    reason.to_string(),
+                                );
+                            }
                         }
-                        Err(e) => {
-                            registry.unregister(&key, core);
-                            error!(dataflow = %key, core, error = %e, "cannot start");
-                            let reason = SkipReason::StartFailed {
-                                detail: e.to_string(),
-                            };
-                            registry.set_start_failed(&key, reason.code(), reason.to_string());
+                        monoio::time::sleep(delay).await;
+                        delay = (delay * 2).min(START_RETRY_MAX);
+                        if wanted.borrow().get(&key) != Some(&seq) {
+                            return; // superseded meanwhile (its failure was cleared then)
                         }
                     }
                 });
@@ -93,7 +115,7 @@ pub(super) async fn worker_main(core: usize, mailbox: Mailbox<Command>, registry
                 timeout,
                 end_sessions,
             } => {
-                registry.clear_start_failed(&key);
+                registry.clear_start_failed(&key, core);
                 wanted.borrow_mut().remove(&key);
                 stop_one(
                     core,

@@ -120,6 +120,13 @@ impl<T> Mailbox<T> {
         .await
     }
 
+    /// Takes everything queued (tests look at what was sent).
+    #[cfg(test)]
+    pub(crate) fn take_all(&self) -> Vec<T> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.queue.drain(..).collect()
+    }
+
     /// Refuses further items.
     pub(crate) fn close(&self) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
