@@ -17,8 +17,8 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
 use crate::control::{
-    AgentMessage, DataplaneMessage, FrameDecoder, NotRunning, SUPPORTED_VERSIONS, read_message,
-    write_message,
+    AgentMessage, DataplaneMessage, FrameDecoder, MAX_GENERATION, NotRunning, SUPPORTED_VERSIONS,
+    next_generation, read_message, write_message,
 };
 use crate::model::{DataflowEndpoint, Resource};
 use crate::watch::{FolderWatch, Watched, referenced_folders};
@@ -305,7 +305,12 @@ impl Connection {
     /// Pushes `snapshot` with the next generation; returns the verdict. Dataflows the data plane
     /// does not run are logged at warn.
     fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<Pushed> {
-        let generation = self.generation + 1;
+        let Some(generation) = next_generation(Some(self.generation)) else {
+            bail!(
+                "the data plane's generation in force ({}) leaves no room above it (the largest is {MAX_GENERATION}); restart the data plane",
+                self.generation
+            );
+        };
         write_message(
             &mut self.stream,
             &AgentMessage::Apply {

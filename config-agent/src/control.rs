@@ -30,6 +30,20 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[1, 2];
 /// The largest frame accepted by default, in bytes: 64 MiB, far above any real snapshot.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 64 << 20;
 
+/// The largest generation a data plane accepts (`i64::MAX`, which every JSON reader holds
+/// exactly enough to compare): generations never wrap, and one that would leave no room above
+/// it is refused.
+pub const MAX_GENERATION: u64 = i64::MAX as u64;
+
+/// The generation to push after `current` (the one in force, if any), or `None` when there is
+/// no room left below [`MAX_GENERATION`].
+pub fn next_generation(current: Option<u64>) -> Option<u64> {
+    current
+        .unwrap_or(0)
+        .checked_add(1)
+        .filter(|g| *g <= MAX_GENERATION)
+}
+
 /// What the agent sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]

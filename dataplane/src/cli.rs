@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::environment::{Dirs, Environment};
 use crate::control::apply::{ConfigState, Runner};
-use crate::control::server::{bind, serve};
+use crate::control::server::{bind, remove_socket, serve};
 use crate::mqtt::session::DEFAULT_MAXIMUM_PACKET_SIZE;
 use crate::observe::http::MetricsEndpoint;
 use crate::observe::logs::LogLevel;
@@ -212,7 +212,7 @@ pub fn run(args: Args) -> Result<(), RunError> {
         info!(signal, "draining");
     }
     runtime.shutdown(drain_timeout);
-    let _ = std::fs::remove_file(&args.control_socket);
+    remove_socket(&args.control_socket);
     drop(metrics);
     info!("stopped");
     Ok(())

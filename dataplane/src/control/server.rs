@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use sluice_config_agent::control::{
-    AgentMessage, Changes, ControlError, DataplaneMessage, FrameDecoder, NotRunning,
-    PROTOCOL_VERSION, Problem, choose_version, read_message, write_message,
+    AgentMessage, Changes, ControlError, DataplaneMessage, FrameDecoder, MAX_GENERATION,
+    NotRunning, PROTOCOL_VERSION, Problem, choose_version, read_message, write_message,
 };
 use tracing::{debug, info, warn};
+
+use crate::observe::logs::Escaped;
 
 /// How long a new connection may take to say hello.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +78,9 @@ pub(crate) enum ServeError {
     /// Another process answers on the socket path.
     #[error("{0} is in use by a running process")]
     InUse(PathBuf),
+    /// Something that is not a socket is at the socket path: it is not removed.
+    #[error("{0} exists and is not a socket; it is left alone (choose another --control-socket)")]
+    NotASocket(PathBuf),
     /// Creating or securing the socket failed.
     #[error("control socket {path}: {source}")]
     Socket {
@@ -97,20 +102,55 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         path: path.to_owned(),
         source,
     };
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(ServeError::InUse(path.to_owned()));
-        }
-        std::fs::remove_file(path).map_err(err)?;
-    }
+    remove_stale_socket(path)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
+    remove_stale_socket(&tmp)?;
     let listener = UnixListener::bind(&tmp).map_err(err)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
+    // Never over something that appeared at `path` meanwhile.
+    if let Err(e) = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &tmp,
+        rustix::fs::CWD,
+        path,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e.into()));
+    }
     Ok(listener)
+}
+
+/// Removes the socket at `path` at shutdown, if a socket is what is there.
+pub(crate) fn remove_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt as _;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Makes room at `path` for our socket: nothing there is fine; a socket that no process
+/// answers on (left by a dead one) is removed; a live socket, or anything that is not a socket
+/// (a file, a folder, a symbolic link), is left alone and refused.
+fn remove_stale_socket(path: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let err = |source| ServeError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(e)),
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(ServeError::InUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(err)
+        }
+        Ok(_) => Err(ServeError::NotASocket(path.to_owned())),
+    }
 }
 
 /// Accepts connections forever, one thread each.
@@ -168,7 +208,7 @@ pub(crate) fn handle<A: Applier>(
     }
     debug!(peer_pid = pid, "control: connection");
     if let Err(e) = converse(&mut stream, applier, decoder) {
-        warn!(peer_pid = pid, error = %e, "control: closing the connection");
+        warn!(peer_pid = pid, error = %Escaped(&e.to_string()), "control: closing the connection");
         let _ = write_message(
             &mut stream,
             &DataplaneMessage::Error {
@@ -210,13 +250,13 @@ fn converse<A: Applier>(
             generation,
         },
     )?;
-    info!(%agent, version, "control: agent connected");
+    info!(agent = %Escaped(&agent), version, "control: agent connected");
     stream.set_read_timeout(None)?;
     loop {
         let message: Option<AgentMessage<A::Snapshot>> = read_message(stream, &decoder)?;
         let (generation, snapshot) = match message {
             None => {
-                info!(%agent, "control: agent disconnected");
+                info!(agent = %Escaped(&agent), "control: agent disconnected");
                 return Ok(());
             }
             Some(AgentMessage::Apply {
@@ -228,6 +268,15 @@ fn converse<A: Applier>(
         let reply = {
             let mut a = lock(applier);
             match a.generation() {
+                _ if generation > MAX_GENERATION => DataplaneMessage::Rejected {
+                    generation,
+                    errors: vec![Problem {
+                        path: "generation".into(),
+                        message: format!(
+                            "generation {generation} is above the largest accepted ({MAX_GENERATION}): generations never wrap"
+                        ),
+                    }],
+                },
                 Some(current) if generation <= current => DataplaneMessage::Rejected {
                     generation,
                     errors: vec![Problem {
@@ -393,6 +442,40 @@ mod tests {
     }
 
     #[test]
+    fn generations_never_wrap() {
+        let (_dir, path) = server();
+        let mut s = UnixStream::connect(&path).expect("connect");
+        send(&mut s, &hello());
+        let apply = |generation| AgentMessage::Apply {
+            generation,
+            snapshot: serde_json::json!({ "ok": true }),
+        };
+        let DataplaneMessage::Rejected { errors, .. } = send(&mut s, &apply(u64::MAX)) else {
+            panic!("the last u64 is refused");
+        };
+        assert!(errors[0].message.contains("never wrap"), "{errors:?}");
+        assert!(matches!(
+            send(&mut s, &apply(MAX_GENERATION)),
+            DataplaneMessage::Applied { .. }
+        ));
+        // An agent that connects learns it, and has no generation left to push.
+        let mut t = UnixStream::connect(&path).expect("connect");
+        let DataplaneMessage::Welcome { generation, .. } = send(&mut t, &hello()) else {
+            panic!("welcome");
+        };
+        assert_eq!(generation, Some(MAX_GENERATION));
+        assert_eq!(
+            sluice_config_agent::control::next_generation(generation),
+            None
+        );
+        assert_eq!(
+            sluice_config_agent::control::next_generation(Some(7)),
+            Some(8)
+        );
+        assert_eq!(sluice_config_agent::control::next_generation(None), Some(1));
+    }
+
+    #[test]
     fn a_version_1_agent_is_not_sent_what_it_does_not_know() {
         let (_dir, path) = server();
         let mut s = UnixStream::connect(&path).expect("connect");
@@ -469,6 +552,29 @@ mod tests {
             send(&mut s, &hello()),
             DataplaneMessage::Welcome { .. }
         ));
+    }
+
+    #[test]
+    fn only_a_stale_socket_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("precious.txt");
+        std::fs::write(&file, "keep me").expect("write");
+        assert!(matches!(bind(&file), Err(ServeError::NotASocket(_))));
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("still there"),
+            "keep me"
+        );
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).expect("mkdir");
+        assert!(matches!(bind(&folder), Err(ServeError::NotASocket(_))));
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert!(matches!(bind(&link), Err(ServeError::NotASocket(_))));
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("still there"),
+            "keep me"
+        );
+        assert!(bind(&dir.path().join("fresh.sock")).is_ok());
     }
 
     #[test]

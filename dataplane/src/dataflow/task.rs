@@ -25,6 +25,7 @@ use crate::mqtt::connection::{Connection, ConnectionError, Owner};
 use sluice_codec::DecodeError;
 
 use crate::mqtt::session::{CloseReason, ConfigError, Event, Session};
+use crate::observe::logs::Escaped;
 use crate::observe::metrics::DataflowMetrics;
 use crate::sink::Sink;
 use crate::sinks::mqtt::{MqttSink, Notice, PublishSettings};
@@ -349,9 +350,9 @@ impl Task {
             match event {
                 CoreEvent::Dropped { reason, topic } => {
                     if self.drop_logged.replace(true) {
-                        debug!(dataflow = %self.key, %topic, %reason, "message dropped");
+                        debug!(dataflow = %self.key, topic = %Escaped(&topic), %reason, "message dropped");
                     } else {
-                        warn!(dataflow = %self.key, core = self.core_id, %topic, %reason, "message dropped (and acknowledged); further drops are logged at debug level and counted in sluice_messages_dropped_total");
+                        warn!(dataflow = %self.key, core = self.core_id, topic = %Escaped(&topic), %reason, "message dropped (and acknowledged); further drops are logged at debug level and counted in sluice_messages_dropped_total");
                     }
                 }
                 CoreEvent::Retrying {

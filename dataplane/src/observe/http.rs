@@ -48,6 +48,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, info, warn};
 
 use crate::net::http1::{self, Http1Error, RequestHead};
+use crate::observe::logs::Escaped;
 use crate::observe::metrics::Registry;
 
 /// Content type of `/metrics`: the Prometheus text exposition format 0.0.4.
@@ -559,15 +560,15 @@ fn serve_connection(
                 let response = route(&request, registry);
                 debug!(
                     %peer,
-                    method = request.method,
-                    path = request.path,
+                    method = %Escaped(request.method),
+                    path = %Escaped(request.path),
                     status = response.status,
                     "metrics http: request"
                 );
                 (response, request.method == "HEAD")
             }
             Err(e) => {
-                warn!(%peer, error = %e, "metrics http: bad request");
+                warn!(%peer, error = %Escaped(&e.to_string()), "metrics http: bad request");
                 match e.response() {
                     Some(r) => (r, false),
                     None => return,
@@ -575,7 +576,7 @@ fn serve_connection(
             }
         },
         Err(e) => {
-            warn!(%peer, error = %e, "metrics http: bad request");
+            warn!(%peer, error = %Escaped(&e.to_string()), "metrics http: bad request");
             match e.response() {
                 Some(r) => (r, false),
                 None => return,

@@ -8,6 +8,25 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
+/// A string a peer sent (a broker's topic, an agent's name, a client's request line), written
+/// into a log line with its control characters and backslashes escaped (`\n`, `\u{1b}`), so
+/// that it cannot forge lines or terminal escapes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Escaped<'a>(pub(crate) &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() || c == '\\' {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                std::fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The default level when neither the command line nor a profile says.
 pub(crate) const DEFAULT_LEVEL: &str = "info";
 
@@ -116,6 +135,18 @@ pub(crate) fn most_verbose<'a>(levels: impl IntoIterator<Item = &'a str>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::most_verbose;
+
+    #[test]
+    fn peer_strings_are_escaped() {
+        assert_eq!(
+            super::Escaped("agent\n2026-12-02T00:00:00Z  INFO forged \u{1b}[31m\\").to_string(),
+            "agent\\n2026-12-02T00:00:00Z  INFO forged \\u{1b}[31m\\\\"
+        );
+        assert_eq!(
+            super::Escaped("plant/line 1/é").to_string(),
+            "plant/line 1/é"
+        );
+    }
 
     #[test]
     fn picks_the_most_verbose() {
