@@ -18,6 +18,7 @@ pub mod diag;
 pub mod files;
 mod load;
 pub mod model;
+pub mod paths;
 pub mod pem;
 pub mod snapshot;
 pub mod unsupported;

@@ -14,6 +14,7 @@ use crate::decode::{LoadedResource, Origin};
 use crate::diag::{Diagnostic, has_errors, one_of, suggestion};
 use crate::files::Files;
 use crate::model::*;
+use crate::paths::is_single_segment;
 use crate::snapshot::{Options, Snapshot};
 
 /// Maps a resource of a snapshot back to where it was written, when known.
@@ -553,10 +554,6 @@ fn check_endpoint(c: &mut Checker<'_>, at: At<'_>, e: &DataflowEndpoint) {
             }
         }
     }
-}
-
-fn is_single_segment(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// MQTT authentication with an identity the data plane gets from outside the manifests: a

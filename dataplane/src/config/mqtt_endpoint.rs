@@ -13,6 +13,7 @@ use sluice_config_agent::model::{
     DataflowEndpoint, EndpointSpec, MqttAuthentication, MqttProtocol, MqttSettings, MqttVersion,
     OperationalMode,
 };
+use sluice_config_agent::paths::{is_single_segment, token_file_name};
 use sluice_config_agent::validate::is_event_grid;
 
 use super::environment::Environment;
@@ -232,6 +233,11 @@ pub(crate) fn mqtt_endpoint(
     let (host, port) = (address.host, address.port);
     let ws_path = address.path.unwrap_or_else(|| "/".to_owned());
     let secret = |secret: &str, key: &str| -> Result<PathBuf, SkipReason> {
+        if !is_single_segment(secret) {
+            return Err(SkipReason::Invalid {
+                detail: format!("endpoint {name}: {secret:?} is not a secret name"),
+            });
+        }
         let dir = env
             .dirs
             .secrets
@@ -275,7 +281,8 @@ pub(crate) fn mqtt_endpoint(
                 .token_dir
                 .as_deref()
                 .ok_or_else(|| missing("--token-dir", "ServiceAccountToken".into()))?;
-            let path = dir.join(&service_account_token_settings.audience);
+            // The audience names a file that cannot leave the folder (percent-encoded).
+            let path = dir.join(&*token_file_name(&service_account_token_settings.audience));
             read_service_account_token(&path).map_err(|e| unreadable(e.to_string()))?;
             Credentials::ServiceAccountToken { path }
         }
@@ -301,6 +308,11 @@ pub(crate) fn mqtt_endpoint(
         let ca_files = match &settings.tls.trusted_ca_certificate_config_map_ref {
             None => None,
             Some(cm) => {
+                if !is_single_segment(cm) {
+                    return Err(SkipReason::Invalid {
+                        detail: format!("endpoint {name}: {cm:?} is not a ConfigMap name"),
+                    });
+                }
                 let dir = env
                     .dirs
                     .configmaps
@@ -453,6 +465,51 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_token_audience_never_names_a_file_outside_the_token_folder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tokens = tmp.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("mkdir");
+        std::fs::write(tmp.path().join("password"), "secret").expect("write");
+        let env = Environment {
+            token_dir: Some(tokens.clone()),
+            ..Environment::default()
+        };
+        for audience in ["../password", "/etc/hostname", ".."] {
+            let snapshot = sat(audience);
+            match mqtt_endpoint(&snapshot, &snapshot.endpoints[0], &env) {
+                // The file it would read is in the folder (and does not exist).
+                Err(SkipReason::SecretUnreadable { detail, .. }) => {
+                    assert!(detail.contains(&tokens.display().to_string()), "{detail}");
+                }
+                other => panic!("{audience}: {other:?}"),
+            }
+        }
+        std::fs::write(tokens.join("aio-internal"), "header.payload.sig").expect("write");
+        let snapshot = sat("aio-internal");
+        let plan = mqtt_endpoint(&snapshot, &snapshot.endpoints[0], &env).expect("resolves");
+        assert_eq!(
+            plan.credentials,
+            Credentials::ServiceAccountToken {
+                path: tokens.join("aio-internal")
+            }
+        );
+    }
+
+    fn sat(audience: &str) -> Snapshot {
+        let yaml = format!(
+            "apiVersion: connectivity.iotoperations.azure.com/v1\nkind: DataflowEndpoint\nmetadata: {{name: ep}}\nspec:\n  endpointType: Mqtt\n  mqttSettings:\n    host: 127.0.0.1:1883\n    tls: {{mode: Disabled}}\n    authentication:\n      method: ServiceAccountToken\n      serviceAccountTokenSettings: {{audience: {audience:?}}}\n"
+        );
+        let mut loaded = sluice_config_agent::Loaded::default();
+        sluice_config_agent::load_str("ep.yaml", &yaml, &mut loaded);
+        let report = sluice_config_agent::validate_loaded(
+            loaded,
+            &sluice_config_agent::Options::default(),
+            &sluice_config_agent::RealFiles,
+        );
+        report.snapshot.expect("valid")
     }
 
     #[test]
