@@ -8,16 +8,18 @@
 //! goes on.
 
 use std::io;
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use sluice_config_agent::control::{
     AgentMessage, Changes, ControlError, DataplaneMessage, FrameDecoder, MAX_GENERATION,
-    NotRunning, PROTOCOL_VERSION, Problem, choose_version, read_message, write_message,
+    NotRunning, PROTOCOL_VERSION, Problem, choose_version, write_message,
 };
 use tracing::{debug, info, warn};
 
@@ -153,36 +155,136 @@ fn remove_stale_socket(path: &Path) -> Result<(), ServeError> {
     }
 }
 
-/// Accepts connections forever, one thread each.
+/// What a peer of the control socket may take; [`Default`] gives the documented values.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// From the accept to the end of the Hello frame. Default 10 s.
+    pub(crate) hello_timeout: Duration,
+    /// From a frame's first byte to its last, after Hello. Default 30 s.
+    pub(crate) frame_timeout: Duration,
+    /// How long one write of a reply may block. Default 5 s.
+    pub(crate) write_timeout: Duration,
+    /// Connections served at once; more are answered `Error` and closed. Default 16.
+    pub(crate) max_connections: usize,
+    /// Bytes of frames received and not yet complete, over all connections; a frame that would
+    /// pass it closes its connection. Default 128 MiB.
+    pub(crate) max_unfinished_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            hello_timeout: HANDSHAKE_TIMEOUT,
+            frame_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(5),
+            max_connections: 16,
+            max_unfinished_bytes: 128 << 20,
+        }
+    }
+}
+
+/// What the connections share: the limits, how many there are, and the bytes of their
+/// unfinished frames.
+#[derive(Debug)]
+struct Shared {
+    limits: Limits,
+    connections: AtomicUsize,
+    unfinished: AtomicUsize,
+}
+
+/// Counts a connection until dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts connections forever, one thread each, with the default [`Limits`].
 pub(crate) fn serve<A: Applier>(
     listener: UnixListener,
     applier: Arc<Mutex<A>>,
     decoder: FrameDecoder,
 ) {
+    serve_with(listener, applier, decoder, Limits::default());
+}
+
+/// Accepts connections forever, one thread each, at most [`Limits::max_connections`] at once.
+/// Accept errors (descriptors exhausted, say) are backed off (10 ms doubling to 1 s) and
+/// logged at most once a second, with how many came meanwhile.
+pub(crate) fn serve_with<A: Applier>(
+    listener: UnixListener,
+    applier: Arc<Mutex<A>>,
+    decoder: FrameDecoder,
+    limits: Limits,
+) {
     let own_uid = rustix::process::geteuid().as_raw();
+    let shared = Arc::new(Shared {
+        limits,
+        connections: AtomicUsize::new(0),
+        unfinished: AtomicUsize::new(0),
+    });
+    let mut backoff = Duration::ZERO;
+    let mut failures = 0u64;
+    let mut last_logged: Option<Instant> = None;
     for stream in listener.incoming() {
-        match stream {
+        let stream = match stream {
             Ok(stream) => {
-                let applier = Arc::clone(&applier);
-                let spawned = std::thread::Builder::new()
-                    .name("control-conn".into())
-                    .spawn(move || handle(stream, own_uid, &applier, decoder));
-                if let Err(e) = spawned {
-                    warn!(error = %e, "control: cannot start a connection thread");
-                }
+                backoff = Duration::ZERO;
+                stream
             }
-            Err(e) => warn!(error = %e, "control: accept failed"),
+            Err(e) => {
+                failures += 1;
+                if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!(error = %e, failures, "control: accept failed; backing off");
+                    last_logged = Some(Instant::now());
+                    failures = 0;
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                std::thread::sleep(backoff);
+                continue;
+            }
+        };
+        if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.limits.max_connections {
+            let _slot = Slot(&shared.connections);
+            refuse(stream, &shared.limits, "too many control connections");
+            continue;
+        }
+        let (applier, shared) = (Arc::clone(&applier), Arc::clone(&shared));
+        let spawned = std::thread::Builder::new()
+            .name("control-conn".into())
+            .spawn(move || {
+                let _slot = Slot(&shared.connections);
+                handle(stream, own_uid, &applier, decoder, &shared);
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "control: cannot start a connection thread");
         }
     }
 }
 
+/// Answers `Error` without waiting for the peer, and closes.
+fn refuse(mut stream: UnixStream, limits: &Limits, why: &str) {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let _ = write_message(
+        &mut stream,
+        &DataplaneMessage::Error {
+            message: why.to_owned(),
+        },
+    );
+}
+
 /// Serves one connection until it closes or breaks the protocol.
-pub(crate) fn handle<A: Applier>(
+fn handle<A: Applier>(
     mut stream: UnixStream,
     own_uid: u32,
     applier: &Mutex<A>,
     decoder: FrameDecoder,
+    shared: &Shared,
 ) {
+    let _ = stream.set_write_timeout(Some(shared.limits.write_timeout));
     let peer = match rustix::net::sockopt::socket_peercred(&stream) {
         Ok(c) => c,
         Err(e) => {
@@ -207,7 +309,7 @@ pub(crate) fn handle<A: Applier>(
         return;
     }
     debug!(peer_pid = pid, "control: connection");
-    if let Err(e) = converse(&mut stream, applier, decoder) {
+    if let Err(e) = converse(&mut stream, applier, decoder, shared) {
         warn!(peer_pid = pid, error = %Escaped(&e.to_string()), "control: closing the connection");
         let _ = write_message(
             &mut stream,
@@ -226,9 +328,12 @@ fn converse<A: Applier>(
     stream: &mut UnixStream,
     applier: &Mutex<A>,
     decoder: FrameDecoder,
+    shared: &Shared,
 ) -> Result<(), ControlError> {
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let hello: Option<AgentMessage<serde_json::Value>> = read_message(stream, &decoder)?;
+    // The whole Hello within its deadline, counted from the accept (not per read).
+    let hello_by = Instant::now() + shared.limits.hello_timeout;
+    let hello: Option<AgentMessage<serde_json::Value>> =
+        read_frame(stream, &decoder, shared, Some(hello_by))?;
     let (versions, agent) = match hello {
         None => return Ok(()),
         Some(AgentMessage::Hello { versions, agent }) => (versions, agent),
@@ -251,9 +356,10 @@ fn converse<A: Applier>(
         },
     )?;
     info!(agent = %Escaped(&agent), version, "control: agent connected");
-    stream.set_read_timeout(None)?;
     loop {
-        let message: Option<AgentMessage<A::Snapshot>> = read_message(stream, &decoder)?;
+        // An agent may stay connected and quiet; once a frame starts, it has its deadline.
+        let message: Option<AgentMessage<A::Snapshot>> =
+            read_frame(stream, &decoder, shared, None)?;
         let (generation, snapshot) = match message {
             None => {
                 info!(agent = %Escaped(&agent), "control: agent disconnected");
@@ -315,6 +421,92 @@ fn converse<A: Applier>(
     }
 }
 
+/// Reads one frame: `Ok(None)` when the peer closed before its first byte. The first byte is
+/// awaited until `first_by` (for ever without it); from then on the whole frame must arrive
+/// within [`Limits::frame_timeout`] (and by `first_by`, when given). The body grows as its bytes
+/// arrive (never to the announced length at once), and counts against
+/// [`Limits::max_unfinished_bytes`] with the other connections' until it is complete.
+fn read_frame<T: serde::de::DeserializeOwned>(
+    stream: &mut UnixStream,
+    decoder: &FrameDecoder,
+    shared: &Shared,
+    first_by: Option<Instant>,
+) -> Result<Option<T>, ControlError> {
+    let timed_out = || ControlError::Protocol("the frame did not arrive in time".into());
+    let wait = |stream: &UnixStream, by: Option<Instant>| -> Result<(), ControlError> {
+        let left = match by {
+            None => None,
+            Some(by) => {
+                let left = by.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                Some(left)
+            }
+        };
+        stream.set_read_timeout(left)?;
+        Ok(())
+    };
+    let read = |stream: &mut UnixStream, buf: &mut [u8]| -> Result<usize, ControlError> {
+        loop {
+            match stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timed_out());
+                }
+                other => return other.map_err(ControlError::from),
+            }
+        }
+    };
+    let mut prefix = [0u8; 4];
+    wait(stream, first_by)?;
+    if read(stream, &mut prefix[..1])? == 0 {
+        return Ok(None);
+    }
+    let by = Instant::now() + shared.limits.frame_timeout;
+    let by = Some(first_by.map_or(by, |f| f.min(by)));
+    let mut got = 1;
+    while got < 4 {
+        wait(stream, by)?;
+        match read(stream, &mut prefix[got..])? {
+            0 => return Err(ControlError::Truncated),
+            n => got += n,
+        }
+    }
+    let len = decoder.check_len(u32::from_be_bytes(prefix))?;
+    let mut frame: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    let mut counted = 0usize;
+    let result = (|| {
+        while frame.len() < len {
+            wait(stream, by)?;
+            let want = (len - frame.len()).min(chunk.len());
+            let n = read(stream, &mut chunk[..want])?;
+            if n == 0 {
+                return Err(ControlError::Truncated);
+            }
+            let total = shared.unfinished.fetch_add(n, Ordering::AcqRel) + n;
+            counted += n;
+            if total > shared.limits.max_unfinished_bytes {
+                return Err(ControlError::Protocol(format!(
+                    "unfinished control frames exceed {} bytes in all",
+                    shared.limits.max_unfinished_bytes
+                )));
+            }
+            frame.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    })();
+    shared.unfinished.fetch_sub(counted, Ordering::AcqRel);
+    result?;
+    Ok(Some(serde_json::from_slice(&frame)?))
+}
+
 fn lock<A>(m: &Mutex<A>) -> std::sync::MutexGuard<'_, A> {
     // A panic while applying leaves the previous state, which stays usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -326,6 +518,8 @@ fn protocol_error(message: &str) -> ControlError {
 
 #[cfg(test)]
 mod tests {
+    use sluice_config_agent::control::read_message;
+
     use super::*;
 
     /// Accepts every snapshot whose `ok` is true; reports names as added.
@@ -552,6 +746,154 @@ mod tests {
             send(&mut s, &hello()),
             DataplaneMessage::Welcome { .. }
         ));
+    }
+
+    fn server_with(limits: Limits) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("control.sock");
+        let listener = bind(&path).expect("bind");
+        let applier = Arc::new(Mutex::new(Fake::default()));
+        std::thread::spawn(move || {
+            serve_with(listener, applier, FrameDecoder::new(64 << 20), limits);
+        });
+        (dir, path)
+    }
+
+    /// Reads until the server closes (or `within` passes, which fails the test); returns what
+    /// came and how long it took.
+    fn until_closed(s: &mut UnixStream, within: Duration) -> (Vec<u8>, Duration) {
+        let start = Instant::now();
+        s.set_read_timeout(Some(within)).expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (got, start.elapsed()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return (got, start.elapsed());
+                }
+                Err(e) => panic!("not closed within {within:?}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_trickled_hello_is_cut_off_at_its_deadline() {
+        let (_dir, path) = server_with(Limits {
+            hello_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        });
+        let mut s = UnixStream::connect(&path).expect("connect");
+        let mut frame = Vec::new();
+        sluice_config_agent::control::encode_frame(&hello(), &mut frame).expect("encode");
+        // One byte every 50 ms: each read is quick, the whole Hello is not.
+        let start = Instant::now();
+        for b in &frame[..8] {
+            if std::io::Write::write_all(&mut s, &[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, _) = until_closed(&mut s, Duration::from_secs(5));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_partial_frame_after_hello_is_cut_off_and_a_quiet_agent_is_not() {
+        let (_dir, path) = server_with(Limits {
+            frame_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        });
+        let mut quiet = UnixStream::connect(&path).expect("connect");
+        send(&mut quiet, &hello());
+        let mut s = UnixStream::connect(&path).expect("connect");
+        send(&mut s, &hello());
+        std::io::Write::write_all(&mut s, &[0, 0, 1, 0, b'{']).expect("write");
+        let (reply, took) = until_closed(&mut s, Duration::from_secs(5));
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(
+            String::from_utf8_lossy(&reply).contains("in time"),
+            "{reply:?}"
+        );
+        // The quiet one is still served.
+        let apply = AgentMessage::Apply {
+            generation: 1,
+            snapshot: serde_json::json!({ "ok": true }),
+        };
+        assert!(matches!(
+            send(&mut quiet, &apply),
+            DataplaneMessage::Applied { .. }
+        ));
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_refused_at_once() {
+        let (_dir, path) = server_with(Limits {
+            max_connections: 2,
+            ..Limits::default()
+        });
+        let mut held: Vec<UnixStream> = (0..2)
+            .map(|_| {
+                let mut s = UnixStream::connect(&path).expect("connect");
+                send(&mut s, &hello());
+                s
+            })
+            .collect();
+        let mut extra = UnixStream::connect(&path).expect("connect");
+        let (reply, _) = until_closed(&mut extra, Duration::from_secs(5));
+        assert!(
+            String::from_utf8_lossy(&reply).contains("too many"),
+            "{reply:?}"
+        );
+        // A slot frees when one leaves.
+        drop(held.pop());
+        let mut again = None;
+        for _ in 0..100 {
+            let mut s = UnixStream::connect(&path).expect("connect");
+            write_message(&mut s, &hello()).expect("write");
+            if let Ok(Some(DataplaneMessage::Welcome { .. })) =
+                read_message::<DataplaneMessage>(&mut s, &FrameDecoder::default())
+            {
+                again = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(again.is_some(), "a freed slot is used again");
+    }
+
+    #[test]
+    fn unfinished_frames_are_bounded_in_total() {
+        let (_dir, path) = server_with(Limits {
+            max_unfinished_bytes: 1 << 20,
+            ..Limits::default()
+        });
+        // Two peers each announce 60 MiB and send 600 KiB of it.
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            let mut s = UnixStream::connect(&path).expect("connect");
+            send(&mut s, &hello());
+            std::io::Write::write_all(&mut s, &(60u32 << 20).to_be_bytes()).expect("prefix");
+            let _ = std::io::Write::write_all(&mut s, &vec![b' '; 600 << 10]);
+            peers.push(s);
+        }
+        let mut closed = 0;
+        for s in &mut peers {
+            s.set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = s.read(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).contains("in all")
+            {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 1, "one of them passes the total and is closed");
     }
 
     #[test]
