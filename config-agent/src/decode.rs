@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::diag::{Diagnostic, one_of, suggestion};
+use crate::diag::{Diagnostic, one_of, shown, suggestion};
 use crate::model::*;
 use crate::validate::Broken;
 use crate::yaml::{Key, Node, Pos, SyntaxError, Value, parse_documents};
@@ -345,12 +345,12 @@ impl<'n> Obj<'n> {
             if self.used[i] {
                 continue;
             }
-            let path = self.child(&key.name);
+            let path = self.child(&shown(&key.name));
             let message = match hints.iter().find(|(k, _)| *k == key.name) {
                 Some((_, hint)) => format!("unknown field \"{}\": {hint}", key.name),
                 None => format!(
                     "unknown field \"{}\"{}",
-                    key.name,
+                    shown(&key.name),
                     suggestion(&key.name, self.known.iter().copied())
                 ),
             };

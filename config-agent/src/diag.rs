@@ -109,18 +109,46 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(Diagnostic::is_error)
 }
 
+/// Longest input, in bytes, that a did-you-mean is looked for (a longer one is no misspelling of
+/// a field or resource name, and comparing it would cost its length times every candidate's).
+pub const MAX_SUGGESTION_INPUT: usize = 256;
+
+/// Longest text of an input shown in a message; a longer one is cut, with its length.
+pub const MAX_SHOWN: usize = 80;
+
+/// `s` as a message shows it: whole up to [`MAX_SHOWN`] bytes, else its start and its length.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_SHOWN {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = MAX_SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}... ({} bytes)", &s[..end], s.len()))
+}
+
 /// The closest of `candidates` to `input`, if it is close enough to be a likely misspelling:
 /// equal ignoring case, or within an edit distance of about a third of the length (at least 1,
-/// at most 3).
+/// at most 3). The work is bounded: no suggestion for an input over [`MAX_SUGGESTION_INPUT`]
+/// bytes, and a candidate whose length differs by more than the limit is not compared.
 pub fn did_you_mean<'a>(
     input: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    if input.len() > MAX_SUGGESTION_INPUT {
+        return None;
+    }
     let lower = input.to_ascii_lowercase();
-    let limit = (input.chars().count() / 3).clamp(1, 3);
+    let chars = input.chars().count();
+    let limit = (chars / 3).clamp(1, 3);
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
-        if candidate == input {
+        if candidate == input || candidate.len() > MAX_SUGGESTION_INPUT {
+            continue;
+        }
+        // The length difference is a lower bound on the edit distance.
+        if candidate.chars().count().abs_diff(chars) > limit {
             continue;
         }
         let distance = if candidate.eq_ignore_ascii_case(input) {
@@ -169,6 +197,22 @@ mod tests {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("qos", "qos"), 0);
+    }
+
+    #[test]
+    fn huge_inputs_cost_little_and_are_cut_in_messages() {
+        let huge = "k".repeat(16 << 20);
+        let start = std::time::Instant::now();
+        assert_eq!(
+            did_you_mean(&huge, ["host", "tls", "k".repeat(100).as_str()]),
+            None
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let s = shown(&huge);
+        assert!(s.len() < 120, "{}", s.len());
+        assert!(s.ends_with(&format!("... ({} bytes)", 16 << 20)));
+        assert_eq!(shown("host"), "host");
+        assert_eq!(shown(&"é".repeat(60)).chars().take(40).count(), 40);
     }
 
     #[test]

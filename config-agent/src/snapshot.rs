@@ -131,6 +131,12 @@ impl Snapshot {
                 mqtt_settings.host = Some(host.to_owned());
             }
         }
+        // (namespace, name) of the MQTT endpoints: one lookup per source, not a scan.
+        let mqtt: std::collections::HashSet<(String, String)> = endpoints
+            .iter()
+            .filter(|e| matches!(e.spec, EndpointSpec::Mqtt { .. }))
+            .map(|e| (e.metadata.namespace.clone(), e.metadata.name.clone()))
+            .collect();
         for d in &mut dataflows {
             let ns = d.metadata.namespace.clone();
             for op in &mut d.spec.operations {
@@ -140,11 +146,7 @@ impl Snapshot {
                 else {
                     continue;
                 };
-                let is_mqtt = endpoints.iter().any(|e| {
-                    e.metadata.namespace == ns
-                        && e.metadata.name == source_settings.endpoint_ref
-                        && matches!(e.spec, EndpointSpec::Mqtt { .. })
-                });
+                let is_mqtt = mqtt.contains(&(ns.clone(), source_settings.endpoint_ref.clone()));
                 if is_mqtt {
                     for topic in &mut source_settings.data_sources {
                         if let Some(rest) = topic.strip_prefix("$shared/") {
@@ -154,16 +156,20 @@ impl Snapshot {
                 }
             }
         }
-        let mut implicit = Vec::new();
+        let with_default: std::collections::HashSet<&str> = profiles
+            .iter()
+            .filter(|p| p.metadata.name == DEFAULT_PROFILE)
+            .map(|p| p.metadata.namespace.as_str())
+            .collect();
+        let mut implicit: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for d in &dataflows {
-            let ns = &d.metadata.namespace;
+            let ns = d.metadata.namespace.as_str();
             if d.spec.profile_ref == DEFAULT_PROFILE
-                && !profiles
-                    .iter()
-                    .any(|p| &p.metadata.namespace == ns && p.metadata.name == DEFAULT_PROFILE)
-                && !implicit.contains(ns)
+                && !with_default.contains(ns)
+                && seen.insert(ns)
             {
-                implicit.push(ns.clone());
+                implicit.push(ns.to_owned());
             }
         }
         profiles.extend(
@@ -185,7 +191,10 @@ impl Snapshot {
         }
     }
 
-    fn sort(&mut self) {
+    /// Sorts the lists by namespace and name, as [`Snapshot::endpoint`] and
+    /// [`Snapshot::profile`] look them up (a snapshot [`Snapshot::assemble`]s sorted; one read
+    /// from elsewhere is sorted with this before it is used). Content hashes do not change.
+    pub fn sort(&mut self) {
         self.endpoints.sort_by(|a, b| {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
@@ -211,18 +220,27 @@ impl Snapshot {
         }
     }
 
-    /// The endpoint `name` in `namespace`.
+    /// The endpoint `name` in `namespace` (a binary search: the list is sorted, see
+    /// [`Snapshot::sort`]).
     pub fn endpoint(&self, namespace: &str, name: &str) -> Option<&DataflowEndpoint> {
-        self.endpoints
-            .iter()
-            .find(|e| e.metadata.namespace == namespace && e.metadata.name == name)
+        let i = self
+            .endpoints
+            .binary_search_by(|e| {
+                (e.metadata.namespace.as_str(), e.metadata.name.as_str()).cmp(&(namespace, name))
+            })
+            .ok()?;
+        self.endpoints.get(i)
     }
 
-    /// The profile `name` in `namespace`.
+    /// The profile `name` in `namespace` (a binary search: the list is sorted).
     pub fn profile(&self, namespace: &str, name: &str) -> Option<&DataflowProfile> {
-        self.profiles
-            .iter()
-            .find(|p| p.metadata.namespace == namespace && p.metadata.name == name)
+        let i = self
+            .profiles
+            .binary_search_by(|p| {
+                (p.metadata.namespace.as_str(), p.metadata.name.as_str()).cmp(&(namespace, name))
+            })
+            .ok()?;
+        self.profiles.get(i)
     }
 
     /// Whether `endpoint` is the local MQTT broker: an MQTT endpoint named `default` (AIO's

@@ -273,6 +273,10 @@ pub fn is_dns_label(name: &str) -> bool {
 }
 
 fn check_names(c: &mut Checker<'_>, kind: Kind, list: &[&Metadata]) {
+    // The first index of each (namespace, name): one pass, not a scan of the earlier ones per
+    // resource.
+    let mut first_of: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::with_capacity(list.len());
     for (index, m) in list.iter().enumerate() {
         let at = At {
             kind,
@@ -293,10 +297,10 @@ fn check_names(c: &mut Checker<'_>, kind: Kind, list: &[&Metadata]) {
                 format!("\"{}\" is not a valid namespace", m.namespace),
             );
         }
-        if let Some(first) = list[..index]
-            .iter()
-            .position(|o| o.name == m.name && o.namespace == m.namespace)
-        {
+        let first = *first_of
+            .entry((m.namespace.as_str(), m.name.as_str()))
+            .or_insert(index);
+        if first != index {
             let also = c
                 .locate
                 .origin(kind, first)

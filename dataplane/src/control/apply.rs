@@ -273,7 +273,9 @@ impl Applier for ConfigState {
         self.generation
     }
 
-    fn apply(&mut self, generation: u64, snapshot: Snapshot) -> Result<Changes, Vec<Problem>> {
+    fn apply(&mut self, generation: u64, mut snapshot: Snapshot) -> Result<Changes, Vec<Problem>> {
+        // Lookups are binary searches over sorted lists: a peer's order is not trusted.
+        snapshot.sort();
         let diagnostics = validate_snapshot(&snapshot, &Self::options(&snapshot), &RealFiles);
         let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics.iter().partition(|d| d.is_error());
         for w in &warnings {
