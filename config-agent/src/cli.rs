@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::control::{
     AgentMessage, DataplaneMessage, FrameDecoder, MAX_GENERATION, NotRunning, SUPPORTED_VERSIONS,
-    next_generation, read_message, write_message,
+    check_socket_folder, next_generation, peer_uid, read_message, write_message,
 };
 use crate::model::{DataflowEndpoint, Resource};
 use crate::watch::{FolderWatch, Watched, referenced_folders};
@@ -114,9 +114,14 @@ pub struct RunArgs {
     /// The folder of manifests to load and watch.
     #[arg(long, value_name = "DIR")]
     pub config_dir: PathBuf,
-    /// The data plane's control socket.
+    /// The data plane's control socket. Its folder must be one only this user (or root) can
+    /// write, and the process listening on it must run as `--dataplane-uid`.
     #[arg(long, value_name = "PATH")]
     pub control_socket: PathBuf,
+    /// The uid the data plane runs as; the agent sends its configuration to no other
+    /// process. Default: the agent's own.
+    #[arg(long, value_name = "UID")]
+    pub dataplane_uid: Option<u32>,
     /// Push one snapshot, print the data plane's verdict and exit: 0 applied and every enabled
     /// dataflow running, 1 invalid or rejected, 2 when the data plane cannot be reached, 3
     /// applied but some dataflows not running (each printed with its reason).
@@ -271,9 +276,18 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(path: &Path) -> anyhow::Result<Self> {
+    fn open(path: &Path, dataplane_uid: Option<u32>) -> anyhow::Result<Self> {
+        check_socket_folder(path)?;
         let mut stream = UnixStream::connect(path)
             .with_context(|| format!("cannot connect to {}", path.display()))?;
+        let want = dataplane_uid.unwrap_or_else(|| rustix::process::geteuid().as_raw());
+        let uid = peer_uid(&stream).context("cannot read the listener's credentials")?;
+        if uid != want {
+            bail!(
+                "the process listening on {} runs as uid {uid}, not {want} (--dataplane-uid): the configuration is not sent to it",
+                path.display()
+            );
+        }
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let decoder = FrameDecoder::default();
         write_message(
@@ -394,7 +408,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut last_connect_error = Instant::now() - Duration::from_secs(3600);
     loop {
         if conn.is_none() {
-            match Connection::open(&args.control_socket) {
+            match Connection::open(&args.control_socket, args.dataplane_uid) {
                 Ok(c) => {
                     conn = Some(c);
                     pushed = None;
@@ -462,7 +476,7 @@ fn once(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
     };
     let deadline = Instant::now() + Duration::from_millis(args.connect_timeout_ms);
     let mut conn = loop {
-        match Connection::open(&args.control_socket) {
+        match Connection::open(&args.control_socket, args.dataplane_uid) {
             Ok(c) => break c,
             Err(e) if Instant::now() >= deadline => {
                 error!("{e:#}");
@@ -503,6 +517,24 @@ fn not_running_line(n: &NotRunning) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_talks_only_to_the_data_plane_it_was_told_of() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("control.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let own = rustix::process::geteuid().as_raw();
+        let err = Connection::open(&path, Some(own.wrapping_add(1)))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("runs as uid"), "{err}");
+        // A folder others can write is refused before connecting.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let err = Connection::open(&path, None).err().expect("refused");
+        assert!(err.to_string().contains("writable by others"), "{err}");
+    }
 
     #[test]
     fn not_running_lines() {

@@ -35,6 +35,70 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 = 64 << 20;
 /// it is refused.
 pub const MAX_GENERATION: u64 = i64::MAX as u64;
 
+/// Why a control socket's folder is not safe to use.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketFolderError {
+    /// The folder cannot be read.
+    #[error("the control socket's folder {folder}: {source}")]
+    Io {
+        /// The folder.
+        folder: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Others may write the folder: they could put their own socket there, or rename ours.
+    #[error(
+        "the control socket's folder {folder} is writable by others (mode {mode:o}, owner uid {owner}): use a folder only this user (or root) owns and writes, such as one made with mode 0700"
+    )]
+    Unsafe {
+        /// The folder.
+        folder: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner.
+        owner: u32,
+    },
+}
+
+/// Checks that the folder of the control socket `path` is one where nobody but this user (and
+/// root) can create, replace or rename entries: a folder owned by this effective uid or by
+/// root, not writable by its group or by others. Both ends check it: the data plane before it
+/// binds, the agent before it connects.
+///
+/// # Errors
+/// [`SocketFolderError`] when the folder cannot be read or others may write it.
+pub fn check_socket_folder(path: &std::path::Path) -> Result<(), SocketFolderError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let meta = std::fs::metadata(&folder).map_err(|source| SocketFolderError::Io {
+        folder: folder.clone(),
+        source,
+    })?;
+    let own = rustix::process::geteuid().as_raw();
+    let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
+    if (owner != own && owner != 0) || mode & 0o022 != 0 {
+        return Err(SocketFolderError::Unsafe {
+            folder,
+            mode,
+            owner,
+        });
+    }
+    Ok(())
+}
+
+/// The effective uid of the process at the other end of a Unix stream (`SO_PEERCRED`).
+///
+/// # Errors
+/// When the kernel does not say.
+pub fn peer_uid(stream: &std::os::unix::net::UnixStream) -> io::Result<u32> {
+    rustix::net::sockopt::socket_peercred(stream)
+        .map(|c| c.uid.as_raw())
+        .map_err(io::Error::from)
+}
+
 /// The generation to push after `current` (the one in force, if any), or `None` when there is
 /// no room left below [`MAX_GENERATION`].
 pub fn next_generation(current: Option<u64>) -> Option<u64> {
@@ -460,5 +524,41 @@ mod tests {
             )
             .is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod socket_folder_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn only_a_folder_others_cannot_write_is_safe() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("c.sock");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        assert!(check_socket_folder(&sock).is_ok());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        assert!(check_socket_folder(&sock).is_ok());
+        for mode in [0o777, 0o1777, 0o770, 0o702] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+            assert!(
+                matches!(
+                    check_socket_folder(&sock),
+                    Err(SocketFolderError::Unsafe { .. })
+                ),
+                "{mode:o}"
+            );
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        assert!(matches!(
+            check_socket_folder(&dir.path().join("missing/c.sock")),
+            Err(SocketFolderError::Io { .. })
+        ));
     }
 }

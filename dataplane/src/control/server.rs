@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use sluice_config_agent::control::{
     AgentMessage, Changes, ControlError, DataplaneMessage, FrameDecoder, MAX_GENERATION,
-    NotRunning, PROTOCOL_VERSION, Problem, choose_version, write_message,
+    NotRunning, PROTOCOL_VERSION, Problem, SocketFolderError, check_socket_folder, choose_version,
+    write_message,
 };
 use tracing::{debug, info, warn};
 
@@ -80,6 +81,9 @@ pub(crate) enum ServeError {
     /// Another process answers on the socket path.
     #[error("{0} is in use by a running process")]
     InUse(PathBuf),
+    /// Others may write the socket's folder (or it cannot be read).
+    #[error(transparent)]
+    Folder(#[from] SocketFolderError),
     /// Something that is not a socket is at the socket path: it is not removed.
     #[error("{0} exists and is not a socket; it is left alone (choose another --control-socket)")]
     NotASocket(PathBuf),
@@ -104,6 +108,7 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         path: path.to_owned(),
         source,
     };
+    check_socket_folder(path)?;
     remove_stale_socket(path)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
@@ -894,6 +899,18 @@ mod tests {
             }
         }
         assert!(closed >= 1, "one of them passes the total and is closed");
+    }
+
+    #[test]
+    fn a_folder_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+            .expect("chmod");
+        assert!(matches!(
+            bind(&dir.path().join("control.sock")),
+            Err(ServeError::Folder(SocketFolderError::Unsafe { .. }))
+        ));
     }
 
     #[test]
