@@ -23,7 +23,11 @@
 //! connection longer; it gets `408`. Lines may end in `\r\n` or a bare `\n`.
 //!
 //! Each connection is served on its own short-lived thread, at most
-//! [`ServerOptions::max_connections`] at a time (further ones get `503` at once). Serving
+//! [`ServerOptions::max_connections`] at a time. Past that, the connection that has been reading
+//! its request head the longest, if for at least [`ServerOptions::evict_after`] (1 s), is closed
+//! to make room, so slow clients (one byte a second) cannot keep the kubelet's probes out; when
+//! none has, the new one gets `503` at once. Refusals and evictions are counted and logged at
+//! most once a second. Serving
 //! connections one after another would be simpler, but then a client that sends half a request
 //! would delay the kubelet's probes and the Prometheus scrape behind it by up to the head timeout,
 //! and probes that time out restart the pod. A thread per connection costs a stack mapping and a
@@ -70,8 +74,14 @@ pub(crate) struct ServerOptions {
     pub(crate) head_timeout: Duration,
     /// Time a single write of the response may block. Default 5 s.
     pub(crate) write_timeout: Duration,
-    /// Connections served at once; more get `503` at once. Default 64.
+    /// Connections served at once. Past it, the connection that has been reading its request
+    /// head the longest, if for more than [`ServerOptions::evict_after`], is closed to make room
+    /// (slow clients cannot keep the probes out); with none such, the new one gets `503` at
+    /// once. Default 64.
     pub(crate) max_connections: usize,
+    /// How long a connection must have been reading its head before a new one may take its
+    /// slot. Default 1 s.
+    pub(crate) evict_after: Duration,
 }
 
 impl Default for ServerOptions {
@@ -81,6 +91,7 @@ impl Default for ServerOptions {
             head_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             max_connections: 64,
+            evict_after: Duration::from_secs(1),
         }
     }
 }
@@ -253,6 +264,48 @@ impl Drop for Slot {
     }
 }
 
+/// The connections still reading their request head: a handle to close each, and when it
+/// was accepted.
+#[derive(Debug, Default)]
+struct Reading {
+    next_id: u64,
+    heads: Vec<(u64, TcpStream, Instant)>,
+}
+
+impl Reading {
+    fn add(&mut self, stream: &TcpStream) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        self.next_id += 1;
+        self.heads.push((self.next_id, handle, Instant::now()));
+        Some(self.next_id)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.heads.retain(|(i, _, _)| *i != id);
+    }
+
+    /// Closes the connection reading its head the longest, if for at least `after`.
+    fn evict_oldest(&mut self, after: Duration) -> bool {
+        let Some(at) = self
+            .heads
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, since))| since.elapsed() >= after)
+            .min_by_key(|(_, (_, _, since))| *since)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let (_, stream, _) = self.heads.swap_remove(at);
+        let _ = stream.shutdown(Shutdown::Both);
+        true
+    }
+}
+
+fn lock_reading(r: &std::sync::Mutex<Reading>) -> std::sync::MutexGuard<'_, Reading> {
+    r.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn accept_loop(
     listener: &TcpListener,
     registry: &Arc<Registry>,
@@ -260,6 +313,9 @@ fn accept_loop(
     stop: &AtomicBool,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let reading = Arc::new(std::sync::Mutex::new(Reading::default()));
+    // Refusals and evictions are counted and logged at most once a second.
+    let (mut refused, mut evicted, mut logged) = (0u64, 0u64, Instant::now());
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
@@ -276,20 +332,48 @@ fn accept_loop(
             }
         };
         if active.fetch_add(1, Ordering::AcqRel) >= options.max_connections {
-            let _slot = Slot(Arc::clone(&active));
-            warn!(%peer, limit = options.max_connections, "metrics http: too many connections");
-            refuse_busy(stream);
-            continue;
+            if lock_reading(&reading).evict_oldest(options.evict_after) {
+                evicted += 1;
+            } else {
+                let _slot = Slot(Arc::clone(&active));
+                refused += 1;
+                refuse_busy(stream);
+                if logged.elapsed() >= Duration::from_secs(1) {
+                    warn!(
+                        limit = options.max_connections,
+                        refused,
+                        evicted,
+                        "metrics http: too many connections (counted since the last line)"
+                    );
+                    (refused, evicted, logged) = (0, 0, Instant::now());
+                }
+                continue;
+            }
+        }
+        if evicted > 0 && logged.elapsed() >= Duration::from_secs(1) {
+            warn!(
+                limit = options.max_connections,
+                refused,
+                evicted,
+                "metrics http: slow clients closed to make room (counted since the last line)"
+            );
+            (refused, evicted, logged) = (0, 0, Instant::now());
         }
         let slot = Slot(Arc::clone(&active));
         let registry = Arc::clone(registry);
         let options = options.clone();
+        let id = lock_reading(&reading).add(&stream);
+        let reading = Arc::clone(&reading);
         let spawned = std::thread::Builder::new()
             .name("metrics-http-conn".into())
             .stack_size(256 * 1024)
             .spawn(move || {
                 let _slot = slot;
-                serve_connection(stream, peer, &registry, &options);
+                serve_connection(stream, peer, &registry, &options, || {
+                    if let Some(id) = id {
+                        lock_reading(&reading).remove(id);
+                    }
+                });
             });
         if let Err(e) = spawned {
             warn!(%peer, error = %e, "metrics http: cannot start a connection thread");
@@ -547,10 +631,14 @@ fn serve_connection(
     peer: SocketAddr,
     registry: &Registry,
     options: &ServerOptions,
+    head_read: impl FnOnce(),
 ) {
     let deadline = Instant::now() + options.head_timeout;
     let mut buf = Vec::new();
-    let (response, head_only) = match read_head(&mut stream, &mut buf, options, deadline) {
+    let head = read_head(&mut stream, &mut buf, options, deadline);
+    // No longer a candidate for eviction: it answers now.
+    head_read();
+    let (response, head_only) = match head {
         Ok(None) => {
             debug!(%peer, "metrics http: closed without a request");
             return;
@@ -888,6 +976,48 @@ mod tests {
         slow.write_all(b"GET /metrics HTTP/1.1\r\n").expect("write");
         let r = read_reply(&mut slow);
         assert_eq!(r.status, 408);
+        server.shutdown();
+    }
+
+    #[test]
+    fn slow_clients_do_not_keep_the_probes_out() {
+        let (server, _registry) = start(ServerOptions {
+            max_connections: 4,
+            head_timeout: Duration::from_secs(60),
+            evict_after: Duration::from_millis(100),
+            ..ServerOptions::default()
+        });
+        let addr = server.local_addr();
+        // Four clients that send half a request and then nothing.
+        let mut slow: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.write_all(b"GET /").expect("write");
+                s
+            })
+            .collect();
+        // The probe gets in once they have been slow for long enough (a fresh one may still
+        // get 503 before that).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let r = get(addr, "/healthz");
+            if r.status == 200 || Instant::now() >= deadline {
+                break r.status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status, 200);
+        // One of the slow ones was closed to make room.
+        let mut closed = 0;
+        for s in &mut slow {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            // A closed one reads the end of the stream; the others time out.
+            if matches!(s.read(&mut [0u8; 64]), Ok(0)) {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 1, "a slow client made room");
         server.shutdown();
     }
 
