@@ -295,50 +295,15 @@ impl FolderWatch {
 }
 
 #[cfg(test)]
+#[path = "../tests/support/kubelet.rs"]
+mod kubelet;
+
+#[cfg(test)]
 mod tests {
-    use std::os::unix::fs::symlink;
 
     use super::*;
 
-    /// A folder laid out as the kubelet mounts a ConfigMap or Secret.
-    struct Mount {
-        dir: PathBuf,
-        generation: u32,
-    }
-
-    impl Mount {
-        fn new(dir: &Path, files: &[(&str, &str)]) -> Self {
-            std::fs::create_dir_all(dir).unwrap();
-            let mut m = Self {
-                dir: dir.to_path_buf(),
-                generation: 0,
-            };
-            m.update(files);
-            for (name, _) in files {
-                symlink(Path::new("..data").join(name), dir.join(name)).unwrap();
-            }
-            m
-        }
-
-        /// The kubelet's atomic update: new timestamped folder, `..data_tmp` renamed over
-        /// `..data`, old folder removed.
-        fn update(&mut self, files: &[(&str, &str)]) {
-            self.generation += 1;
-            let stamp = format!("..2026_12_02_10_00_00.{:09}", self.generation);
-            let new = self.dir.join(&stamp);
-            std::fs::create_dir(&new).unwrap();
-            for (name, content) in files {
-                std::fs::write(new.join(name), content).unwrap();
-            }
-            let tmp = self.dir.join("..data_tmp");
-            symlink(&stamp, &tmp).unwrap();
-            std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
-            if self.generation > 1 {
-                let old = format!("..2026_12_02_10_00_00.{:09}", self.generation - 1);
-                std::fs::remove_dir_all(self.dir.join(old)).unwrap();
-            }
-        }
-    }
+    use super::kubelet::Mount;
 
     /// Calls `wait_for_change` until it reports a change, for at most 10 seconds.
     fn changes_within_deadline(w: &mut FolderWatch) -> bool {

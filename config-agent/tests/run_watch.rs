@@ -2,9 +2,8 @@
 //! update of the configuration folder and of a referenced secret each lead to a new `Apply`, and
 //! `run --once` exits 3 when the data plane reports dataflows it does not run.
 
-use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
@@ -65,42 +64,9 @@ fn fake_dataplane(
     rx
 }
 
-/// A folder laid out as the kubelet mounts a ConfigMap or Secret; `update` is its atomic swap.
-struct Mount {
-    dir: PathBuf,
-    generation: u32,
-}
-
-impl Mount {
-    fn new(dir: &Path, files: &[(&str, &str)]) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut m = Self {
-            dir: dir.to_path_buf(),
-            generation: 0,
-        };
-        m.update(files);
-        for (name, _) in files {
-            symlink(Path::new("..data").join(name), dir.join(name)).unwrap();
-        }
-        m
-    }
-
-    fn update(&mut self, files: &[(&str, &str)]) {
-        self.generation += 1;
-        let stamp = format!("..2026_12_02_10_00_00.{:09}", self.generation);
-        std::fs::create_dir(self.dir.join(&stamp)).unwrap();
-        for (name, content) in files {
-            std::fs::write(self.dir.join(&stamp).join(name), content).unwrap();
-        }
-        let tmp = self.dir.join("..data_tmp");
-        symlink(&stamp, &tmp).unwrap();
-        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
-        if self.generation > 1 {
-            let old = format!("..2026_12_02_10_00_00.{:09}", self.generation - 1);
-            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
-        }
-    }
-}
+#[path = "support/kubelet.rs"]
+mod kubelet;
+use kubelet::Mount;
 
 fn manifest(topic: &str) -> String {
     format!(
