@@ -346,9 +346,7 @@ impl<S: Source, K: Sink> Core<S, K> {
         held: Held<S::Ack>,
         now: Instant,
     ) -> Option<(Message, Held<S::Ack>)> {
-        if !self.sink.ready() {
-            return Some((message, held));
-        }
+        // The sink checks its own readiness (`Offer::Busy` gives the message back).
         let ticket = self.next_ticket;
         match self.sink.offer(message, ticket, now) {
             Offer::Accepted => {
