@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::diag::{Diagnostic, one_of, shown, suggestion};
 use crate::model::*;
 use crate::validate::Broken;
-use crate::yaml::{Key, Node, Pos, SyntaxError, Value, parse_documents};
+use crate::yaml::{Key, Node, Pos, SyntaxError, Value, for_each_document};
 
 /// Field path -> where its value starts, for one resource.
 pub type Positions = BTreeMap<String, Pos>;
@@ -75,49 +75,55 @@ pub struct Loaded {
 /// built (a required field missing, a value of the wrong type) is left out of `loaded.resources`
 /// and named in `loaded.broken`; every problem goes to `loaded.diagnostics`.
 pub fn load_str(file: &str, text: &str, loaded: &mut Loaded) {
-    let docs = match parse_documents(text) {
-        Ok(docs) => docs,
-        Err(SyntaxError { pos, message }) => {
-            let mut d = Diagnostic::error("", format!("not valid YAML: {message}"));
-            d.file = Some(file.to_owned());
-            d.line = Some(pos.line);
-            d.column = Some(pos.column);
-            loaded.diagnostics.push(d);
-            return;
-        }
+    // Each document is decoded as soon as it is parsed and its tree dropped; what it gave waits
+    // here, because a syntax error later in the file means nothing of the file is kept.
+    let mut from_file = Loaded::default();
+    let parsed = for_each_document(text, |doc| decode_into(file, &doc, &mut from_file));
+    if let Err(SyntaxError { pos, message }) = parsed {
+        let mut d = Diagnostic::error("", format!("not valid YAML: {message}"));
+        d.file = Some(file.to_owned());
+        d.line = Some(pos.line);
+        d.column = Some(pos.column);
+        loaded.diagnostics.push(d);
+        return;
+    }
+    loaded.resources.append(&mut from_file.resources);
+    loaded.broken.append(&mut from_file.broken);
+    loaded.diagnostics.append(&mut from_file.diagnostics);
+}
+
+/// Decodes one document of `file` into `loaded`.
+fn decode_into(file: &str, doc: &Node, loaded: &mut Loaded) {
+    let mut cx = Cx {
+        file,
+        diags: Vec::new(),
+        positions: Positions::new(),
+        legacy: false,
+        identity: None,
     };
-    for doc in &docs {
-        let mut cx = Cx {
-            file,
-            diags: Vec::new(),
-            positions: Positions::new(),
-            legacy: false,
-            identity: None,
-        };
-        let resource = decode_document(&mut cx, doc);
-        let failed = cx.diags.iter().any(Diagnostic::is_error);
-        let label = cx.identity.as_ref().map(|(k, m)| label(*k, m));
-        cx.diags.sort_by_key(|d| (d.line, d.column));
-        for mut d in cx.diags {
-            d.resource = d.resource.or_else(|| label.clone());
-            loaded.diagnostics.push(d);
-        }
-        match resource {
-            // A resource with only problems that still let it be built (an unknown field, settings
-            // of another method) is kept, so that the later checks report their problems too; the
-            // error above already keeps it out of any snapshot.
-            Some(resource) => loaded.resources.push(LoadedResource {
-                resource,
-                origin: Origin {
-                    file: file.to_owned(),
-                    pos: doc.pos,
-                    positions: cx.positions,
-                },
-            }),
-            None => {
-                if let (Some((kind, m)), true) = (cx.identity, failed) {
-                    loaded.broken.push((kind, m.namespace, m.name));
-                }
+    let resource = decode_document(&mut cx, doc);
+    let failed = cx.diags.iter().any(Diagnostic::is_error);
+    let label = cx.identity.as_ref().map(|(k, m)| label(*k, m));
+    cx.diags.sort_by_key(|d| (d.line, d.column));
+    for mut d in cx.diags {
+        d.resource = d.resource.or_else(|| label.clone());
+        loaded.diagnostics.push(d);
+    }
+    match resource {
+        // A resource with only problems that still let it be built (an unknown field, settings
+        // of another method) is kept, so that the later checks report their problems too; the
+        // error above already keeps it out of any snapshot.
+        Some(resource) => loaded.resources.push(LoadedResource {
+            resource,
+            origin: Origin {
+                file: file.to_owned(),
+                pos: doc.pos,
+                positions: cx.positions,
+            },
+        }),
+        None => {
+            if let (Some((kind, m)), true) = (cx.identity, failed) {
+                loaded.broken.push((kind, m.namespace, m.name));
             }
         }
     }

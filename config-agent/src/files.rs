@@ -1,18 +1,61 @@
 //! The only I/O of this crate: reading manifests and the files that references resolve to,
 //! through [`Files`] so that tests (and the data plane's checks) can substitute their own.
 //!
-//! [`RealFiles`] reads the file system; [`MemFiles`] is an in-memory fake for tests.
+//! [`RealFiles`] reads the file system; [`MemFiles`] is an in-memory fake for tests. Every read
+//! of a real file stops at [`MAX_FILE_BYTES`] ([`read_bounded`]), so a file cannot cost more
+//! than that however it was made.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
+
+/// The most that is read of any one file: a manifest, a certificate bundle, a private key.
+/// Kubernetes keeps a whole ConfigMap or Secret under 1 MiB; local files get room to spare.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads `path` whole, or fails with [`io::ErrorKind::FileTooLarge`] when it holds more than
+/// `limit` bytes (only `limit + 1` bytes are ever read).
+///
+/// # Errors
+/// Whatever opening and reading give, or `FileTooLarge`.
+pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {}", bytes_shown(limit)),
+        ));
+    }
+    Ok(out)
+}
+
+/// A read error for a message: the kind (`not found`, `permission denied`), or for a file over
+/// the limit, the limit.
+pub fn describe_read_error(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::FileTooLarge && e.get_ref().is_some() {
+        e.to_string()
+    } else {
+        e.kind().to_string()
+    }
+}
+
+pub(crate) fn bytes_shown(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
 
 /// Read access to files.
 pub trait Files {
     /// The whole content of a file.
     ///
     /// # Errors
-    /// Whatever reading the file gives.
+    /// Whatever reading the file gives; [`io::ErrorKind::FileTooLarge`] past [`MAX_FILE_BYTES`].
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
 
     /// Whether `path` is a regular file (following symbolic links).
@@ -35,7 +78,7 @@ pub struct RealFiles;
 
 impl Files for RealFiles {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        std::fs::read(path)
+        read_bounded(path, MAX_FILE_BYTES)
     }
 
     fn is_file(&self, path: &Path) -> bool {

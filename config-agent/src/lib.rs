@@ -29,7 +29,9 @@ pub mod yaml;
 pub use decode::{Loaded, LoadedResource, Origin, load_str};
 pub use diag::{Diagnostic, Severity};
 pub use files::{Files, MemFiles, RealFiles};
-pub use load::{is_manifest, load_and_validate, load_paths, validate_loaded};
+pub use load::{
+    MAX_CONFIGURATION_BYTES, is_manifest, load_and_validate, load_paths, validate_loaded,
+};
 pub use snapshot::{Options, Snapshot, SnapshotDataflow};
 pub use validate::{Report, validate_snapshot};
 

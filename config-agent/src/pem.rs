@@ -15,6 +15,8 @@ use std::path::Path;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::files::{MAX_FILE_BYTES, read_bounded};
+
 /// Why a PEM file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {
@@ -78,9 +80,8 @@ pub fn read_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Pem
 /// # Errors
 /// The first problem found, or [`PemError::Read`].
 pub fn read_certificates_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| PemError::from_pem(e, PemError::NoCertificate))?;
-    collect_certificates(iter)
+    let bytes = read_bounded(path, MAX_FILE_BYTES).map_err(|e| PemError::Read(e.kind()))?;
+    read_certificates(&bytes)
 }
 
 fn collect_certificates(
@@ -139,7 +140,7 @@ pub fn read_private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> 
 /// # Errors
 /// As [`read_private_key`], or [`PemError::Read`].
 pub fn read_private_key_file(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
-    let bytes = std::fs::read(path).map_err(|e| PemError::Read(e.kind()))?;
+    let bytes = read_bounded(path, MAX_FILE_BYTES).map_err(|e| PemError::Read(e.kind()))?;
     read_private_key(&bytes)
 }
 

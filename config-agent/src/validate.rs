@@ -716,9 +716,12 @@ enum PemKind {
 /// content.
 fn check_pem(files: &dyn Files, file: &Path, kind: PemKind) -> Result<(), String> {
     let shown = file.display();
-    let bytes = files
-        .read(file)
-        .map_err(|e| format!("cannot read {shown}: {}", e.kind()))?;
+    let bytes = files.read(file).map_err(|e| {
+        format!(
+            "cannot read {shown}: {}",
+            crate::files::describe_read_error(&e)
+        )
+    })?;
     let checked = match kind {
         PemKind::Certificates => crate::pem::check_certificates(&bytes).map(drop),
         PemKind::PrivateKey => crate::pem::check_private_key(&bytes),

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use sha2::{Digest, Sha256};
 
+use crate::files::{MAX_FILE_BYTES, read_bounded};
 use crate::is_manifest;
 use crate::model::{DataflowEndpoint, EndpointSpec, KafkaAuthentication, MqttAuthentication};
 use crate::snapshot::Options;
@@ -79,7 +80,8 @@ fn folder_fingerprint(w: &Watched) -> Option<FolderFiles> {
         if hidden || !path.is_file() || (w.manifests_only && !is_manifest(&path)) {
             continue;
         }
-        let hash = std::fs::read(&path)
+        // A file past the limit hashes as unreadable: loading it is refused in any case.
+        let hash = read_bounded(&path, MAX_FILE_BYTES)
             .ok()
             .map(|bytes| Sha256::digest(&bytes).into());
         files.push((path, hash));

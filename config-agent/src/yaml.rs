@@ -6,8 +6,19 @@
 //! typed as the YAML 1.2 core schema says (`1` is an integer, `"1"` a string, `yes` a string),
 //! duplicate keys are a syntax error, and alias expansion is bounded by the parser.
 //! Empty documents (a stray `---`) are dropped, as kubectl does.
+//!
+//! Documents are built one at a time ([`for_each_document`]): the parser's tree of a document is
+//! dropped once it is converted, and the caller may drop ours once it is decoded, so a file of a
+//! hundred thousand documents never holds more than one parser tree. Anchors are per document in
+//! YAML, and so is the alias budget: at most [`ALIAS_NODES_PER_DOCUMENT`] nodes may come from
+//! alias expansion in one document.
 
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use saphyr::{MarkedYamlOwned, ScalarOwned, YamlDataOwned, YamlLoader};
+use saphyr_parser::{Event, Parser, ScanError, Span, SpannedEventReceiver};
+
+/// How many nodes alias expansion may produce in one document (a "billion laughs" document is
+/// refused past it). Kubernetes manifests rarely use aliases at all.
+pub const ALIAS_NODES_PER_DOCUMENT: usize = 10_000;
 
 /// A position in a file, both 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -87,18 +98,77 @@ pub struct SyntaxError {
 /// [`SyntaxError`] when the text is not well-formed YAML (including duplicate keys and a
 /// complex, non-scalar mapping key); nothing of the file is returned then.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let docs = MarkedYamlOwned::load_from_str(text).map_err(|e| SyntaxError {
+    let mut out = Vec::new();
+    for_each_document(text, |node| out.push(node))?;
+    Ok(out)
+}
+
+/// Parses `text` and hands each non-empty document to `each` as soon as it is complete, in file
+/// order.
+///
+/// # Errors
+/// [`SyntaxError`] as for [`parse_documents`]; the documents before the error have been handed
+/// over already, and the caller decides what to keep of them.
+pub fn for_each_document(text: &str, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
+    let mut documents = Documents {
+        loader: document_loader(),
+        each,
+        error: None,
+    };
+    let parsed = Parser::new_from_str(text).load(&mut documents, true);
+    if let Some(e) = documents.error {
+        return Err(e);
+    }
+    parsed.map_err(|e| syntax_error(&e))
+}
+
+fn document_loader<'input>() -> YamlLoader<'input, MarkedYamlOwned> {
+    let mut loader = YamlLoader::default();
+    loader.alias_limit(ALIAS_NODES_PER_DOCUMENT);
+    loader
+}
+
+fn syntax_error(e: &ScanError) -> SyntaxError {
+    SyntaxError {
         pos: pos_of(e.marker().line(), e.marker().col()),
         message: e.info().to_owned(),
-    })?;
-    let mut out = Vec::with_capacity(docs.len());
-    for doc in docs {
-        let node = convert(doc)?;
-        if node.value != Value::Null {
-            out.push(node);
+    }
+}
+
+/// The parser's event receiver: a fresh `saphyr` loader per document, converted and handed on at
+/// the document's end.
+struct Documents<'input, F> {
+    loader: YamlLoader<'input, MarkedYamlOwned>,
+    each: F,
+    error: Option<SyntaxError>,
+}
+
+impl<'input, F: FnMut(Node)> SpannedEventReceiver<'input> for Documents<'input, F> {
+    fn on_event(&mut self, event: Event<'input>, span: Span) {
+        if self.error.is_some() {
+            return;
+        }
+        let end = matches!(event, Event::DocumentEnd);
+        self.loader.on_event(event, span);
+        if let Some(e) = self.loader.error() {
+            self.error = Some(syntax_error(e));
+            return;
+        }
+        if !end {
+            return;
+        }
+        let loader = std::mem::replace(&mut self.loader, document_loader());
+        for doc in loader.into_documents() {
+            match convert(doc) {
+                Ok(node) if node.value == Value::Null => {}
+                Ok(node) => (self.each)(node),
+                Err(e) => {
+                    self.error = Some(e);
+                    return;
+                }
+            }
         }
     }
-    Ok(out)
 }
 
 fn pos_of(line: usize, col: usize) -> Pos {
@@ -199,5 +269,40 @@ mod tests {
         assert_eq!(err.pos.line, 2);
         let err = parse_documents("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1);
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_cheaply() {
+        // A billion laughs: ten levels of ten aliases each.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.contains("billion-laughs"), "{err}");
+        // Nesting past the parser's recursion limit.
+        let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let err = parse_documents(&deep).unwrap_err();
+        assert!(err.message.contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn the_alias_budget_is_per_document_and_anchors_stay_in_theirs() {
+        // Each document may use the budget, so many documents with a few aliases each pass.
+        let doc = "a: &a [1, 2, 3]\nb: [*a, *a, *a]\n";
+        let text = vec![doc; 10_000].join("---\n");
+        assert_eq!(parse_documents(&text).unwrap().len(), 10_000);
+        // An alias to an anchor of an earlier document is an error, as YAML says.
+        assert!(parse_documents("a: &a 1\n---\nb: *a\n").is_err());
+    }
+
+    #[test]
+    fn documents_are_handed_over_in_order_as_they_complete() {
+        let mut seen = Vec::new();
+        let err = for_each_document("a: 1\n---\nb: 2\n---\nc: [\n", |n| seen.push(n.pos.line))
+            .unwrap_err();
+        assert_eq!(seen, [1, 3], "the documents before the error");
+        assert!(err.pos.line >= 5);
     }
 }
