@@ -157,7 +157,7 @@ fn push_change_invalid_change_and_restart() {
     dp.wait_for(&[
         "snapshot applied",
         "generation=1",
-        "added=[\"azure-iot-operations/bridge\"]",
+        "added=[azure-iot-operations/bridge]",
     ]);
 
     // A valid change: the dataflow changes.
@@ -165,7 +165,7 @@ fn push_change_invalid_change_and_restart() {
     dp.wait_for(&[
         "snapshot applied",
         "generation=2",
-        "changed=[\"azure-iot-operations/bridge\"]",
+        "changed=[azure-iot-operations/bridge]",
     ]);
 
     // An invalid change: reported by the agent, nothing pushed.
@@ -181,7 +181,7 @@ fn push_change_invalid_change_and_restart() {
     dp.wait_for(&[
         "snapshot applied",
         "generation=1",
-        "added=[\"azure-iot-operations/bridge\"]",
+        "added=[azure-iot-operations/bridge]",
     ]);
     drop(agent);
 }

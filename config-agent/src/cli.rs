@@ -7,6 +7,7 @@
 //! next generation; an invalid one is reported and the last good snapshot stays in force. When the
 //! data plane goes away the agent reconnects and pushes the last good snapshot again.
 
+use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,8 +18,9 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
 use crate::control::{
-    AgentMessage, DataplaneMessage, FrameDecoder, MAX_GENERATION, NotRunning, SUPPORTED_VERSIONS,
-    check_socket_folder, next_generation, peer_uid, read_message, write_message,
+    AgentMessage, DEFAULT_MAX_FRAME_BYTES, DataplaneMessage, FrameDecoder, MAX_GENERATION,
+    NotRunning, SUPPORTED_VERSIONS, check_socket_folder, encode_frame, next_generation, peer_uid,
+    read_message, write_message,
 };
 use crate::model::{DataflowEndpoint, Resource};
 use crate::watch::{FolderWatch, Watched, referenced_folders};
@@ -134,6 +136,10 @@ pub struct RunArgs {
     /// file systems without events), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub poll_ms: u64,
+    /// The largest control frame the data plane accepts (its `--max-frame-bytes`): a snapshot
+    /// larger than this is not sent, and the reason is logged.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: u32,
     /// How long `--once` waits for the data plane's socket, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
@@ -271,12 +277,14 @@ fn watched(
 struct Connection {
     stream: UnixStream,
     decoder: FrameDecoder,
+    /// The largest frame the data plane accepts.
+    max_frame_bytes: u32,
     /// The generation in force on the data plane.
     generation: u64,
 }
 
 impl Connection {
-    fn open(path: &Path, dataplane_uid: Option<u32>) -> anyhow::Result<Self> {
+    fn open(path: &Path, dataplane_uid: Option<u32>, max_frame_bytes: u32) -> anyhow::Result<Self> {
         check_socket_folder(path)?;
         let mut stream = UnixStream::connect(path)
             .with_context(|| format!("cannot connect to {}", path.display()))?;
@@ -289,7 +297,7 @@ impl Connection {
             );
         }
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let decoder = FrameDecoder::default();
+        let decoder = FrameDecoder::new(max_frame_bytes);
         write_message(
             &mut stream,
             &AgentMessage::<()>::Hello {
@@ -307,6 +315,7 @@ impl Connection {
                 Ok(Self {
                     stream,
                     decoder,
+                    max_frame_bytes,
                     generation: generation.unwrap_or(0),
                 })
             }
@@ -325,13 +334,23 @@ impl Connection {
                 self.generation
             );
         };
-        write_message(
-            &mut self.stream,
+        let mut frame = Vec::new();
+        encode_frame(
             &AgentMessage::Apply {
                 generation,
                 snapshot,
             },
+            &mut frame,
         )?;
+        let len = frame.len() - 4;
+        if len > self.max_frame_bytes as usize {
+            bail!(
+                "the snapshot is {len} bytes as a control frame, more than the {} the data plane accepts (--max-frame-bytes, given to both processes): it is not sent",
+                self.max_frame_bytes
+            );
+        }
+        self.stream.write_all(&frame)?;
+        self.stream.flush()?;
         match read_message(&mut self.stream, &self.decoder)? {
             Some(DataplaneMessage::Applied {
                 generation,
@@ -341,9 +360,9 @@ impl Connection {
                 self.generation = generation;
                 info!(
                     generation,
-                    added = ?changes.added,
-                    changed = ?changes.changed,
-                    removed = ?changes.removed,
+                    added = %crate::control::Names(&changes.added),
+                    changed = %crate::control::Names(&changes.changed),
+                    removed = %crate::control::Names(&changes.removed),
                     unchanged = changes.unchanged.len(),
                     not_running = not_running.len(),
                     "applied"
@@ -408,7 +427,11 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut last_connect_error = Instant::now() - Duration::from_secs(3600);
     loop {
         if conn.is_none() {
-            match Connection::open(&args.control_socket, args.dataplane_uid) {
+            match Connection::open(
+                &args.control_socket,
+                args.dataplane_uid,
+                args.max_frame_bytes,
+            ) {
                 Ok(c) => {
                     conn = Some(c);
                     pushed = None;
@@ -476,7 +499,11 @@ fn once(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
     };
     let deadline = Instant::now() + Duration::from_millis(args.connect_timeout_ms);
     let mut conn = loop {
-        match Connection::open(&args.control_socket, args.dataplane_uid) {
+        match Connection::open(
+            &args.control_socket,
+            args.dataplane_uid,
+            args.max_frame_bytes,
+        ) {
             Ok(c) => break c,
             Err(e) if Instant::now() >= deadline => {
                 error!("{e:#}");
@@ -525,15 +552,42 @@ mod tests {
         let path = dir.path().join("control.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
         let own = rustix::process::geteuid().as_raw();
-        let err = Connection::open(&path, Some(own.wrapping_add(1)))
+        let err = Connection::open(&path, Some(own.wrapping_add(1)), DEFAULT_MAX_FRAME_BYTES)
             .err()
             .expect("refused");
         assert!(err.to_string().contains("runs as uid"), "{err}");
         // A folder others can write is refused before connecting.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
             .expect("chmod");
-        let err = Connection::open(&path, None).err().expect("refused");
+        let err = Connection::open(&path, None, DEFAULT_MAX_FRAME_BYTES)
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("writable by others"), "{err}");
+    }
+
+    #[test]
+    fn a_snapshot_past_the_frame_limit_is_not_sent() {
+        let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+        let snapshot = Snapshot {
+            local_broker_host: "x".repeat(200),
+            endpoints: Vec::new(),
+            dataflows: Vec::new(),
+            profiles: Vec::new(),
+        };
+        let mut connection = Connection {
+            stream: ours,
+            decoder: FrameDecoder::new(100),
+            max_frame_bytes: 100,
+            generation: 0,
+        };
+        let Err(err) = connection.push(&snapshot) else {
+            panic!("sent")
+        };
+        assert!(err.to_string().contains("--max-frame-bytes"), "{err}");
+        drop(connection);
+        let mut sent = Vec::new();
+        std::io::Read::read_to_end(&mut theirs, &mut sent).expect("read");
+        assert!(sent.is_empty(), "nothing was written");
     }
 
     #[test]

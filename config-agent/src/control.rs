@@ -195,6 +195,32 @@ pub struct NotRunning {
     pub retrying: bool,
 }
 
+/// Names in a log line: the first [`Names::SHOWN`], then how many more, so that a snapshot of
+/// fifty thousand dataflows logs a line, not a megabyte.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a>(pub &'a [String]);
+
+impl Names<'_> {
+    /// How many names are shown.
+    pub const SHOWN: usize = 10;
+}
+
+impl std::fmt::Display for Names<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[")?;
+        for (i, name) in self.0.iter().take(Self::SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        if let Some(more) = self.0.len().checked_sub(Self::SHOWN).filter(|&n| n > 0) {
+            write!(f, ", and {more} more")?;
+        }
+        f.write_str("]")
+    }
+}
+
 /// Dataflows added, changed, removed and unchanged by a snapshot, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +297,11 @@ impl FrameDecoder {
     /// A decoder that refuses frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: u32) -> Self {
         Self { max_frame_bytes }
+    }
+
+    /// The longest frame accepted.
+    pub fn max_frame_bytes(&self) -> u32 {
+        self.max_frame_bytes
     }
 
     /// Checks a length prefix.
@@ -560,5 +591,17 @@ mod socket_folder_tests {
             check_socket_folder(&dir.path().join("missing/c.sock")),
             Err(SocketFolderError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn long_name_lists_are_cut_in_logs() {
+        let names: Vec<String> = (0..12).map(|i| format!("ns/df{i}")).collect();
+        assert_eq!(Names(&names[..2]).to_string(), "[ns/df0, ns/df1]");
+        assert_eq!(Names(&[]).to_string(), "[]");
+        assert_eq!(
+            Names(&names).to_string(),
+            "[ns/df0, ns/df1, ns/df2, ns/df3, ns/df4, ns/df5, ns/df6, ns/df7, ns/df8, ns/df9, \
+             and 2 more]"
+        );
     }
 }

@@ -290,9 +290,9 @@ impl Applier for ConfigState {
         let changes = snapshot.changes(self.snapshot.as_ref());
         info!(
             generation,
-            added = ?changes.added,
-            changed = ?changes.changed,
-            removed = ?changes.removed,
+            added = %sluice_config_agent::control::Names(&changes.added),
+            changed = %sluice_config_agent::control::Names(&changes.changed),
+            removed = %sluice_config_agent::control::Names(&changes.removed),
             unchanged = changes.unchanged.len(),
             "snapshot applied"
         );

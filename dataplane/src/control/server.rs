@@ -206,13 +206,22 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Accepts connections forever, one thread each, with the default [`Limits`].
+/// Accepts connections forever, one thread each, with the default [`Limits`] (the total of
+/// unfinished frames raised to one frame of `decoder`'s largest when that is more).
 pub(crate) fn serve<A: Applier>(
     listener: UnixListener,
     applier: Arc<Mutex<A>>,
     decoder: FrameDecoder,
 ) {
-    serve_with(listener, applier, decoder, Limits::default());
+    // One frame of the largest size must fit in the total of unfinished frames.
+    let default = Limits::default();
+    let limits = Limits {
+        max_unfinished_bytes: default
+            .max_unfinished_bytes
+            .max(decoder.max_frame_bytes() as usize),
+        ..default
+    };
+    serve_with(listener, applier, decoder, limits);
 }
 
 /// Accepts connections forever, one thread each, at most [`Limits::max_connections`] at once.
