@@ -40,6 +40,7 @@ use crate::net::connect::{Backoff, connect};
 use crate::net::iovec::IoChunks;
 use crate::net::transport::{Transport, TransportError, WsSettings};
 use crate::observe::metrics::DataflowMetrics;
+use crate::observe::logs::Escaped;
 use crate::runtime::sync::Notify;
 use crate::secrets::AuthError;
 use crate::secrets::files::read_login;
@@ -263,7 +264,7 @@ impl Connection {
             let token = match self.token.token().await {
                 Ok(t) => t,
                 Err(e) => {
-                    warn!(dataflow = %self.dataflow, core = self.core, %side, error = %e, "cannot get an authentication token");
+                    warn!(dataflow = %self.dataflow, core = self.core, %side, error = %Escaped(&e.to_string()), "cannot get an authentication token");
                     continue;
                 }
             };
@@ -274,7 +275,7 @@ impl Connection {
             let stream = match connect(&ep.host, ep.port).await {
                 Ok(s) => s,
                 Err(e) => {
-                    warn!(dataflow = %self.dataflow, core = self.core, %side, endpoint = %ep.name, host = %ep.host, port = ep.port, error = %e, "cannot connect");
+                    warn!(dataflow = %self.dataflow, core = self.core, %side, endpoint = %ep.name, host = %ep.host, port = ep.port, error = %Escaped(&e.to_string()), "cannot connect");
                     continue;
                 }
             };
@@ -475,9 +476,9 @@ impl Connection {
                 conn.tx.notify();
                 if let Some(Err(e)) = result {
                     if matches!(e, TransportError::Closed(_)) {
-                        debug!(dataflow = %self.dataflow, %side, error = %e, "transport closed by the broker");
+                        debug!(dataflow = %self.dataflow, %side, error = %Escaped(&e.to_string()), "transport closed by the broker");
                     } else {
-                        warn!(dataflow = %self.dataflow, core = self.core, %side, error = %e, "transport error");
+                        warn!(dataflow = %self.dataflow, core = self.core, %side, error = %Escaped(&e.to_string()), "transport error");
                     }
                     conn.close();
                     break;
@@ -664,7 +665,7 @@ async fn reauthenticate(c: &Connection, owner: &dyn Owner, conn: &Rc<Conn>) {
         }
         Ok(None) => {}
         Err(e) => {
-            warn!(dataflow = %c.dataflow, core = c.core, %side, error = %e, "cannot refresh the authentication token");
+            warn!(dataflow = %c.dataflow, core = c.core, %side, error = %Escaped(&e.to_string()), "cannot refresh the authentication token");
             conn.reauth_at
                 .set(Some(SystemTime::now() + Duration::from_secs(30)));
         }
