@@ -501,7 +501,18 @@ impl UserProperties<Bytes> {
     }
 }
 
-impl UserProperties<&[u8]> {
+impl<'a> UserProperties<&'a [u8]> {
+    /// The pairs, in the order they were sent, borrowed from the packet itself rather than from
+    /// this value (so they outlive it: `view().user_properties()` is a temporary).
+    pub fn pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        walk(self.0.raw)
+            .filter(|(p, _)| *p == id::USER_PROPERTY)
+            .filter_map(|(_, v)| match v {
+                Value::Pair(k, v) => Some((k, v)),
+                _ => None,
+            })
+    }
+
     pub(crate) fn to_owned_in(&self, frame: &Bytes) -> UserProperties<Bytes> {
         UserProperties(Repeated {
             raw: slice_in(frame, self.0.raw),

@@ -12,29 +12,41 @@
 
 use crate::model::{
     DataflowEndpoint, DataflowProfile, DataflowSpec, EndpointSpec, EndpointType,
-    MqttAuthentication, Operation, OperationalMode,
+    KafkaAuthentication, MqttAuthentication, Operation, OperationalMode,
 };
 use crate::snapshot::Snapshot;
 
-/// Endpoint kinds this build does not run, and why: a dataflow with one on either side is
-/// accepted and not run.
-pub const ENDPOINT_KINDS_NOT_BUILT: &[(EndpointType, &str)] = &[
+/// Which end of a dataflow an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The `Source` operation's endpoint.
+    Source,
+    /// The `Destination` operation's endpoint.
+    Destination,
+}
+
+/// Endpoint kinds this build does not run, at which end (`None`: either), and why: a dataflow
+/// with one there is accepted and not run.
+pub const ENDPOINT_KINDS_NOT_BUILT: &[(EndpointType, Option<Role>, &str)] = &[
     (
         EndpointType::Kafka,
-        "Kafka endpoints are not implemented yet",
+        Some(Role::Source),
+        "Kafka sources are not implemented yet",
     ),
     (
         EndpointType::LocalStorage,
+        None,
         "LocalStorage endpoints are not implemented yet",
     ),
 ];
 
-/// Why this build does not run endpoints of kind `t`; `None` when it does.
-pub fn endpoint_kind_not_built(t: EndpointType) -> Option<&'static str> {
+/// Why this build does not run endpoints of kind `t` as the `role` end of a dataflow; `None`
+/// when it does.
+pub fn endpoint_kind_not_built(t: EndpointType, role: Role) -> Option<&'static str> {
     ENDPOINT_KINDS_NOT_BUILT
         .iter()
-        .find(|(kind, _)| *kind == t)
-        .map(|(_, why)| *why)
+        .find(|(kind, at, _)| *kind == t && at.is_none_or(|at| at == role))
+        .map(|(_, _, why)| *why)
 }
 
 /// Where a setting of [`NOT_ACTED_ON`] lives, and how to tell that a resource sets it.
@@ -69,9 +81,9 @@ impl std::fmt::Debug for NotActedOn {
     }
 }
 
-/// Every setting accepted and not acted on by this build. The settings of Kafka and
-/// LocalStorage endpoints are not listed: those endpoints are not run at all
-/// ([`ENDPOINT_KINDS_NOT_BUILT`]).
+/// Every setting accepted and not acted on by this build. The settings of LocalStorage endpoints
+/// are not listed: those endpoints are not run at all ([`ENDPOINT_KINDS_NOT_BUILT`]); nor is
+/// `kafkaSettings.consumerGroupId`, which only a Kafka source (not run yet) uses.
 pub const NOT_ACTED_ON: &[NotActedOn] = &[
     NotActedOn {
         path: "spec.mqttSettings.authentication.userAssignedManagedIdentitySettings.tenantId",
@@ -81,6 +93,17 @@ pub const NOT_ACTED_ON: &[NotActedOn] = &[
                 &e.spec,
                 EndpointSpec::Mqtt { mqtt_settings }
                     if matches!(mqtt_settings.authentication, MqttAuthentication::UserAssignedManagedIdentity { .. })
+            )
+        }),
+    },
+    NotActedOn {
+        path: "spec.kafkaSettings.authentication.userAssignedManagedIdentitySettings.tenantId",
+        reason: "the token is asked of the data plane's --imds-endpoint by client id alone",
+        find: Find::Endpoint(|e| {
+            matches!(
+                &e.spec,
+                EndpointSpec::Kafka { kafka_settings }
+                    if matches!(kafka_settings.authentication, KafkaAuthentication::UserAssignedManagedIdentity { .. })
             )
         }),
     },
@@ -199,14 +222,20 @@ pub fn dataflow_findings(
     }
     if spec.mode == OperationalMode::Enabled {
         for (i, op) in spec.operations.iter().enumerate() {
-            let (side, settings, endpoint_ref) = match op {
+            let (role, side, settings, endpoint_ref) = match op {
                 Operation::Source {
                     source_settings, ..
-                } => ("source", "sourceSettings", &source_settings.endpoint_ref),
+                } => (
+                    Role::Source,
+                    "source",
+                    "sourceSettings",
+                    &source_settings.endpoint_ref,
+                ),
                 Operation::Destination {
                     destination_settings,
                     ..
                 } => (
+                    Role::Destination,
                     "destination",
                     "destinationSettings",
                     &destination_settings.endpoint_ref,
@@ -216,7 +245,7 @@ pub fn dataflow_findings(
             let Some(endpoint) = snapshot.endpoint(namespace, endpoint_ref) else {
                 continue;
             };
-            if let Some(why) = endpoint_kind_not_built(endpoint.spec.endpoint_type()) {
+            if let Some(why) = endpoint_kind_not_built(endpoint.spec.endpoint_type(), role) {
                 out.push(Finding {
                     path: format!("spec.operations[{i}].{settings}.endpointRef"),
                     message: format!(
@@ -321,6 +350,21 @@ mod tests {
                     },
                 };
             }
+            "spec.kafkaSettings.authentication.userAssignedManagedIdentitySettings.tenantId" => {
+                e.spec = EndpointSpec::Kafka {
+                    kafka_settings: KafkaSettings::new(
+                        "k:9093".into(),
+                        KafkaAuthentication::UserAssignedManagedIdentity {
+                            user_assigned_managed_identity_settings:
+                                UserAssignedManagedIdentitySettings {
+                                    client_id: "c".into(),
+                                    tenant_id: "t".into(),
+                                    scope: None,
+                                },
+                        },
+                    ),
+                };
+            }
             "spec.requestDiskPersistence" => {
                 d.request_disk_persistence = Some(OperationalMode::Enabled);
             }
@@ -404,11 +448,27 @@ mod tests {
             spec: EndpointSpec::Kafka {
                 kafka_settings: KafkaSettings::new("k:9092".into(), KafkaAuthentication::Anonymous),
             },
-            ..mqtt_endpoint("kafka-out")
+            ..mqtt_endpoint("kafka")
         };
-        let spec = dataflow_spec("kafka-out");
+        // Kafka as the destination runs.
+        let to_kafka = dataflow_spec("kafka");
         let found = dataflow_findings(
             "to-kafka",
+            DEFAULT_NAMESPACE,
+            &to_kafka,
+            &snapshot(kafka.clone()),
+        );
+        assert_eq!(found, []);
+        // Kafka as the source does not.
+        let mut spec = dataflow_spec("default");
+        if let Operation::Source {
+            source_settings, ..
+        } = &mut spec.operations[0]
+        {
+            source_settings.endpoint_ref = "kafka".into();
+        }
+        let found = dataflow_findings(
+            "from-kafka",
             DEFAULT_NAMESPACE,
             &spec,
             &snapshot(kafka.clone()),
@@ -416,8 +476,8 @@ mod tests {
         assert_eq!(
             found,
             [Finding {
-                path: "spec.operations[1].destinationSettings.endpointRef".into(),
-                message: "dataflow \"to-kafka\" is not run by this build: Kafka endpoints are not implemented yet (destination endpoint \"kafka-out\")".into(),
+                path: "spec.operations[0].sourceSettings.endpointRef".into(),
+                message: "dataflow \"from-kafka\" is not run by this build: Kafka sources are not implemented yet (source endpoint \"kafka\")".into(),
             }]
         );
         // A disabled dataflow is not run anyway.
@@ -426,13 +486,20 @@ mod tests {
             ..spec
         };
         assert!(
-            dataflow_findings("to-kafka", DEFAULT_NAMESPACE, &disabled, &snapshot(kafka))
+            dataflow_findings("from-kafka", DEFAULT_NAMESPACE, &disabled, &snapshot(kafka))
                 .is_empty()
         );
         assert_eq!(
-            endpoint_kind_not_built(EndpointType::LocalStorage),
+            endpoint_kind_not_built(EndpointType::LocalStorage, Role::Destination),
             Some("LocalStorage endpoints are not implemented yet")
         );
-        assert_eq!(endpoint_kind_not_built(EndpointType::Mqtt), None);
+        assert_eq!(
+            endpoint_kind_not_built(EndpointType::Mqtt, Role::Source),
+            None
+        );
+        assert_eq!(
+            endpoint_kind_not_built(EndpointType::Kafka, Role::Destination),
+            None
+        );
     }
 }

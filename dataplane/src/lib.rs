@@ -24,6 +24,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod dataflow;
+pub(crate) mod kafka;
 pub(crate) mod message;
 pub(crate) mod mqtt;
 pub mod net;

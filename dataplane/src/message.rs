@@ -20,6 +20,9 @@ pub(crate) struct Message {
     /// The topic it was published on (MQTT) or read from (Kafka); once routed, the destination
     /// topic.
     pub(crate) topic: ByteStr,
+    /// Once routed, the topic it arrived on (moved here from `topic`, not copied); empty before.
+    /// See [`Message::source_topic`].
+    pub(crate) arrived_on: ByteStr,
     /// The payload, unchanged.
     pub(crate) payload: Bytes,
     /// Metadata, as an MQTT 5.0 PUBLISH property block.
@@ -29,6 +32,18 @@ pub(crate) struct Message {
     /// When it arrived (the caller's clock): what its acknowledgement latency and the ageing of
     /// its Message Expiry Interval count from.
     pub(crate) received: Instant,
+}
+
+impl Message {
+    /// The topic the message arrived on, routed or not (a Kafka sink's key with
+    /// `partitionStrategy: Topic`).
+    pub(crate) fn source_topic(&self) -> &ByteStr {
+        if self.arrived_on.is_empty() {
+            &self.topic
+        } else {
+            &self.arrived_on
+        }
+    }
 }
 
 macro_rules! drop_reasons {
@@ -72,12 +87,17 @@ drop_reasons! {
     /// hold). Not expected: the source's was valid and little is added.
     InvalidProperties => "invalid_properties",
     /// The destination answered and refused the message for good (MQTT PUBACK 0x87 Not
-    /// authorized, 0x90 Topic Name invalid, 0x99 Payload format invalid).
+    /// authorized, 0x90 Topic Name invalid, 0x99 Payload format invalid; Kafka topic
+    /// authorization failed, invalid record, policy violation).
     DestinationRefused => "destination_refused",
     /// The destination does not take the message's QoS.
     DestinationQos => "destination_qos",
-    /// The message cannot be encoded for the destination (larger than its Maximum Packet Size).
+    /// The message cannot be encoded for the destination (larger than its Maximum Packet Size,
+    /// or than the Kafka broker's message size limit).
     DestinationEncode => "destination_encode",
+    /// The destination has no such topic (or partition) and will not create it (a Kafka broker
+    /// with topic auto-creation off, or an invalid topic name).
+    DestinationUnknownTopic => "destination_unknown_topic",
     /// A sink took a message it had said it could not take: a bug, counted rather than hidden.
     Internal => "internal",
 }

@@ -25,22 +25,23 @@ const LAYERS: &[(&str, u32)] = &[
     ("source", 10),
     ("sink", 10),
     ("config", 11),
-    ("sources", 12),
-    ("sinks", 12),
-    ("mqtt/connection", 13),
-    ("mqtt", 13),
-    ("dataflow/core", 14),
-    ("dataflow/task", 15),
-    ("dataflow", 15),
-    ("runtime/commands", 16),
-    ("runtime/supervisor", 17),
-    ("runtime/workers", 18),
-    ("runtime", 18),
-    ("control/server", 19),
-    ("control/apply", 20),
-    ("control", 20),
-    ("cli", 21),
-    ("lib", 22),
+    ("kafka", 12),
+    ("sources", 13),
+    ("sinks", 13),
+    ("mqtt/connection", 14),
+    ("mqtt", 14),
+    ("dataflow/core", 15),
+    ("dataflow/task", 16),
+    ("dataflow", 16),
+    ("runtime/commands", 17),
+    ("runtime/supervisor", 18),
+    ("runtime/workers", 19),
+    ("runtime", 19),
+    ("control/server", 20),
+    ("control/apply", 21),
+    ("control", 21),
+    ("cli", 22),
+    ("lib", 23),
 ];
 
 /// The layer of a module path such as `config/plan` (longest prefix, on `/` boundaries).
@@ -168,8 +169,9 @@ fn the_checker_sees_what_it_must() {
     assert!(crate_paths("use sluice_crate::x;").is_empty());
     assert!(crate_paths("/// see [`crate::sink::Sink`]").is_empty());
     assert_eq!(layer("runtime/sync"), Some(2));
-    assert_eq!(layer("runtime/workers"), Some(18));
-    assert_eq!(layer("sinks/mqtt"), Some(12));
+    assert_eq!(layer("runtime/workers"), Some(19));
+    assert_eq!(layer("sinks/mqtt"), Some(13));
+    assert_eq!(layer("kafka/errors"), Some(12));
     assert_eq!(layer("sink"), Some(10));
     assert_eq!(layer("nowhere"), None);
 }

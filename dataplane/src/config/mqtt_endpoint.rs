@@ -365,7 +365,7 @@ fn not_built(endpoint: &str, kind: &'static str) -> SkipReason {
 }
 
 /// The IMDS endpoint, checked to be a usable URL.
-fn imds(env: &Environment, name: &str) -> Result<String, SkipReason> {
+pub(crate) fn imds(env: &Environment, name: &str) -> Result<String, SkipReason> {
     let endpoint = env
         .imds_endpoint
         .clone()

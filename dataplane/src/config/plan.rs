@@ -6,7 +6,12 @@ use sluice_codec::{ByteStr, ProtocolVersion, RetainHandling, Subscription, Subsc
 use sluice_config_agent::model::{DEFAULT_NAMESPACE, OperationalMode};
 use sluice_config_agent::{Snapshot, SnapshotDataflow};
 
+use std::sync::Arc;
+
+use sluice_config_agent::model::EndpointSpec;
+
 use super::environment::Environment;
+use super::kafka_endpoint::{KafkaEndpointPlan, kafka_endpoint};
 use super::mqtt_endpoint::{MqttEndpointPlan, mqtt_endpoint};
 use super::skip::SkipReason;
 use crate::mqtt::session::Session;
@@ -36,9 +41,13 @@ pub(crate) struct MqttSourcePlan {
 
 /// Where a dataflow writes to.
 #[derive(Debug, Clone)]
+// One per dataflow, built once and shared: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum SinkPlan {
     /// An MQTT broker.
     Mqtt(MqttEndpointPlan),
+    /// A Kafka cluster (or Azure Event Hubs).
+    Kafka(Arc<KafkaEndpointPlan>),
 }
 
 /// One dataflow, ready to run.
@@ -152,22 +161,34 @@ impl DataflowPlan {
         )
     }
 
-    /// Checks that both sessions take their configuration (subscriptions, login, enhanced
+    /// Client id of the Kafka producer on `core`: `[<namespace>.]<dataflow>[-<instance>]-dst-<core>`,
+    /// the MQTT destination's without a prefix (Kafka endpoints have no `clientIdPrefix`).
+    pub(crate) fn kafka_client_id(&self, core: usize) -> String {
+        let instance = self
+            .instance_id
+            .as_deref()
+            .map(|i| format!("-{i}"))
+            .unwrap_or_default();
+        format!("{}{instance}-dst-{core}", self.qualified_name())
+    }
+
+    /// Checks that the MQTT sessions take their configuration (subscriptions, login, enhanced
     /// authentication), so that a worker's start does not fail on it.
     ///
     /// # Errors
     /// Which session refuses what.
     fn check_sessions(&self) -> Result<(), String> {
         let SourcePlan::Mqtt(src) = &self.source;
-        let SinkPlan::Mqtt(dst) = &self.sink;
         let now = std::time::Instant::now();
         let mut src_cfg = src
             .endpoint
             .session_config(self.client_id(&src.endpoint, "src", 0));
         src_cfg.subscriptions = self.subscriptions();
         Session::new(src_cfg, now).map_err(|e| format!("source session: {e}"))?;
-        let dst_cfg = dst.session_config(self.client_id(dst, "dst", 0));
-        Session::new(dst_cfg, now).map_err(|e| format!("destination session: {e}"))?;
+        if let SinkPlan::Mqtt(dst) = &self.sink {
+            let dst_cfg = dst.session_config(self.client_id(dst, "dst", 0));
+            Session::new(dst_cfg, now).map_err(|e| format!("destination session: {e}"))?;
+        }
         Ok(())
     }
 
@@ -176,12 +197,24 @@ impl DataflowPlan {
     /// # Errors
     /// When the destination topic is not a valid template (validation refuses it first).
     pub(crate) fn route_settings(&self) -> Result<RouteSettings, String> {
-        let SinkPlan::Mqtt(dst) = &self.sink;
+        let (cloud_events, carry_properties) = match &self.sink {
+            SinkPlan::Mqtt(dst) => (
+                dst.settings.cloud_event_attributes,
+                dst.protocol() == ProtocolVersion::V5,
+            ),
+            // Headers come from the properties (`copyMqttProperties`) and the CloudEvents
+            // attributes; with neither, nothing of them is used.
+            SinkPlan::Kafka(dst) => {
+                let ce = dst.settings.cloud_event_attributes;
+                let copy = dst.settings.copy_mqtt_properties == OperationalMode::Enabled;
+                (ce, copy || ce.is_some())
+            }
+        };
         Ok(RouteSettings {
             dataflow: self.name.clone(),
             topic: TopicTemplate::parse(&self.destination_topic).map_err(|e| e.to_string())?,
-            cloud_events: dst.settings.cloud_event_attributes,
-            carry_properties: dst.protocol() == ProtocolVersion::V5,
+            cloud_events,
+            carry_properties,
         })
     }
 }
@@ -265,8 +298,21 @@ pub(crate) fn plan_one(
                 destination.endpoint_ref
             ))
         })?;
-    let source_ep = mqtt_endpoint(snapshot, src_ep, env)?;
-    let destination_ep = mqtt_endpoint(snapshot, dst_ep, env)?;
+    let source_ep = match &src_ep.spec {
+        EndpointSpec::Kafka { .. } => {
+            return Err(SkipReason::EndpointKindNotBuilt {
+                endpoint: format!("{ns}/{}", src_ep.metadata.name),
+                kind: "Kafka source",
+            });
+        }
+        _ => mqtt_endpoint(snapshot, src_ep, env)?,
+    };
+    let sink = match &dst_ep.spec {
+        EndpointSpec::Kafka { .. } => {
+            SinkPlan::Kafka(Arc::new(kafka_endpoint(snapshot, dst_ep, env)?))
+        }
+        _ => SinkPlan::Mqtt(mqtt_endpoint(snapshot, dst_ep, env)?),
+    };
     let profile = snapshot.profile(ns, &df.spec.profile_ref);
     let instances = profile.map_or(1, |p| p.spec.instance_count.max(1));
     // Every core subscribes with the same shared group, so the broker spreads the messages;
@@ -291,7 +337,7 @@ pub(crate) fn plan_one(
             shared,
             previous_filters: Vec::new(),
         }),
-        sink: SinkPlan::Mqtt(destination_ep),
+        sink,
         destination_topic: destination.data_destination.clone(),
         cores,
         instance_id: env.instance_id.clone(),
@@ -477,11 +523,8 @@ spec:
             skipped,
             [
                 ("azure-iot-operations/bridge", "secret_unreadable", true),
-                (
-                    "azure-iot-operations/to-hub",
-                    "endpoint_kind_not_built",
-                    false
-                ),
+                // A managed identity needs --imds-endpoint.
+                ("azure-iot-operations/to-hub", "setting_missing", false),
             ]
         );
         // The secret appears: the bridge can run, on both cores with a shared subscription.

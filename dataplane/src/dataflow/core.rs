@@ -507,6 +507,7 @@ mod tests {
     fn message(topic: &'static str, now: Instant) -> Message {
         Message {
             topic: ByteStr::from_static(topic),
+            arrived_on: ByteStr::new(),
             payload: Bytes::from_static(b"payload"),
             properties: Default::default(),
             retain: false,

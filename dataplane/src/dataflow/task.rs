@@ -4,30 +4,39 @@
 //!
 //! ```text
 //!  source Connection ─bytes─> MqttSource ─Message─> Core ─Message─> MqttSink ─bytes─> Connection
-//!        ^                        ^                  │                  │
+//!        ^                        ^                  │        (or KafkaSink ─record─> librdkafka)
 //!        └── PUBACK (in order) ───┴──── ack <────────┴──── Outcome <────┘
 //! ```
 //!
-//! Each side's [`Connection`] calls [`Owner::process`] after every input; that runs the core
-//! and wakes the writers that have bytes and a reader that may read again.
+//! Each MQTT [`Connection`] calls [`Owner::process`] after every input; that runs the core and
+//! wakes the writers that have bytes and a reader that may read again. A Kafka destination has
+//! no connection of ours: the task's Kafka loop ([`Task::kafka_loop`]) makes the producer (and
+//! makes a new one after a fatal error or a refused login, reading the secrets again), fetches
+//! managed identity tokens off the event loop, and polls the producer without blocking: every
+//! [`KAFKA_POLL`] while records are in flight, else when an offer wakes it or every
+//! [`IDLE_TICK`].
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use sluice_codec::DecodeError;
 use tracing::{debug, info, warn};
 
 use super::core::{Core, CoreEvent, CoreSettings};
+use crate::config::kafka_endpoint::KafkaAuth;
 use crate::config::plan::{DataflowPlan, SinkPlan, SourcePlan};
-use crate::message::Side;
+use crate::message::{Message, Side};
 use crate::mqtt::connection::{Connection, ConnectionError, Owner};
-use sluice_codec::DecodeError;
-
 use crate::mqtt::session::{CloseReason, ConfigError, Event, Session};
+use crate::net::connect::Backoff;
 use crate::observe::logs::Escaped;
 use crate::observe::metrics::DataflowMetrics;
-use crate::sink::Sink;
+use crate::runtime::sync::Notify;
+use crate::secrets::tokens::TokenSource;
+use crate::sink::{Offer, Outcome, Sink, Ticket};
+use crate::sinks::kafka::{KafkaSink, Notice as KafkaNotice, RecordSettings};
 use crate::sinks::mqtt::{MqttSink, Notice, PublishSettings};
 use crate::source::Source;
 use crate::sources::mqtt::MqttSource;
@@ -35,6 +44,12 @@ use crate::transform::route::Route;
 
 /// How often the task's timer looks at the core when it has no deadline.
 const IDLE_TICK: Duration = Duration::from_millis(500);
+
+/// How often a Kafka producer is polled while records are in flight.
+const KAFKA_POLL: Duration = Duration::from_millis(1);
+
+/// Kafka client errors logged at warn at most this often per producer (the rest at debug).
+const KAFKA_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Starting a dataflow failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,15 +75,69 @@ pub(crate) enum StartError {
     },
 }
 
+/// A dataflow's destination: the concrete sinks behind one [`Sink`].
+#[derive(Debug)]
+// One per task, in place in its core for the task's life: never moved per message.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Destination {
+    /// An MQTT broker.
+    Mqtt(MqttSink),
+    /// A Kafka cluster.
+    Kafka(KafkaSink),
+}
+
+impl Sink for Destination {
+    fn ready(&self) -> bool {
+        match self {
+            Self::Mqtt(s) => s.ready(),
+            Self::Kafka(s) => s.ready(),
+        }
+    }
+
+    fn offer(&mut self, message: Message, ticket: Ticket, now: Instant) -> Offer {
+        match self {
+            Self::Mqtt(s) => s.offer(message, ticket, now),
+            Self::Kafka(s) => s.offer(message, ticket, now),
+        }
+    }
+
+    fn poll_outcome(&mut self) -> Option<(Ticket, Outcome)> {
+        match self {
+            Self::Mqtt(s) => s.poll_outcome(),
+            Self::Kafka(s) => s.poll_outcome(),
+        }
+    }
+
+    fn backlog_bytes(&self) -> usize {
+        match self {
+            Self::Mqtt(s) => s.backlog_bytes(),
+            Self::Kafka(s) => s.backlog_bytes(),
+        }
+    }
+}
+
+/// The I/O side of a destination.
+#[derive(Debug)]
+enum DestinationIo {
+    /// The MQTT destination's connection.
+    Mqtt(Rc<Connection>),
+    /// Wakes the Kafka loop (a record was offered).
+    Kafka(Notify),
+}
+
 /// A running dataflow on one core. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Task {
     key: Arc<str>,
     core_id: usize,
     metrics: Arc<DataflowMetrics>,
-    core: RefCell<Core<MqttSource, MqttSink>>,
+    core: RefCell<Core<MqttSource, Destination>>,
     src: Rc<Connection>,
-    dst: Rc<Connection>,
+    dst: DestinationIo,
+    /// The managed identity token source of a Kafka destination.
+    kafka_tokens: Option<TokenSource>,
+    /// The Kafka loop has ended (after a stop), and the producer is gone.
+    kafka_done: Cell<bool>,
     /// A drop was logged at warn level.
     drop_logged: Cell<bool>,
     /// A later Stop asked for this task's broker sessions to end (it was removed while it
@@ -76,7 +145,7 @@ pub(crate) struct Task {
     end_sessions: Cell<bool>,
     /// Receive Maximum overruns of the source already logged.
     overruns_logged: Cell<u64>,
-    /// Stopped: the timer ends.
+    /// Stopped: the timer and the Kafka loop end.
     stopped: Cell<bool>,
     /// Nested `process` calls are folded into the outer one.
     processing: Cell<bool>,
@@ -84,8 +153,8 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    /// Starts the dataflow's source and destination connections on the current core's event
-    /// loop (spawns their tasks).
+    /// Starts the dataflow's source and destination on the current core's event loop (spawns
+    /// their tasks).
     ///
     /// # Errors
     /// [`StartError`] when the plan's sessions, topic template, TLS files or token source are
@@ -98,37 +167,69 @@ impl Task {
         let now = Instant::now();
         let key: Arc<str> = Arc::from(plan.key.as_str());
         let SourcePlan::Mqtt(src_plan) = &plan.source;
-        let SinkPlan::Mqtt(dst_ep) = &plan.sink;
         let mut src_cfg =
             src_plan
                 .endpoint
                 .session_config(plan.client_id(&src_plan.endpoint, "src", core_id));
         src_cfg.subscriptions = plan.subscriptions();
         src_cfg.unsubscribe_first = src_plan.previous_filters.clone();
-        let dst_cfg = dst_ep.session_config(plan.client_id(dst_ep, "dst", core_id));
         let src = Session::new(src_cfg, now).map_err(|error| StartError::Session {
             side: Side::Source,
             error,
         })?;
-        let dst = Session::new(dst_cfg, now).map_err(|error| StartError::Session {
-            side: Side::Destination,
-            error,
-        })?;
         let route = Route::new(plan.route_settings().map_err(StartError::Route)?);
-        let sink = MqttSink::new(
-            dst,
-            PublishSettings {
-                qos: dst_ep.qos(),
-                retain: dst_ep.settings.retain,
-            },
-        );
         let connection = |side, ep| {
             Connection::new(side, ep, Arc::clone(&key), core_id, Arc::clone(&metrics))
                 .map(Rc::new)
                 .map_err(|error| StartError::Connection { side, error })
         };
         let src_conn = connection(Side::Source, &src_plan.endpoint)?;
-        let dst_conn = connection(Side::Destination, dst_ep)?;
+        let mut kafka_tokens = None;
+        let (sink, dst_io) = match &plan.sink {
+            SinkPlan::Mqtt(dst_ep) => {
+                let dst_cfg = dst_ep.session_config(plan.client_id(dst_ep, "dst", core_id));
+                let dst = Session::new(dst_cfg, now).map_err(|error| StartError::Session {
+                    side: Side::Destination,
+                    error,
+                })?;
+                let sink = MqttSink::new(
+                    dst,
+                    PublishSettings {
+                        qos: dst_ep.qos(),
+                        retain: dst_ep.settings.retain,
+                    },
+                );
+                let dst_conn = connection(Side::Destination, dst_ep)?;
+                (Destination::Mqtt(sink), DestinationIo::Mqtt(dst_conn))
+            }
+            SinkPlan::Kafka(dst_ep) => {
+                if let KafkaAuth::ManagedIdentity {
+                    endpoint,
+                    resource,
+                    client_id,
+                } = &dst_ep.auth
+                {
+                    kafka_tokens = Some(
+                        TokenSource::imds(endpoint, resource.clone(), client_id.clone()).map_err(
+                            |e| StartError::Connection {
+                                side: Side::Destination,
+                                error: ConnectionError::Auth(e),
+                            },
+                        )?,
+                    );
+                }
+                let sink = KafkaSink::new(
+                    Arc::clone(dst_ep),
+                    plan.kafka_client_id(core_id),
+                    format!("{key} core {core_id}"),
+                    RecordSettings::of(dst_ep, plan.instance_id.as_deref()),
+                );
+                (
+                    Destination::Kafka(sink),
+                    DestinationIo::Kafka(Notify::new()),
+                )
+            }
+        };
         let core = Core::new(
             MqttSource::new(src),
             sink,
@@ -142,7 +243,9 @@ impl Task {
             metrics,
             core: RefCell::new(core),
             src: src_conn,
-            dst: dst_conn,
+            dst: dst_io,
+            kafka_tokens,
+            kafka_done: Cell::new(false),
             drop_logged: Cell::new(false),
             end_sessions: Cell::new(false),
             overruns_logged: Cell::new(0),
@@ -153,16 +256,23 @@ impl Task {
         info!(dataflow = %t.key, core = core_id, "starting");
         let owner: Rc<dyn Owner> = Rc::clone(&t) as Rc<dyn Owner>;
         monoio::spawn(Rc::clone(&t.src).drive(Rc::clone(&owner)));
-        monoio::spawn(Rc::clone(&t.dst).drive(owner));
+        match &t.dst {
+            DestinationIo::Mqtt(dst) => {
+                monoio::spawn(Rc::clone(dst).drive(owner));
+            }
+            DestinationIo::Kafka(_) => {
+                monoio::spawn(Rc::clone(&t).kafka_loop());
+            }
+        }
         monoio::spawn(Rc::clone(&t).timer());
         Ok(t)
     }
 
     /// Drains, then stops: reads nothing more from the source, waits (at most `timeout`) until
     /// every message already received is acknowledged at the destination and its PUBACK sent,
-    /// then disconnects both sessions. What is still unacknowledged after the timeout is left to
-    /// the source broker, which delivers it again (persistent session). With `end_sessions`
-    /// (a removed dataflow, not a restart) both 5.0 sessions are ended on the brokers too.
+    /// then disconnects. What is still unacknowledged after the timeout is left to the source
+    /// broker, which delivers it again (persistent session). With `end_sessions` (a removed
+    /// dataflow, not a restart) the 5.0 sessions are ended on the brokers too.
     pub(crate) async fn stop(self: &Rc<Self>, timeout: Duration, end_sessions: bool) {
         self.core.borrow_mut().start_drain(Instant::now());
         let deadline = Instant::now() + timeout;
@@ -176,26 +286,39 @@ impl Task {
             let mut core = self.core.borrow_mut();
             // Ending the sessions of an undrained dataflow would throw away what the source
             // broker still holds for it: then they stay, and expire on their own.
-            if (end_sessions || self.end_sessions.get()) && drained {
-                core.source_mut()
-                    .session_mut()
-                    .disconnect_ending_session(now);
-                core.sink_mut().session_mut().disconnect_ending_session(now);
+            let end = (end_sessions || self.end_sessions.get()) && drained;
+            let src = core.source_mut().session_mut();
+            if end {
+                src.disconnect_ending_session(now);
             } else {
-                core.source_mut().session_mut().disconnect(now);
-                core.sink_mut().session_mut().disconnect(now);
+                src.disconnect(now);
+            }
+            if let Destination::Mqtt(sink) = core.sink_mut() {
+                if end {
+                    sink.session_mut().disconnect_ending_session(now);
+                } else {
+                    sink.session_mut().disconnect(now);
+                }
             }
         }
         self.process();
         self.stopped.set(true);
-        // The writers flush the DISCONNECTs; then the readers are cancelled.
+        // The writers flush the DISCONNECTs; then the readers are cancelled. The Kafka loop
+        // sees `stopped` and lets the producer go.
         self.src.stop();
-        self.dst.stop();
+        if let DestinationIo::Mqtt(dst) = &self.dst {
+            dst.stop();
+        }
+        if let DestinationIo::Kafka(wake) = &self.dst {
+            wake.notify();
+        }
         let flush_deadline = Instant::now() + Duration::from_secs(2);
-        while !(self.src.is_done() && self.dst.is_done()) {
+        while !(self.src.is_done() && self.dst_done()) {
             if Instant::now() >= flush_deadline {
                 self.src.cancel_io();
-                self.dst.cancel_io();
+                if let DestinationIo::Mqtt(dst) = &self.dst {
+                    dst.cancel_io();
+                }
             }
             monoio::time::sleep(Duration::from_millis(5)).await;
             if Instant::now() >= flush_deadline + Duration::from_secs(3) {
@@ -210,6 +333,13 @@ impl Task {
             unacknowledged,
             "stopped"
         );
+    }
+
+    fn dst_done(&self) -> bool {
+        match &self.dst {
+            DestinationIo::Mqtt(dst) => dst.is_done(),
+            DestinationIo::Kafka(_) => self.kafka_done.get(),
+        }
     }
 
     /// Runs the core at its own deadline (a message given back is offered again), until the
@@ -229,6 +359,140 @@ impl Task {
                 .is_some_and(|at| Instant::now() >= at)
             {
                 self.process();
+            }
+        }
+    }
+
+    /// The Kafka destination's loop: see the module documentation.
+    async fn kafka_loop(self: Rc<Self>) {
+        let mut backoff = Backoff::default();
+        let mut refresh_at: Option<SystemTime> = None;
+        let mut last_warn: Option<Instant> = None;
+        while !self.stopped.get() {
+            if self.with_kafka(|k| k.needs_new_producer()) == Some(true) {
+                let old = self.with_kafka(KafkaSink::take_producer).flatten();
+                if let Some(old) = old {
+                    // What it held comes back to the core; dropping it waits for its threads.
+                    self.process();
+                    let _ = std::thread::Builder::new()
+                        .name("sluice-kafka-drop".into())
+                        .spawn(move || drop(old));
+                }
+                let token = match self.kafka_token(&mut refresh_at).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.with_kafka(|k| k.cannot_create(format!("managed identity: {e}")));
+                        self.process();
+                        monoio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                };
+                match self
+                    .with_kafka(|k| k.make_producer(token))
+                    .unwrap_or(Ok(()))
+                {
+                    Ok(()) => {
+                        debug!(dataflow = %self.key, core = self.core_id, "Kafka producer made");
+                        self.process();
+                    }
+                    Err(e) => {
+                        self.with_kafka(|k| k.cannot_create(e));
+                        self.process();
+                        monoio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                }
+            }
+            let token_wanted = self.with_kafka(KafkaSink::take_token_wanted) == Some(true);
+            if self.kafka_tokens.is_some()
+                && (token_wanted || refresh_at.is_some_and(|at| SystemTime::now() >= at))
+            {
+                match self.kafka_token(&mut refresh_at).await {
+                    Ok(Some(token)) => {
+                        self.with_kafka(|k| k.set_token(token));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(dataflow = %self.key, core = self.core_id, error = %Escaped(&e.to_string()), "cannot refresh the managed identity token");
+                        refresh_at = Some(SystemTime::now() + backoff.next_delay());
+                    }
+                }
+            }
+            self.with_kafka(KafkaSink::poll);
+            self.process();
+            if self.with_kafka(|k| k.has_producer()) == Some(true) {
+                backoff.reset();
+            }
+            if last_warn.is_some_and(|t| t.elapsed() >= KAFKA_ERROR_LOG_EVERY) {
+                last_warn = None;
+            }
+            self.kafka_notices(&mut last_warn);
+            let in_flight = self.with_kafka(|k| k.in_flight()).unwrap_or(0) > 0;
+            let DestinationIo::Kafka(wake) = &self.dst else {
+                break;
+            };
+            if in_flight {
+                monoio::time::sleep(KAFKA_POLL).await;
+            } else {
+                let _ = monoio::time::timeout(IDLE_TICK, wake.notified()).await;
+            }
+        }
+        // Stopped: what is still in flight is left unacknowledged at the source.
+        if let Some(producer) = self.with_kafka(KafkaSink::take_producer).flatten() {
+            let _ = std::thread::Builder::new()
+                .name("sluice-kafka-drop".into())
+                .spawn(move || drop(producer));
+        }
+        self.kafka_done.set(true);
+    }
+
+    /// A managed identity token for a new producer or a refresh (`None` without one), and when
+    /// to refresh it.
+    async fn kafka_token(
+        &self,
+        refresh_at: &mut Option<SystemTime>,
+    ) -> Result<Option<crate::secrets::tokens::Token>, crate::secrets::AuthError> {
+        let Some(tokens) = &self.kafka_tokens else {
+            return Ok(None);
+        };
+        let answer = tokens.token().await?;
+        *refresh_at = answer.as_ref().and_then(|(_, at)| *at);
+        Ok(tokens.cached())
+    }
+
+    /// Runs `f` on the Kafka sink; `None` when the destination is not Kafka (the Kafka loop
+    /// runs only for a Kafka destination).
+    fn with_kafka<T>(&self, f: impl FnOnce(&mut KafkaSink) -> T) -> Option<T> {
+        match self.core.borrow_mut().sink_mut() {
+            Destination::Kafka(k) => Some(f(k)),
+            Destination::Mqtt(_) => None,
+        }
+    }
+
+    /// Logs and counts what the Kafka producer reported.
+    fn kafka_notices(&self, last_warn: &mut Option<Instant>) {
+        while let Some(notice) = self.with_kafka(KafkaSink::poll_notice).flatten() {
+            match notice {
+                KafkaNotice::Up => {
+                    self.metrics.set_connected(Side::Destination, true);
+                    info!(dataflow = %self.key, core = self.core_id, "destination connected (Kafka)");
+                }
+                KafkaNotice::Down => {
+                    self.metrics.set_connected(Side::Destination, false);
+                    warn!(dataflow = %self.key, core = self.core_id, "destination disconnected (Kafka): no broker reachable; records wait in the producer and are retried");
+                }
+                KafkaNotice::Error { code, reason } => {
+                    if last_warn.is_none() {
+                        *last_warn = Some(Instant::now());
+                        warn!(dataflow = %self.key, core = self.core_id, ?code, reason = %Escaped(&reason), "Kafka client error (further ones within 10 s are logged at debug level)");
+                    } else {
+                        debug!(dataflow = %self.key, core = self.core_id, ?code, reason = %Escaped(&reason), "Kafka client error");
+                    }
+                }
+                KafkaNotice::CannotCreate { reason } => {
+                    self.metrics.set_connected(Side::Destination, false);
+                    warn!(dataflow = %self.key, core = self.core_id, reason = %Escaped(&reason), "cannot make the Kafka producer; retrying");
+                }
             }
         }
     }
@@ -257,8 +521,12 @@ impl Task {
         if core.source().backlog_bytes() > 0 {
             self.src.wake_writer();
         }
-        if core.sink().backlog_bytes() > 0 {
-            self.dst.wake_writer();
+        match (&self.dst, core.sink()) {
+            (DestinationIo::Mqtt(dst), sink) if sink.backlog_bytes() > 0 => dst.wake_writer(),
+            (DestinationIo::Kafka(wake), Destination::Kafka(k)) if k.in_flight() > 0 => {
+                wake.notify();
+            }
+            _ => {}
         }
         if !core.source().read_paused() {
             self.src.resume_reader();
@@ -267,7 +535,7 @@ impl Task {
 
     /// What the source session reported besides messages. Returns `false` (the sink did not
     /// change).
-    fn source_notices(&self, core: &mut Core<MqttSource, MqttSink>) -> bool {
+    fn source_notices(&self, core: &mut Core<MqttSource, Destination>) -> bool {
         while let Some(ev) = core.source_mut().poll_notice() {
             match ev {
                 Event::Connected { session_present } => {
@@ -305,15 +573,21 @@ impl Task {
         false
     }
 
-    /// What the sink reported about its connection. Returns whether it connected (the core
-    /// may offer what waits).
-    fn sink_notices(&self, core: &mut Core<MqttSource, MqttSink>) -> bool {
+    /// What an MQTT sink reported about its connection. Returns whether it connected (the core
+    /// may offer what waits). A Kafka sink's notices are the Kafka loop's.
+    fn sink_notices(&self, core: &mut Core<MqttSource, Destination>) -> bool {
         let mut connected = false;
-        while let Some(notice) = core.sink_mut().poll_notice() {
+        loop {
+            let Destination::Mqtt(sink) = core.sink_mut() else {
+                return false;
+            };
+            let Some(notice) = sink.poll_notice() else {
+                break;
+            };
             match notice {
                 Notice::Connected { session_present } => {
-                    let maximum = core.sink().session().maximum_qos();
-                    if maximum < core.sink().qos() {
+                    let maximum = sink.session().maximum_qos();
+                    if maximum < sink.qos() {
                         // Not ready: QoS 1 messages wait rather than go out at QoS 0.
                         warn!(dataflow = %self.key, core = self.core_id, ?maximum, "the destination broker accepts QoS 0 only, but the endpoint asks for QoS 1: nothing is forwarded (set qos: 0 on the destination endpoint to accept at most once)");
                         continue;
@@ -325,7 +599,9 @@ impl Task {
                 Notice::Closed { reason } => {
                     self.metrics.set_connected(Side::Destination, false);
                     self.on_closed(Side::Destination, &reason);
-                    self.dst.on_closed(&reason);
+                    if let DestinationIo::Mqtt(dst) = &self.dst {
+                        dst.on_closed(&reason);
+                    }
                 }
             }
         }
@@ -345,7 +621,7 @@ impl Task {
     /// Logs what the core reported: the first drop at warn, the rest at debug (a template that
     /// does not fit a topic, or a destination that refuses everything, would otherwise log once
     /// per message); retries at warn on powers of two.
-    fn log_events(&self, core: &mut Core<MqttSource, MqttSink>) {
+    fn log_events(&self, core: &mut Core<MqttSource, Destination>) {
         while let Some(event) = core.poll_event() {
             match event {
                 CoreEvent::Dropped { reason, topic } => {
@@ -381,7 +657,11 @@ impl Owner for Task {
     fn session(&self, side: Side) -> RefMut<'_, Session> {
         RefMut::map(self.core.borrow_mut(), |c| match side {
             Side::Source => c.source_mut().session_mut(),
-            Side::Destination => c.sink_mut().session_mut(),
+            Side::Destination => match c.sink_mut() {
+                Destination::Mqtt(sink) => sink.session_mut(),
+                // Only an MQTT destination has a connection that asks for its session.
+                Destination::Kafka(_) => unreachable!("a Kafka destination has no MQTT session"),
+            },
         })
     }
 

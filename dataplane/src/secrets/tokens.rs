@@ -115,6 +115,14 @@ impl TokenSource {
 }
 
 impl TokenSource {
+    /// The last managed identity token obtained (with its expiry), if any.
+    pub(crate) fn cached(&self) -> Option<Token> {
+        match self {
+            Self::Imds { cache, .. } => cache.borrow().token().cloned(),
+            Self::None | Self::File { .. } => None,
+        }
+    }
+
     /// The broker refused the token: forget a cached one, so that the next connection fetches a
     /// fresh token instead of presenting the refused one until its refresh time.
     pub(crate) fn invalidate(&self) {
@@ -203,7 +211,6 @@ impl TokenCache {
     }
 
     /// The last token stored, expired or not.
-    #[cfg(test)]
     pub(crate) fn token(&self) -> Option<&Token> {
         self.token.as_ref()
     }

@@ -1,4 +1,5 @@
-//! The sinks: each destination kind as a [`crate::sink::Sink`]. MQTT today; Kafka and Parquet
-//! come with their connectors.
+//! The sinks: each destination kind as a [`crate::sink::Sink`]: an MQTT broker ([`mqtt`]) and a
+//! Kafka cluster ([`kafka`]); Parquet comes with its connector.
 
+pub(crate) mod kafka;
 pub(crate) mod mqtt;

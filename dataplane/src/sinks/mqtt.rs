@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use sluice_codec::{Publish, PublishProperties, QoS};
+use sluice_codec::{ByteStr, Publish, PublishProperties, QoS};
 use sluice_config_agent::model::Retain;
 
 use crate::message::{DropReason, Message};
@@ -152,6 +152,7 @@ impl MqttSink {
 fn message(p: Publish, received: Instant) -> Message {
     Message {
         topic: p.topic,
+        arrived_on: ByteStr::new(),
         payload: p.payload,
         properties: p.properties,
         retain: p.retain,
@@ -246,6 +247,7 @@ mod tests {
     fn message() -> Message {
         Message {
             topic: ByteStr::from_static("out/t"),
+            arrived_on: ByteStr::new(),
             payload: Bytes::from_static(b"x"),
             properties: PublishPropertyValues {
                 content_type: Some("text/plain".into()),

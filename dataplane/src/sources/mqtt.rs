@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use sluice_codec::ByteStr;
+
 use crate::message::Message;
 use crate::mqtt::session::{AckToken, Event, Session};
 use crate::source::Source;
@@ -65,6 +67,7 @@ impl Source for MqttSource {
                 Event::Message { publish, ack } => {
                     let message = Message {
                         topic: publish.topic,
+                        arrived_on: ByteStr::new(),
                         payload: publish.payload,
                         properties: publish.properties,
                         retain: publish.retain,

@@ -140,7 +140,7 @@ impl Route {
         } else {
             PublishProperties::new()
         };
-        message.topic = topic;
+        message.arrived_on = std::mem::replace(&mut message.topic, topic);
         message.properties = properties;
         Ok(())
     }
@@ -251,6 +251,7 @@ mod tests {
     fn message(p: &Publish) -> Message {
         Message {
             topic: p.topic.clone(),
+            arrived_on: ByteStr::new(),
             payload: p.payload.clone(),
             properties: p.properties.clone(),
             retain: p.retain,
