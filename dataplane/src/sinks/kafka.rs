@@ -541,3 +541,299 @@ impl Sink for KafkaSink {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The sink against librdkafka's mock cluster (an in-process Kafka): each error class takes
+    //! its path. Waits are bounded; the sink is polled as the task's loop polls it.
+
+    use std::time::Duration;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use sluice_codec::{ByteStr, PublishProperties, PublishPropertyValues, UserProperties};
+    use sluice_config_agent::model::{KafkaAcks, KafkaAuthentication, KafkaSettings};
+
+    use super::*;
+    use crate::config::kafka_endpoint::KafkaAuth;
+
+    const TOPIC: &str = "t";
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    fn plan(bootstrap: String, change: impl FnOnce(&mut KafkaSettings)) -> Arc<KafkaEndpointPlan> {
+        let mut settings = KafkaSettings::new(bootstrap.clone(), KafkaAuthentication::Anonymous);
+        settings.batching.latency_ms = 0;
+        change(&mut settings);
+        Arc::new(KafkaEndpointPlan {
+            name: "ns/k".into(),
+            bootstrap,
+            tls: None,
+            auth: KafkaAuth::None,
+            settings,
+        })
+    }
+
+    fn sink(plan: Arc<KafkaEndpointPlan>) -> KafkaSink {
+        let record = RecordSettings::of(&plan, None);
+        let mut s = KafkaSink::new(plan, "test-dst-0".into(), "test".into(), record);
+        s.make_producer(None).expect("producer");
+        s
+    }
+
+    fn message(topic: &str, payload: &'static [u8]) -> Message {
+        Message {
+            topic: ByteStr::from(topic.to_owned()),
+            arrived_on: ByteStr::from_static("mqtt/in"),
+            payload: Bytes::from_static(payload),
+            properties: PublishProperties::new(),
+            retain: false,
+            received: Instant::now(),
+        }
+    }
+
+    /// Polls until `n` outcomes are there (or fails at the deadline).
+    fn outcomes(s: &mut KafkaSink, n: usize) -> Vec<(Ticket, Outcome)> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} outcomes: {out:?}",
+                out.len()
+            );
+            s.poll();
+            while let Some(o) = s.poll_outcome() {
+                out.push(o);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        out
+    }
+
+    fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let c = MockCluster::new(1).expect("mock cluster");
+        c.create_topic(TOPIC, 2, 1).expect("topic");
+        c
+    }
+
+    #[test]
+    fn delivered_records_end_their_tickets_and_free_their_slots() {
+        let c = cluster();
+        let mut s = sink(plan(c.bootstrap_servers(), |_| {}));
+        for t in 0..100 {
+            assert!(s.ready());
+            assert!(matches!(
+                s.offer(message(TOPIC, b"x"), t, Instant::now()),
+                Offer::Accepted
+            ));
+        }
+        let mut got = outcomes(&mut s, 100);
+        got.sort_by_key(|(t, _)| *t);
+        assert!(got.iter().all(|(_, o)| *o == Outcome::Delivered));
+        assert_eq!(
+            got.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            (0..100).collect::<Vec<_>>()
+        );
+        assert_eq!(s.in_flight(), 0);
+        assert!(
+            s.slots.len() <= 100 && s.free.len() == s.slots.len(),
+            "slots reused"
+        );
+    }
+
+    #[test]
+    fn a_final_error_is_a_refusal_with_its_reason() {
+        let c = cluster();
+        c.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+        );
+        let mut s = sink(plan(c.bootstrap_servers(), |k| {
+            k.kafka_acks = KafkaAcks::One
+        }));
+        assert!(matches!(
+            s.offer(message(TOPIC, b"x"), 7, Instant::now()),
+            Offer::Accepted
+        ));
+        let got = outcomes(&mut s, 1);
+        assert_eq!(got, [(7, Outcome::Refused(DropReason::DestinationRefused))]);
+    }
+
+    #[test]
+    fn a_record_over_the_size_limit_is_dropped_at_once() {
+        let c = cluster();
+        let mut s = sink(plan(c.bootstrap_servers(), |_| {}));
+        static BIG: [u8; 2_000_000] = [b'x'; 2_000_000];
+        let m = Message {
+            payload: Bytes::from_static(&BIG),
+            ..message(TOPIC, b"")
+        };
+        assert!(matches!(
+            s.offer(m, 1, Instant::now()),
+            Offer::Dropped(DropReason::DestinationEncode)
+        ));
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_retriable_error_past_librdkafkas_retries_gives_the_message_back() {
+        let c = cluster();
+        // More timeouts than librdkafka retries within a short delivery timeout.
+        c.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 64],
+        );
+        let p = plan(c.bootstrap_servers(), |k| k.kafka_acks = KafkaAcks::One);
+        let record = RecordSettings::of(&p, None);
+        let mut s = KafkaSink::new(p, "test-dst-0".into(), "test".into(), record);
+        s.make_producer(None).expect("producer");
+        // A short delivery timeout for the test, on a producer made the same way.
+        let mut config = rdkafka::ClientConfig::new();
+        for (k, v) in producer_settings(&s.plan, "test", Some(16))
+            .unwrap()
+            .pairs()
+        {
+            config.set(*k, v);
+        }
+        config.set("delivery.timeout.ms", "300");
+        config.set("retry.backoff.ms", "10");
+        s.producer = Some(
+            config
+                .create_with_context(SinkContext::new("t".into()))
+                .unwrap(),
+        );
+        assert!(matches!(
+            s.offer(message(TOPIC, b"x"), 3, Instant::now()),
+            Offer::Accepted
+        ));
+        let got = outcomes(&mut s, 1);
+        match &got[..] {
+            [(3, Outcome::Retry(m))] => assert_eq!(m.payload, Bytes::from_static(b"x")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn taking_the_producer_away_gives_back_what_it_held() {
+        let c = cluster();
+        // Every produce request times out: the records stay in flight.
+        c.broker_down(1).expect("down");
+        let mut s = sink(plan(c.bootstrap_servers(), |_| {}));
+        for t in 0..5 {
+            assert!(matches!(
+                s.offer(message(TOPIC, b"x"), t, Instant::now()),
+                Offer::Accepted
+            ));
+        }
+        let producer = s.take_producer().expect("a producer");
+        std::thread::spawn(move || drop(producer));
+        let mut got: Vec<_> = std::iter::from_fn(|| s.poll_outcome()).collect();
+        got.sort_by_key(|(t, _)| *t);
+        assert_eq!(got.len(), 5);
+        assert!(got.iter().all(|(_, o)| matches!(o, Outcome::Retry(_))));
+        assert!(!s.ready() && s.needs_new_producer());
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_is_backpressure_until_a_report_makes_room() {
+        let c = cluster();
+        c.broker_down(1).expect("down");
+        let p = plan(c.bootstrap_servers(), |_| {});
+        let record = RecordSettings::of(&p, None);
+        let mut s = KafkaSink::new(p, "test-dst-0".into(), "test".into(), record);
+        let mut config = rdkafka::ClientConfig::new();
+        for (k, v) in producer_settings(&s.plan, "test", Some(3)).unwrap().pairs() {
+            config.set(*k, v);
+        }
+        s.producer = Some(
+            config
+                .create_with_context(SinkContext::new("t".into()))
+                .unwrap(),
+        );
+        for t in 0..3 {
+            assert!(matches!(
+                s.offer(message(TOPIC, b"x"), t, Instant::now()),
+                Offer::Accepted
+            ));
+        }
+        assert!(matches!(
+            s.offer(message(TOPIC, b"x"), 3, Instant::now()),
+            Offer::Busy(_)
+        ));
+        assert!(!s.ready(), "not ready while full");
+        c.broker_up(1).expect("up");
+        let got = outcomes(&mut s, 3);
+        assert!(got.iter().all(|(_, o)| *o == Outcome::Delivered));
+        assert!(s.ready(), "ready again once reports made room");
+    }
+
+    #[test]
+    fn keys_and_headers_follow_the_settings() {
+        let values = PublishPropertyValues {
+            user_properties: UserProperties::from_pairs([
+                ("device", "d1"),
+                ("id", "abc"),
+                ("tag", "a"),
+                ("tag", "b"),
+            ])
+            .unwrap(),
+            content_type: Some("text/plain".into()),
+            message_expiry_interval_secs: Some(42),
+            ..PublishPropertyValues::default()
+        };
+        let m = Message {
+            properties: values.build().unwrap(),
+            ..message("kafka-topic", b"p")
+        };
+        let mut r = RecordSettings {
+            strategy: PartitionStrategy::Property,
+            key_property: Some("device".into()),
+            static_key: Bytes::from_static(b"i0"),
+            copy_properties: true,
+            cloud_events: false,
+        };
+        assert_eq!(r.key(&m), Some(&b"d1"[..]));
+        r.key_property = Some("absent".into());
+        assert_eq!(r.key(&m), None);
+        r.strategy = PartitionStrategy::Topic;
+        assert_eq!(r.key(&m), Some(&b"mqtt/in"[..]), "the topic it arrived on");
+        r.strategy = PartitionStrategy::Static;
+        assert_eq!(r.key(&m), Some(&b"i0"[..]));
+        r.strategy = PartitionStrategy::Default;
+        assert_eq!(r.key(&m), None);
+
+        let headers = |r: &RecordSettings| {
+            let mut h = Vec::new();
+            r.headers(&m, |k, v| {
+                h.push((k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+            });
+            h
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            headers(&r),
+            pairs(&[
+                ("Content Type", "text/plain"),
+                ("Message Expiry Interval", "42"),
+                ("device", "d1"),
+                ("id", "abc"),
+                ("tag", "a"),
+                ("tag", "b"),
+            ])
+        );
+        r.cloud_events = true;
+        r.copy_properties = false;
+        assert_eq!(
+            headers(&r),
+            pairs(&[("content-type", "text/plain"), ("ce_id", "abc")])
+        );
+        let mut digits = itoa_buf();
+        assert_eq!(decimal(&mut digits, 0), b"0");
+        assert_eq!(decimal(&mut digits, u32::MAX), b"4294967295");
+    }
+}
