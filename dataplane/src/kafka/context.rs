@@ -168,3 +168,58 @@ impl ProducerContext for SinkContext {
         self.reports().delivered.push((slot, error));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn a_token_is_handed_over_with_its_expiry_and_asked_for_when_missing() {
+        let c = SinkContext::new("test".into());
+        assert!(c.generate_oauth_token(None).is_err());
+        assert!(c.reports().token_wanted, "the loop is asked to fetch one");
+        let now = SystemTime::now();
+        let expires_at = now + Duration::from_secs(3600);
+        c.set_token(Token {
+            value: Bytes::from_static(b"eyJ.token"),
+            issued_at: now,
+            expires_at,
+        });
+        let t = c.generate_oauth_token(None).expect("a token");
+        assert_eq!(t.token, "eyJ.token");
+        let ms = expires_at.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert_eq!(t.lifetime_ms, ms);
+        c.set_token(Token {
+            value: Bytes::from_static(b"old"),
+            issued_at: now - Duration::from_secs(7200),
+            expires_at: now - Duration::from_secs(1),
+        });
+        assert!(
+            c.generate_oauth_token(None).is_err(),
+            "an expired token is not handed over"
+        );
+    }
+
+    #[test]
+    fn broker_states_come_from_the_statistics() {
+        let c = SinkContext::new("test".into());
+        c.stats_raw(br#"{"brokers":{"b:9092/bootstrap":{"state":"UP","nodeid":-1}}}"#);
+        assert_eq!(
+            c.reports().brokers_up,
+            Some(false),
+            "a bootstrap entry is not the cluster"
+        );
+        c.stats_raw(br#"{"brokers":{"b:9092/1":{"state":"UP","nodeid":1},"c/2":{"state":"DOWN","nodeid":2}}}"#);
+        assert_eq!(c.reports().brokers_up, Some(true));
+        c.stats_raw(b"not json");
+        assert_eq!(
+            c.reports().brokers_up,
+            Some(true),
+            "unchanged by a document it cannot read"
+        );
+    }
+}
