@@ -122,6 +122,8 @@ pub(crate) struct Core<S: Source, K: Sink> {
     next_seq: u64,
     /// Messages given back so far.
     retries: u64,
+    /// Messages held or pending that were given back at least once.
+    retrying: usize,
     draining: bool,
     /// What the source was last told.
     paused: bool,
@@ -148,6 +150,7 @@ impl<S: Source, K: Sink> Core<S, K> {
             next_ticket: 0,
             next_seq: 0,
             retries: 0,
+            retrying: 0,
             draining: false,
             paused: false,
             events: VecDeque::new(),
@@ -213,7 +216,7 @@ impl<S: Source, K: Sink> Core<S, K> {
     /// Takes what the source and the sink have for it and moves messages on. Call after every
     /// input given to either; `wall` is the wall clock (for CloudEvents `time`).
     pub(crate) fn process(&mut self, now: Instant, wall: SystemTime) {
-        self.take_outcomes(now);
+        self.take_outcomes(now, wall);
         self.drain_pending(now);
         while let Some((message, ack)) = self.source.poll_message(now) {
             self.on_message(message, ack, now, wall);
@@ -243,7 +246,7 @@ impl<S: Source, K: Sink> Core<S, K> {
     }
 
     /// Outcomes from the sink: acknowledge what ended, put back what is to be offered again.
-    fn take_outcomes(&mut self, now: Instant) {
+    fn take_outcomes(&mut self, now: Instant, wall: SystemTime) {
         while let Some((ticket, outcome)) = self.sink.poll_outcome() {
             let Some(mut held) = self.held.remove(&ticket) else {
                 continue;
@@ -255,6 +258,13 @@ impl<S: Source, K: Sink> Core<S, K> {
                     self.complete(held, Some(reason), now);
                 }
                 Outcome::Retry(message) => {
+                    if held.retries == 0 {
+                        self.retrying += 1;
+                        if self.retrying == 1 {
+                            self.metrics.set_retrying_since(Some(wall));
+                        }
+                    }
+                    self.metrics.on_retry();
                     held.retries += 1;
                     let delay = self
                         .settings
@@ -373,6 +383,12 @@ impl<S: Source, K: Sink> Core<S, K> {
     /// The sink is done with a message (delivered, or dropped with a reason, already counted):
     /// acknowledge it at the source.
     fn complete(&mut self, held: Held<S::Ack>, dropped: Option<DropReason>, now: Instant) {
+        if held.retries > 0 {
+            self.retrying -= 1;
+            if self.retrying == 0 {
+                self.metrics.set_retrying_since(None);
+            }
+        }
         if dropped.is_none() {
             self.metrics.on_forwarded(held.bytes);
         }
@@ -656,6 +672,14 @@ mod tests {
         h.core.sink_mut().give_back(1);
         h.step();
         assert!(h.core.sink().tickets().is_empty());
+        // Waiting since the wall clock of the step (the epoch here): long past the bound.
+        let stalled = |h: &Harness<FakeSource, FakeSink>| {
+            h.registry
+                .not_ready_reasons()
+                .iter()
+                .any(|r| r.contains("the destination has not taken a message"))
+        };
+        assert!(stalled(&h), "{:?}", h.registry.not_ready_reasons());
         let event = h.core.poll_event();
         assert!(
             matches!(event, Some(CoreEvent::Retrying { attempt: 1, delay, .. }) if delay == Duration::from_secs(1)),
@@ -687,6 +711,8 @@ mod tests {
         let mut acked = h.core.source().acked.clone();
         acked.sort_unstable();
         assert_eq!(acked, [1, 2, 3]);
+        assert_eq!(h.totals().retries, 3, "each give-back counted");
+        assert!(!stalled(&h), "delivered: no longer stalled");
     }
 
     #[test]

@@ -377,6 +377,12 @@ impl Task {
                     let _ = std::thread::Builder::new()
                         .name("sluice-kafka-drop".into())
                         .spawn(move || drop(old));
+                    // A producer replaced after a fatal error or a refused login: not again at
+                    // once (a wrong password would make one every few milliseconds).
+                    monoio::time::sleep(backoff.next_delay()).await;
+                    if self.stopped.get() {
+                        break;
+                    }
                 }
                 let token = match self.kafka_token(&mut refresh_at).await {
                     Ok(t) => t,
@@ -420,13 +426,13 @@ impl Task {
             }
             self.with_kafka(KafkaSink::poll);
             self.process();
-            if self.with_kafka(|k| k.has_producer()) == Some(true) {
-                backoff.reset();
-            }
             if last_warn.is_some_and(|t| t.elapsed() >= KAFKA_ERROR_LOG_EVERY) {
                 last_warn = None;
             }
-            self.kafka_notices(&mut last_warn);
+            if self.kafka_notices(&mut last_warn) {
+                // Up: the next replacement starts its backoff over.
+                backoff.reset();
+            }
             let in_flight = self.with_kafka(|k| k.in_flight()).unwrap_or(0) > 0;
             let DestinationIo::Kafka(wake) = &self.dst else {
                 break;
@@ -469,11 +475,13 @@ impl Task {
         }
     }
 
-    /// Logs and counts what the Kafka producer reported.
-    fn kafka_notices(&self, last_warn: &mut Option<Instant>) {
+    /// Logs and counts what the Kafka producer reported; returns whether it came up.
+    fn kafka_notices(&self, last_warn: &mut Option<Instant>) -> bool {
+        let mut up = false;
         while let Some(notice) = self.with_kafka(KafkaSink::poll_notice).flatten() {
             match notice {
                 KafkaNotice::Up => {
+                    up = true;
                     self.metrics.set_connected(Side::Destination, true);
                     info!(dataflow = %self.key, core = self.core_id, "destination connected (Kafka)");
                 }
@@ -495,6 +503,7 @@ impl Task {
                 }
             }
         }
+        up
     }
 
     /// Asks a task that is already draining (for a restart) to end its broker sessions when

@@ -42,6 +42,7 @@
 //! | `sluice_messages_dropped_total` | counter | `dataflow`, `reason` (a [`DropReason`] label; only reasons that occurred) |
 //! | `sluice_messages_in_flight` | gauge | `dataflow` |
 //! | `sluice_receive_maximum_overruns_total` | counter | `dataflow`: QoS 1 messages the source broker sent beyond our Receive Maximum |
+//! | `sluice_messages_retried_total` | counter | `dataflow`: messages the destination gave back to be offered again (a refusal that may pass, a Kafka delivery that timed out) |
 //! | `sluice_reconnects_total` | counter | `dataflow`, `side` = `source` or `destination` |
 //! | `sluice_packets_too_large_total` | counter | `dataflow`, `side`: connections closed because the broker sent a packet bigger than our maximum packet size (`--max-packet-bytes`) |
 //! | `sluice_session_connected` | gauge | `dataflow`, `side`: cores whose session is up |
@@ -117,7 +118,14 @@ pub(crate) struct DataflowMetrics {
     /// Drops per [`DropReason::index`].
     drops: [AtomicU64; DropReason::COUNT],
     receive_maximum_overruns: AtomicU64,
+    retries: AtomicU64,
+    /// Since when (Unix milliseconds) a message given back has waited to be delivered; 0 while
+    /// none waits. Past [`STALLED_AFTER`], `/readyz` names the dataflow.
+    retrying_since_ms: AtomicU64,
 }
+
+/// How long a message may keep being given back before `/readyz` reports the dataflow stalled.
+pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(60);
 
 impl DataflowMetrics {
     fn new() -> Self {
@@ -134,7 +142,34 @@ impl DataflowMetrics {
             ack_sum_seconds: AtomicU64::new(0f64.to_bits()),
             drops: Default::default(),
             receive_maximum_overruns: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            retrying_since_ms: AtomicU64::new(0),
         }
+    }
+
+    /// A message was given back to be offered again.
+    pub(crate) fn on_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// Since when (`Some`: the wall clock's Unix time) messages given back have waited, or
+    /// `None` once none waits.
+    pub(crate) fn set_retrying_since(&self, since: Option<std::time::SystemTime>) {
+        let ms = since.map_or(0, |t| {
+            t.duration_since(std::time::UNIX_EPOCH).map_or(1, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+            })
+        });
+        self.retrying_since_ms.store(ms, Relaxed);
+    }
+
+    /// How long messages given back have waited at `now`, if any do.
+    pub(crate) fn retrying_for(&self, now: std::time::SystemTime) -> Option<Duration> {
+        let ms = self.retrying_since_ms.load(Relaxed);
+        (ms != 0).then(|| {
+            let since = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            now.duration_since(since).unwrap_or_default()
+        })
     }
 
     /// One message of `bytes` payload bytes received from the source.
@@ -222,6 +257,7 @@ impl DataflowMetrics {
             t.packets_too_large[side.index()] += self.packets_too_large[side.index()].load(Relaxed);
         }
         t.receive_maximum_overruns += self.receive_maximum_overruns.load(Relaxed);
+        t.retries += self.retries.load(Relaxed);
         for (total, bucket) in t.ack_latency_buckets.iter_mut().zip(&self.ack_buckets) {
             *total += bucket.load(Relaxed);
         }
@@ -261,6 +297,8 @@ pub(crate) struct Totals {
     pub ack_latency_sum_seconds: f64,
     /// QoS 1 messages the source broker sent beyond our Receive Maximum.
     pub receive_maximum_overruns: u64,
+    /// Messages given back by the destination to be offered again.
+    pub retries: u64,
     reconnects: [u64; 2],
     packets_too_large: [u64; 2],
     connected: [u64; 2],
@@ -483,6 +521,15 @@ impl Registry {
                     reasons.push(format!(
                         "dataflow {name} core {core}: {} not connected",
                         down.join(" and ")
+                    ));
+                }
+                if let Some(waited) = block
+                    .retrying_for(std::time::SystemTime::now())
+                    .filter(|w| *w >= STALLED_AFTER)
+                {
+                    reasons.push(format!(
+                        "dataflow {name} core {core}: the destination has not taken a message for {} s (offered again with backoff)",
+                        waited.as_secs()
                     ));
                 }
             }

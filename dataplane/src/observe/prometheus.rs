@@ -130,7 +130,7 @@ type Value = fn(&Totals) -> u64;
 type SideValue = fn(&Totals, Side) -> u64;
 
 /// Families with one sample per dataflow.
-const PER_DATAFLOW: [(Family, Value); 7] = [
+const PER_DATAFLOW: [(Family, Value); 8] = [
     (
         Family {
             name: "sluice_dataflow_cores",
@@ -186,6 +186,14 @@ const PER_DATAFLOW: [(Family, Value); 7] = [
             help: "QoS 1 messages the source broker sent beyond our Receive Maximum (accepted).",
         },
         |t| t.receive_maximum_overruns,
+    ),
+    (
+        Family {
+            name: "sluice_messages_retried_total",
+            kind: "counter",
+            help: "Messages the destination gave back to be offered again after a backoff.",
+        },
+        |t| t.retries,
     ),
 ];
 
