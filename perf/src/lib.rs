@@ -10,11 +10,14 @@
 //!   `mosquitto_sub | mosquitto_pub` bridge against the replay broker;
 //! - [`procstat`]: CPU time and peak memory of processes, from `/proc`, and child processes that
 //!   are stopped when dropped;
-//! - [`payload`]: the payload format (a sequence number, then filler).
+//! - [`payload`]: the payload format (a sequence number, then filler);
+//! - [`kafka_blackhole`]: a minimal Kafka broker that acknowledges every Produce request at once
+//!   and counts what it received, the sink of MQTT-to-Kafka benchmarks.
 
 pub mod bench;
 pub mod ceiling;
 pub mod client;
+pub mod kafka_blackhole;
 pub mod payload;
 pub mod procstat;
 mod readbuf;

@@ -1,15 +1,21 @@
-//! `sluice-perf`: the replay broker (`replay`), its standalone ceiling (`ceiling`) and the
-//! MQTT-to-MQTT benchmark (`bench`). See perf/README.md.
+//! `sluice-perf`: the replay broker (`replay`), its standalone ceiling (`ceiling`), the
+//! MQTT-to-MQTT benchmark (`bench`) and the Kafka blackhole (`kafka-blackhole`). See
+//! perf/README.md.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sluice_codec::QoS;
 use sluice_perf::bench::{self, BenchArgs};
 use sluice_perf::ceiling::{self, CeilingArgs};
+use sluice_perf::kafka_blackhole::{BlackholeConfig, KafkaBlackhole};
 use sluice_perf::replay::{ReplayBroker, ReplayConfig};
 
 /// Sluice's performance tools.
@@ -29,6 +35,28 @@ enum Cmd {
     Ceiling(CeilingArgs),
     /// MQTT to MQTT through the data plane and through `mosquitto_sub | mosquitto_pub -l`.
     Bench(Box<BenchArgs>),
+    /// Run the Kafka blackhole until interrupted (or until `--exit-after-records`): a minimal
+    /// Kafka broker that acknowledges every Produce request at once and counts what it got.
+    KafkaBlackhole(KafkaBlackholeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KafkaBlackholeArgs {
+    /// Address to listen on (port 0: any free port, printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Partitions of every topic (topics are created when first named).
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Decode (and decompress) every record to count key and value bytes: costs CPU.
+    #[arg(long)]
+    decode_records: bool,
+    /// Exit once this many records were received.
+    #[arg(long)]
+    exit_after_records: Option<u64>,
+    /// Also write the final summary (JSON) to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +109,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Cmd::KafkaBlackhole(a) => kafka_blackhole(&a, &mut out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,4 +171,49 @@ fn replay(a: &ReplayArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Runs the blackhole: its address, then one line of counters a second while they change, and
+/// at the end (SIGINT, SIGTERM or `--exit-after-records`) the summary as JSON.
+fn kafka_blackhole(a: &KafkaBlackholeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+    let blackhole = KafkaBlackhole::start(BlackholeConfig {
+        listen: a.listen,
+        partitions: a.partitions,
+        decode_records: a.decode_records,
+        log_stderr: true,
+        ..BlackholeConfig::default()
+    })?;
+    writeln!(out, "listening {}", blackhole.addr())?;
+    out.flush()?;
+    let mut last = blackhole.stats();
+    let mut next_line = Instant::now() + Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        let st = blackhole.stats();
+        if a.exit_after_records.is_some_and(|n| st.records >= n) {
+            break;
+        }
+        if Instant::now() >= next_line {
+            next_line += Duration::from_secs(1);
+            if st != last {
+                writeln!(out, "{}", st.line())?;
+                out.flush()?;
+                last = st;
+            }
+        }
+    }
+    let st = blackhole.stop();
+    let json = serde_json::to_string_pretty(&st.to_json())?;
+    writeln!(out, "{}", st.line())?;
+    writeln!(out, "{json}")?;
+    if let Some(path) = &a.json {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -395,7 +395,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, sink: bool) {
     }
 }
 
-fn poll_one(fd: &impl std::os::fd::AsFd, flags: PollFlags, timeout: Duration) -> io::Result<()> {
+pub(crate) fn poll_one(
+    fd: &impl std::os::fd::AsFd,
+    flags: PollFlags,
+    timeout: Duration,
+) -> io::Result<()> {
     let ts = Timespec {
         tv_sec: timeout.as_secs() as i64,
         tv_nsec: i64::from(timeout.subsec_nanos()),
