@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -32,6 +32,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use sluice_perf::kafka_blackhole::{API_VERSIONS, BlackholeConfig, BlackholeStats, KafkaBlackhole};
+use sluice_perf::{payload, procstat};
 
 // ---------------------------------------------------------------------------------------------
 // librdkafka
@@ -82,15 +83,17 @@ fn producer(bh: &KafkaBlackhole, settings: &[(&str, &str)]) -> BaseProducer<Repo
         .expect("producer")
 }
 
-/// Produces `n` records of 100 bytes (keys `k<i>`) to `topic`, then flushes (30 s at most).
+/// Produces `n` records of 100 bytes (keys `k<i>`, values in the benchmark's payload format)
+/// to `topic`, then flushes (30 s at most).
 /// Returns the key bytes sent.
 fn produce(p: &BaseProducer<Reports>, topic: &str, n: u64) -> u64 {
-    let payload = [b'x'; 100];
+    let mut value = payload::template(100).unwrap();
     let mut key_bytes = 0;
     for i in 0..n {
+        payload::write_seq(&mut value, i);
         let key = format!("k{i}");
         key_bytes += key.len() as u64;
-        let mut record = BaseRecord::to(topic).payload(&payload[..]).key(&key);
+        let mut record = BaseRecord::to(topic).payload(&value[..]).key(&key);
         loop {
             match p.send(record) {
                 Ok(()) => break,
@@ -126,6 +129,31 @@ fn assert_clean(st: &BlackholeStats, bh: &KafkaBlackhole) {
     assert_eq!(st.rejected_partitions, 0, "{notes:?}");
     assert_eq!(st.sequence_anomalies(), 0, "{notes:?}");
     assert_eq!(st.duplicate_batches, 0, "{notes:?}");
+}
+
+/// Every version used is advertised; the produce path used exactly these APIs.
+fn assert_versions(st: &BlackholeStats) {
+    for v in &st.versions_used {
+        let a = API_VERSIONS.iter().find(|a| a.key == v.api).unwrap();
+        assert!(a.served && (a.min..=a.max).contains(&v.version), "{v:?}");
+    }
+    let produce = st.versions_of(ApiKey::Produce);
+    assert_eq!(
+        produce.len(),
+        1,
+        "one Produce version: {:?}",
+        st.versions_used
+    );
+    // zstd needs Produce v7 and later.
+    assert!(produce[0] >= 7, "{:?}", st.versions_used);
+    assert_eq!(
+        st.requests,
+        st.api_versions_requests
+            + st.metadata_requests
+            + st.init_producer_id_requests
+            + st.find_coordinator_requests
+            + st.produce_requests
+    );
 }
 
 /// Every delivery report is a success, and per partition the offsets are 0 to n-1 as the
@@ -196,6 +224,7 @@ fn idempotent_run(compression: &str, decode_records: bool) {
         assert_eq!(st.decoded_records, 0);
     }
     assert_clean(&st, &bh);
+    assert_versions(&st);
     assert_reports(p.context(), &st, "bench.out", N);
     drop(p);
     let end = bh.stop();
@@ -273,6 +302,66 @@ fn acks_1_and_0_without_idempotence() {
     }
 }
 
+#[test]
+fn cli_counts_and_writes_the_summary() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-perf"))
+        .args([
+            "kafka-blackhole",
+            "--listen",
+            "127.0.0.1:0",
+            "--partitions",
+            "2",
+        ])
+        .args(["--exit-after-records", "1000", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.strip_prefix("listening ").expect(&first).to_owned();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &addr)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5");
+    let p: BaseProducer<Reports> = config.create_with_context(Reports::default()).unwrap();
+    produce(&p, "cli", 1000);
+    assert_eq!(p.context().delivered.load(Ordering::Relaxed), 1000);
+    drop(p);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the blackhole did not exit after 1000 records");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    let out: String = lines.map(|l| l.unwrap() + "\n").collect();
+    assert!(out.contains("records=1000"), "{out}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(summary["records"], 1000);
+    assert_eq!(summary["topics"][0]["name"], "cli");
+    assert_eq!(
+        summary["topics"][0]["partitions"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(summary["sequence_gaps"], 0);
+    // The same summary is printed at the end.
+    let printed = &out[out.find('{').unwrap()..];
+    let printed: serde_json::Value = serde_json::from_str(printed).unwrap();
+    assert_eq!(printed["records"], 1000);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hand-built requests
 
@@ -294,11 +383,15 @@ impl Raw {
 
     /// Sends one request; returns its correlation id.
     fn send<R: Encodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, body: &R) -> i32 {
-        self.correlation += 1;
+        let mut request = Self::encode(key, version, body);
+        self.send_encoded(&mut request)
+    }
+
+    /// Encodes a request once, for [`Raw::send_encoded`].
+    fn encode<R: Encodable + HeaderVersion>(key: ApiKey, version: i16, body: &R) -> BytesMut {
         let mut header = RequestHeader::default();
         header.request_api_key = key as i16;
         header.request_api_version = version;
-        header.correlation_id = self.correlation;
         header.client_id = Some(StrBytes::from_static_str("raw-test"));
         let mut buf = BytesMut::new();
         buf.put_i32(0);
@@ -306,7 +399,14 @@ impl Raw {
         body.encode(&mut buf, version).unwrap();
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.sock.write_all(&buf).unwrap();
+        buf
+    }
+
+    /// Sends a request of [`Raw::encode`] with the next correlation id.
+    fn send_encoded(&mut self, request: &mut BytesMut) -> i32 {
+        self.correlation += 1;
+        request[8..12].copy_from_slice(&self.correlation.to_be_bytes());
+        self.sock.write_all(request).unwrap();
         self.correlation
     }
 
@@ -365,7 +465,8 @@ impl Raw {
     }
 }
 
-/// One record batch v2 of `n` records from `base_seq` by producer `pid` (-1: not idempotent).
+/// One record batch v2 of `n` records from `base_seq` by producer `pid` (-1 and -1: not
+/// idempotent).
 fn batch(pid: i64, base_seq: i32, n: usize, compression: Compression) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
@@ -377,10 +478,12 @@ fn batch(pid: i64, base_seq: i32, n: usize, compression: Compression) -> Bytes {
             producer_epoch: if pid < 0 { -1 } else { 0 },
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if pid < 0 { -1 } else { base_seq + i as i32 },
+            // kafka-protocol starts a new batch where offsets and sequences stop moving together;
+            // -1, 0, 1, ... gives a non-idempotent batch its base sequence of -1.
+            sequence: base_seq.wrapping_add(i as i32),
             timestamp: 0,
             key: None,
-            value: Some(Bytes::from(vec![b'v'; 100])),
+            value: Some(value(i as u64)),
             headers: Default::default(),
         })
         .collect();
@@ -395,7 +498,17 @@ fn batch(pid: i64, base_seq: i32, n: usize, compression: Compression) -> Bytes {
         Some(compress),
     )
     .unwrap();
+    let header = RecordBatchDecoder::decode_batch_info(&mut buf.clone().freeze()).unwrap();
+    assert_eq!(header.len(), 1, "one batch");
+    assert_eq!(header[0].record_count, n as i32);
     buf.freeze()
+}
+
+/// A 100-byte value in the benchmark's payload format: the sequence number, then filler.
+fn value(seq: u64) -> Bytes {
+    let mut v = payload::template(100).unwrap();
+    payload::write_seq(&mut v, seq);
+    Bytes::from(v)
 }
 
 /// kafka-protocol's compressors, and lz4_flex for LZ4 (kafka-protocol's LZ4 would link the C
@@ -660,6 +773,7 @@ fn produce_versions_compressions_and_acks_0() {
     assert_eq!(answers(&r), [(21, -1)]);
     let st = bh.stats();
     assert_eq!(st.records, expected as u64 + 3);
+    assert_eq!(st.batches, 5 * 5 + 2);
     assert_eq!(st.decoded_records, st.records);
     assert_eq!(st.value_bytes, st.records * 100);
     assert_eq!(st.produce_requests_acks0, 1);
@@ -704,10 +818,11 @@ fn unserved_apis_close_the_connection() {
         notes.iter().any(|n| n.contains("unknown API key 32512")),
         "{notes:?}"
     );
-    // The client id of the request is in the note (the last request had none).
+    // The client id of the request is in the note (the unknown key's request had none).
     assert!(
-        notes[..3]
+        notes
             .iter()
+            .filter(|n| !n.contains("unknown API key"))
             .all(|n| n.contains("(client id \"raw-test\")")),
         "{notes:?}"
     );
@@ -724,32 +839,56 @@ fn throughput_one_producer() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
-    for compression in ["none", "lz4"] {
+    // More producer settings: BLACKHOLE_PRODUCER="linger.ms=20,batch.num.messages=50000".
+    let extra = std::env::var("BLACKHOLE_PRODUCER").unwrap_or_default();
+    let extra: Vec<(&str, &str)> = extra
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    for compression in ["none", "lz4", "zstd"] {
         let bh = blackhole(8, false);
-        let p = producer(
-            &bh,
-            &[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("compression.type", compression),
-            ],
-        );
+        let mut settings = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", compression),
+        ];
+        settings.extend(&extra);
+        let p = producer(&bh, &settings);
+        let cpu0 = procstat::self_cpu_secs().unwrap();
         let start = Instant::now();
         produce(&p, "bench.out", n);
         let secs = start.elapsed().as_secs_f64();
+        let cpu = procstat::self_cpu_secs().unwrap() - cpu0;
         let st = bh.stats();
         assert_eq!(st.records, n);
         assert_clean(&st, &bh);
         println!(
-            "one rdkafka producer, {n} records of 100 B, acks=all, idempotent, {compression}: \
-             {:.0} records/s (send to flushed), blackhole {:.0} records/s, {:.2} blackhole CPU s \
-             per million, {} produce requests, {} batches, {:.1} MB of batches",
+            "one rdkafka producer{}, {n} records of 100 B, acks=all, idempotent, {compression}: \
+             {:.0} records/s (send to flushed), blackhole {:.0} records/s, CPU s per million: \
+             {:.2} blackhole, {:.2} producer and blackhole; {} produce requests, {} batches, {:.1} MB of batches; other \
+             requests: {} ApiVersions, {} Metadata, {} InitProducerId, {} FindCoordinator; \
+             versions: {}",
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({extra:?})")
+            },
             n as f64 / secs,
             st.records_per_sec().unwrap_or(0.0),
             st.cpu_secs_per_million().unwrap_or(0.0),
+            cpu * 1e6 / n as f64,
             st.produce_requests,
             st.batches,
-            st.bytes as f64 / 1e6
+            st.bytes as f64 / 1e6,
+            st.api_versions_requests,
+            st.metadata_requests,
+            st.init_producer_id_requests,
+            st.find_coordinator_requests,
+            st.versions_used
+                .iter()
+                .map(|v| format!("{:?} v{}", v.api, v.version))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
     }
 }
@@ -758,10 +897,11 @@ fn throughput_one_producer() {
 #[test]
 #[ignore = "a measurement: run with --release and --ignored --nocapture"]
 fn ceiling_pre_encoded() {
-    // 8 partitions x 10,000 records of 100 B per request (about 1 MB, as librdkafka's default
-    // batch.size allows), not idempotent (the same request is sent again and again), acks=1,
-    // with up to 5 requests in flight.
-    const REQUESTS: usize = 400;
+    // 8 partitions x 1,250 records of 100 B per request (about 1 MB uncompressed, as
+    // librdkafka's default batch.size allows), not idempotent (the same request is sent again
+    // and again), acks=1, with up to 5 requests in flight; encoded once, so the client costs
+    // little more than its writes.
+    const REQUESTS: usize = 2000;
     const IN_FLIGHT: usize = 5;
     for compression in [Compression::None, Compression::Lz4] {
         let bh = blackhole(8, false);
@@ -769,14 +909,14 @@ fn ceiling_pre_encoded() {
             .map(|i| (i, batch(-1, -1, 10_000 / 8, compression)))
             .collect();
         let mut c = Raw::connect(&bh);
-        let req = produce_request(1, "ceiling", parts);
+        let mut req = Raw::encode(ApiKey::Produce, 10, &produce_request(1, "ceiling", parts));
         let cpu0 = bh.stats().cpu;
         let start = Instant::now();
         let mut sent = Vec::new();
         let mut done = 0;
         while done < REQUESTS {
             while sent.len() - done < IN_FLIGHT && sent.len() < REQUESTS {
-                sent.push(c.send(ApiKey::Produce, 10, &req));
+                sent.push(c.send_encoded(&mut req));
             }
             let r: ProduceResponse = c.recv(10, sent[done]);
             assert!(answers(&r).iter().all(|a| a.0 == 0));

@@ -242,6 +242,13 @@ impl<'a> Conn<'a> {
             self.client_id = header.client_id.as_ref().map(|s| s.to_string());
         }
         let range = served(key, version)?;
+        if let (Some(i), Ok(v)) = (
+            API_VERSIONS.iter().position(|a| a.key == key),
+            usize::try_from(version),
+        ) && let Some(n) = c.by_version[i].get(v)
+        {
+            Counters::incr(n);
+        }
         let id = header.correlation_id;
         let context = || format!("{key:?} v{version} request");
         match key {
@@ -618,12 +625,12 @@ impl<'a> Conn<'a> {
             Ok(infos) => infos,
             Err(e) => {
                 self.shared
-                    .note(format!("record batches rejected (CORRUPT_MESSAGE): {e:#}"));
+                    .anomaly(|| format!("record batches rejected (CORRUPT_MESSAGE): {e:#}"));
                 return None;
             }
         };
         if rest.has_remaining() || infos.is_empty() {
-            self.shared.note(format!(
+            self.shared.anomaly(|| format!(
                 "record batches rejected (CORRUPT_MESSAGE): {} of {} bytes are not v2 record batches",
                 rest.remaining(),
                 records.len()
@@ -631,10 +638,12 @@ impl<'a> Conn<'a> {
             return None;
         }
         if let Some(empty) = infos.iter().find(|i| i.record_count < 1) {
-            self.shared.note(format!(
-                "record batches rejected (CORRUPT_MESSAGE): a batch of {} records",
-                empty.record_count
-            ));
+            self.shared.anomaly(|| {
+                format!(
+                    "record batches rejected (CORRUPT_MESSAGE): a batch of {} records",
+                    empty.record_count
+                )
+            });
             return None;
         }
         // The batches were checked: each is its 12-byte offset and length, then `length` bytes.
@@ -657,7 +666,7 @@ impl<'a> Conn<'a> {
             && let Err(e) = decode_records(records, &mut pending)
         {
             self.shared
-                .note(format!("record batches rejected (CORRUPT_MESSAGE): {e:#}"));
+                .anomaly(|| format!("record batches rejected (CORRUPT_MESSAGE): {e:#}"));
             return None;
         }
         Some(pending)

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use kafka_protocol::messages::ApiKey;
 use serde_json::{Value, json};
 
 /// The counters behind [`BlackholeStats`] (all but the per-partition ones, which live in the
@@ -20,6 +21,8 @@ pub(super) struct Counters {
     pub(super) produce_requests: AtomicU64,
     pub(super) produce_requests_acks0: AtomicU64,
     pub(super) unsupported_requests: AtomicU64,
+    /// Served requests by position in [`super::API_VERSIONS`] and version.
+    pub(super) by_version: [[AtomicU64; 16]; super::API_VERSIONS.len()],
     pub(super) errors: AtomicU64,
     pub(super) producer_ids: AtomicU64,
     pub(super) batches: AtomicU64,
@@ -93,6 +96,8 @@ pub struct BlackholeStats {
     pub produce_requests_acks0: u64,
     /// Requests of an API or version that is not served; each closed its connection.
     pub unsupported_requests: u64,
+    /// Served requests per API and version (only those that were used).
+    pub versions_used: Vec<VersionUsed>,
     /// Connections closed because of a protocol or I/O error, including the unsupported
     /// requests.
     pub errors: u64,
@@ -140,6 +145,17 @@ pub struct BlackholeStats {
     pub topics: Vec<TopicStats>,
 }
 
+/// How many requests of one API version were served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionUsed {
+    /// The API.
+    pub api: ApiKey,
+    /// Its version.
+    pub version: i16,
+    /// Requests served.
+    pub requests: u64,
+}
+
 /// What one topic received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicStats {
@@ -181,6 +197,15 @@ impl BlackholeStats {
         (self.records > 0).then(|| self.cpu.as_secs_f64() * 1e6 / self.records as f64)
     }
 
+    /// The versions of `api` that were used.
+    pub fn versions_of(&self, api: ApiKey) -> Vec<i16> {
+        self.versions_used
+            .iter()
+            .filter(|v| v.api == api)
+            .map(|v| v.version)
+            .collect()
+    }
+
     /// The topic called `name`.
     pub fn topic(&self, name: &str) -> Option<&TopicStats> {
         self.topics.iter().find(|t| t.name == name)
@@ -195,7 +220,8 @@ impl BlackholeStats {
     /// One line of the main counters, as the CLI prints every second.
     pub fn line(&self) -> String {
         format!(
-            "connections={} produce_requests={} batches={} records={} bytes={} duplicates={} gaps={} out_of_order={} rejected={} errors={} rate={}",
+            "connections={} open={} produce_requests={} batches={} records={} bytes={} duplicates={} gaps={} out_of_order={} rejected={} errors={} rate={}",
+            self.connections,
             self.connections - self.closed_connections,
             self.produce_requests,
             self.batches,
@@ -255,6 +281,15 @@ impl BlackholeStats {
             ("produce_requests", json!(self.produce_requests)),
             ("produce_requests_acks0", json!(self.produce_requests_acks0)),
             ("unsupported_requests", json!(self.unsupported_requests)),
+            (
+                "versions_used",
+                Value::Object(
+                    self.versions_used
+                        .iter()
+                        .map(|v| (format!("{:?} v{}", v.api, v.version), json!(v.requests)))
+                        .collect(),
+                ),
+            ),
             ("errors", json!(self.errors)),
             ("producer_ids", json!(self.producer_ids)),
             ("batches", json!(self.batches)),
