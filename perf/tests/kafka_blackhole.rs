@@ -587,7 +587,10 @@ fn api_versions_advertised_and_unsupported_version() {
         let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, v, &ApiVersionsRequest::default());
         assert_eq!(r.error_code, 0, "v{v}");
     }
-    assert_eq!(bh.stats().api_versions_requests, 6);
+    let st = bh.stats();
+    assert_eq!(st.api_versions_requests, 6);
+    assert_eq!(st.versions_of(ApiKey::ApiVersions), [0, 1, 2, 3]);
+    assert_eq!(st.versions_used.iter().map(|v| v.requests).sum::<u64>(), 5);
 }
 
 #[test]

@@ -242,10 +242,14 @@ impl<'a> Conn<'a> {
             self.client_id = header.client_id.as_ref().map(|s| s.to_string());
         }
         let range = served(key, version)?;
-        if let (Some(i), Ok(v)) = (
-            API_VERSIONS.iter().position(|a| a.key == key),
-            usize::try_from(version),
-        ) && let Some(n) = c.by_version[i].get(v)
+        // Counted by version when served at that version (not an ApiVersions request past the
+        // range, which gets UNSUPPORTED_VERSION).
+        if (range.min..=range.max).contains(&version)
+            && let (Some(i), Ok(v)) = (
+                API_VERSIONS.iter().position(|a| a.key == key),
+                usize::try_from(version),
+            )
+            && let Some(n) = c.by_version[i].get(v)
         {
             Counters::incr(n);
         }
