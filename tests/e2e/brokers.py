@@ -8,7 +8,11 @@ log file, pid) are KEY=value lines in DIR/env.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +52,11 @@ def read_env(path: Path) -> dict[str, str]:
     return env
 
 
-def start(name: str, dir: Path) -> Broker:
-    """Run scripts/NAME-start DIR and return the broker it started."""
+def start(name: str, dir: Path, args: Sequence[str] = ()) -> Broker:
+    """Run scripts/NAME-start DIR [ARGS...] and return the broker it started."""
     script = SCRIPTS / f"{name}-start"
     proc = subprocess.run(
-        [script, dir],
+        [script, dir, *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -74,3 +78,31 @@ def stop(broker: Broker) -> None:
         check=True,
         timeout=STOP_TIMEOUT_S,
     )
+
+
+def kill9(broker: Broker) -> None:
+    """SIGKILL the broker (no chance to save anything), wait until it is gone, and forget its
+    pid file, so that scripts/NAME-start can start it again in the same DIR."""
+    pid = int(broker.env["PID"])
+    pid_file = broker.dir / "pid"
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{broker.name} (pid {pid}) still there {STOP_TIMEOUT_S} s after SIGKILL"
+            )
+        time.sleep(0.02)
+    pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether PID runs (a zombie, exited but not reaped yet, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

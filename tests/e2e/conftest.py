@@ -147,3 +147,35 @@ def sluice(
         yield harness
     finally:
         harness.close()
+
+
+# --- brokers started, stopped and restarted by the test itself ---------------------------------
+
+
+@pytest.fixture
+def start_broker(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., brokers.Broker]]:
+    """`start_broker(name, dirname, *args)` runs scripts/NAME-start tmp_path/DIRNAME ARGS and
+    returns the broker; the test may stop it (brokers.stop, brokers.kill9) and start it again in
+    the same DIRNAME (tansu with `--storage sqlite --port P` keeps its data and port). Whatever
+    still runs is stopped at teardown, and the logs go into a failed test's report.
+
+    Ask for this fixture before `sluice` in the test's arguments, so that the data plane stops
+    first (its drain waits for its destination)."""
+    dirs: list[Path] = []
+
+    def start(name: str, dirname: str, *args: str) -> brokers.Broker:
+        dir = tmp_path / dirname
+        try:
+            broker = brokers.start(name, dir, args)
+        except brokers.StartError as err:
+            pytest.fail(str(err), pytrace=False)
+        if dir not in dirs:
+            dirs.append(dir)
+            request.node.stash.setdefault(_BROKERS, []).append(broker)
+        return broker
+
+    yield start
+    for dir in reversed(dirs):
+        brokers.stop(brokers.Broker(dir.name, dir, {}))

@@ -728,3 +728,122 @@ class Harness:
         if errors:
             raise errors[0]
 
+
+
+# --- Kafka destinations (tansu), for test_dataplane_kafka_*.py -------------------------------
+
+
+def kafka_endpoint(name: str, host: str, **settings: Any) -> dict:
+    """A Kafka DataflowEndpoint: anonymous, no TLS, unless SETTINGS say otherwise."""
+    return {
+        "apiVersion": API,
+        "kind": "DataflowEndpoint",
+        "metadata": {"name": name},
+        "spec": {
+            "endpointType": "Kafka",
+            "kafkaSettings": {
+                "host": host,
+                "authentication": {"method": "Anonymous"},
+                "tls": {"mode": "Disabled"},
+                **settings,
+            },
+        },
+    }
+
+
+KAFKA_WAIT_S = 30
+
+
+def kafka_create_topics(
+    conf: dict[str, Any], names: Iterable[str], partitions: int = 1
+) -> None:
+    """Create topics with confluent-kafka's admin client (tansu does not create them on first
+    use); CONF holds bootstrap.servers and any security settings."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(conf)
+    names = list(names)
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
+        request_timeout=KAFKA_WAIT_S,
+    )
+    for n in names:
+        futures[n].result(timeout=KAFKA_WAIT_S)
+
+
+class KafkaTail:
+    """A confluent-kafka consumer on its own thread that reads every partition of TOPICS from the
+    beginning and calls ON_RECORD(topic, value) for each record (and keeps them all when
+    ON_RECORD is None). Client errors (a broker away for a while) are counted, not raised;
+    `close()` ends it."""
+
+    def __init__(
+        self, conf: dict[str, Any], topics: list[str],
+        on_record: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.lock = threading.Lock()
+        self.records: list[tuple[str, bytes]] = []
+        self.count = 0
+        self.errors: list[str] = []
+        self.on_record = on_record
+        self.stop = threading.Event()
+        self.consumer = Consumer(
+            {
+                **conf,
+                "group.id": f"e2e-tail-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "error_cb": lambda e: self._error(str(e)),
+            }
+        )
+        metadata = self.consumer.list_topics(timeout=KAFKA_WAIT_S)
+        parts = []
+        for t in topics:
+            tm = metadata.topics.get(t)
+            if tm is None or tm.error is not None or not tm.partitions:
+                raise Failure(f"topic {t} not in the metadata: {tm and tm.error}")
+            parts += [TopicPartition(t, p, OFFSET_BEGINNING) for p in tm.partitions]
+        self.consumer.assign(parts)
+        self.thread = threading.Thread(target=self._run, name="kafka-tail", daemon=True)
+        self.thread.start()
+
+    def _error(self, text: str) -> None:
+        with self.lock:
+            if len(self.errors) < 1000:
+                self.errors.append(text)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for msg in self.consumer.consume(num_messages=10_000, timeout=0.2):
+                if msg.error() is not None:
+                    self._error(str(msg.error()))
+                    continue
+                value = msg.value() or b""
+                if self.on_record is not None:
+                    self.on_record(msg.topic(), value)
+                with self.lock:
+                    self.count += 1
+                    if self.on_record is None:
+                        self.records.append((msg.topic(), value))
+
+    def snapshot(self) -> list[tuple[str, bytes]]:
+        with self.lock:
+            return list(self.records)
+
+    def values(self, topic: str) -> list[bytes]:
+        return [v for t, v in self.snapshot() if t == topic]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.consumer.close()
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of PID in KiB (VmRSS of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise Failure(f"no VmRSS in /proc/{pid}/status")
