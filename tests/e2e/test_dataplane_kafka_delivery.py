@@ -13,8 +13,8 @@ beginning and counts every sequence number, and how often it came.
     itself, and the data plane's resident memory, sampled during the outage, must stay bounded
     (the source's Receive Maximum bounds what it holds; mosquitto queues the rest). /readyz, the
     metrics and what the data plane logs meanwhile are printed.
-(c) The same outage, short, for `sluice_reconnects_total{side="destination"}`: expected to fail
-    (xfail), the Kafka destination does not count its reconnects.
+(c) The same outage, short: `sluice_reconnects_total{side="destination"}` counts the Kafka
+    destination's reconnection.
 """
 
 from __future__ import annotations
@@ -417,21 +417,6 @@ def shown(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds:.1f}"
 
 
-class ReconnectsNotCounted(AssertionError):
-    """The one failure that the xfail below expects."""
-
-
-@pytest.mark.xfail(
-    raises=ReconnectsNotCounted,
-    strict=True,
-    reason=(
-        "data plane bug: a Kafka destination never bumps sluice_reconnects_total{side="
-        '"destination"} (only mqtt/connection.rs calls Metrics::on_reconnect): after the broker '
-        "went away and came back (logged as 'destination disconnected (Kafka)', then "
-        "'destination connected (Kafka)', sluice_session_connected 0 then back) the counter is "
-        "still 0"
-    ),
-)
 def test_kafka_destination_reconnect_is_counted(
     start_broker: Callable[..., brokers.Broker], sluice: Harness
 ) -> None:
@@ -451,8 +436,8 @@ def test_kafka_destination_reconnect_is_counted(
     assert "destination disconnected (Kafka)" in dp.log_text()
     reconnects = dp.metrics().value("sluice_reconnects_total", dataflow=k, side="destination")
     print(f"\ndestination reconnects after Kafka went away and came back: {reconnects}")
-    if not reconnects:
-        raise ReconnectsNotCounted(f"sluice_reconnects_total destination: {reconnects}")
+    # One per core whose producer came back (the counter sums the cores).
+    assert reconnects and reconnects >= 1, f"sluice_reconnects_total destination: {reconnects}"
 
 
 _LEVEL = re.compile(r"\b(WARN|ERROR|INFO)\b")

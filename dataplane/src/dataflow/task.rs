@@ -138,6 +138,8 @@ pub(crate) struct Task {
     kafka_tokens: Option<TokenSource>,
     /// The Kafka loop has ended (after a stop), and the producer is gone.
     kafka_done: Cell<bool>,
+    /// The Kafka destination has been up once: a later "up" is a reconnection.
+    kafka_was_up: Cell<bool>,
     /// A drop was logged at warn level.
     drop_logged: Cell<bool>,
     /// A later Stop asked for this task's broker sessions to end (it was removed while it
@@ -246,6 +248,7 @@ impl Task {
             dst: dst_io,
             kafka_tokens,
             kafka_done: Cell::new(false),
+            kafka_was_up: Cell::new(false),
             drop_logged: Cell::new(false),
             end_sessions: Cell::new(false),
             overruns_logged: Cell::new(0),
@@ -482,6 +485,9 @@ impl Task {
             match notice {
                 KafkaNotice::Up => {
                     up = true;
+                    if self.kafka_was_up.replace(true) {
+                        self.metrics.on_reconnect(Side::Destination);
+                    }
                     self.metrics.set_connected(Side::Destination, true);
                     info!(dataflow = %self.key, core = self.core_id, "destination connected (Kafka)");
                 }

@@ -117,6 +117,13 @@ impl ClientContext for SinkContext {
             .rdkafka_error_code()
             .unwrap_or(RDKafkaErrorCode::Unknown);
         let mut r = self.reports();
+        // rdkafka 0.39 hands each error event to this callback twice in one poll: keep one.
+        if r.errors
+            .back()
+            .is_some_and(|(c, text)| *c == code && text == reason)
+        {
+            return;
+        }
         if r.errors.len() < MAX_ERRORS {
             r.errors.push_back((code, reason.to_owned()));
         } else {
@@ -202,6 +209,17 @@ mod tests {
             c.generate_oauth_token(None).is_err(),
             "an expired token is not handed over"
         );
+    }
+
+    #[test]
+    fn an_error_handed_over_twice_is_kept_once() {
+        let c = SinkContext::new("test".into());
+        let e = || KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        c.error(e(), "1/1 brokers are down");
+        c.error(e(), "1/1 brokers are down");
+        c.error(e(), "still down");
+        let texts: Vec<String> = c.reports().errors.iter().map(|(_, t)| t.clone()).collect();
+        assert_eq!(texts, ["1/1 brokers are down", "still down"]);
     }
 
     #[test]

@@ -372,6 +372,9 @@ impl KafkaSink {
     }
 
     fn take_reports(&mut self, producer: &BaseProducer<SinkContext>) {
+        // One Up or Down notice per call at most, for the state it ends in: an error queued
+        // before the statistics that follow it must not make the destination flap.
+        let was_up = self.up;
         let mut reports = producer.context().reports();
         if !reports.delivered.is_empty() {
             self.full = false;
@@ -388,10 +391,7 @@ impl KafkaSink {
             self.in_flight -= 1;
             let outcome = match error.map(classify) {
                 None => {
-                    if !self.up {
-                        self.up = true;
-                        self.notices.push_back(Notice::Up);
-                    }
+                    self.up = true;
                     Outcome::Delivered
                 }
                 Some(ErrorClass::Final(reason)) => Outcome::Refused(reason),
@@ -406,10 +406,7 @@ impl KafkaSink {
         for (code, reason) in reports.errors.drain(..) {
             match code {
                 RDKafkaErrorCode::Fatal => self.replace = true,
-                RDKafkaErrorCode::AllBrokersDown if self.up => {
-                    self.up = false;
-                    self.notices.push_back(Notice::Down);
-                }
+                RDKafkaErrorCode::AllBrokersDown => self.up = false,
                 RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
                     // A rotated secret is read again by a new producer.
                     self.replace = true;
@@ -419,12 +416,12 @@ impl KafkaSink {
             self.notices.push_back(Notice::Error { code, reason });
         }
         self.token_wanted |= std::mem::take(&mut reports.token_wanted);
-        if let Some(up) = reports.brokers_up.take()
-            && up != self.up
-        {
+        if let Some(up) = reports.brokers_up.take() {
             self.up = up;
+        }
+        if self.up != was_up {
             self.notices
-                .push_back(if up { Notice::Up } else { Notice::Down });
+                .push_back(if self.up { Notice::Up } else { Notice::Down });
         }
     }
 
