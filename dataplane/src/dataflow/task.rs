@@ -503,6 +503,13 @@ impl Task {
                         debug!(dataflow = %self.key, core = self.core_id, ?code, reason = %Escaped(&reason), "Kafka client error");
                     }
                 }
+                KafkaNotice::RecordError { code, class } => {
+                    let what = match class {
+                        crate::kafka::errors::ErrorClass::Final(_) => "dropped (final)",
+                        _ => "offered again after a backoff",
+                    };
+                    warn!(dataflow = %self.key, core = self.core_id, ?code, "Kafka did not take records: {what}");
+                }
                 KafkaNotice::CannotCreate { reason } => {
                     self.metrics.set_connected(Side::Destination, false);
                     warn!(dataflow = %self.key, core = self.core_id, reason = %Escaped(&reason), "cannot make the Kafka producer; retrying");

@@ -198,6 +198,14 @@ pub(crate) enum Notice {
         /// librdkafka's text.
         reason: String,
     },
+    /// Records fail with this code (reported when the code changes, not per record; a delivery
+    /// in between resets it).
+    RecordError {
+        /// librdkafka's code.
+        code: RDKafkaErrorCode,
+        /// What the sink does with such records.
+        class: ErrorClass,
+    },
     /// The producer could not be made (a secret or certificate unreadable).
     CannotCreate {
         /// Why.
@@ -228,6 +236,8 @@ pub(crate) struct KafkaSink {
     up: bool,
     /// librdkafka asked for a token.
     token_wanted: bool,
+    /// The last record error reported as a notice (cleared by a delivery).
+    last_record_error: Option<RDKafkaErrorCode>,
     outcomes: VecDeque<(Ticket, Outcome)>,
     notices: VecDeque<Notice>,
 }
@@ -266,6 +276,7 @@ impl KafkaSink {
             replace: false,
             up: false,
             token_wanted: false,
+            last_record_error: None,
             outcomes: VecDeque::new(),
             notices: VecDeque::new(),
         }
@@ -389,6 +400,11 @@ impl KafkaSink {
             };
             self.free.push(slot);
             self.in_flight -= 1;
+            if let Some(code) = error {
+                self.record_error(code);
+            } else {
+                self.last_record_error = None;
+            }
             let outcome = match error.map(classify) {
                 None => {
                     self.up = true;
@@ -422,6 +438,16 @@ impl KafkaSink {
         if self.up != was_up {
             self.notices
                 .push_back(if self.up { Notice::Up } else { Notice::Down });
+        }
+    }
+
+    fn record_error(&mut self, code: RDKafkaErrorCode) {
+        if self.last_record_error != Some(code) {
+            self.last_record_error = Some(code);
+            self.notices.push_back(Notice::RecordError {
+                code,
+                class: classify(code),
+            });
         }
     }
 
@@ -509,6 +535,9 @@ impl Sink for KafkaSink {
                 let Some(message) = self.release(slot) else {
                     return Offer::Dropped(DropReason::Internal);
                 };
+                if code != RDKafkaErrorCode::QueueFull {
+                    self.record_error(code);
+                }
                 match classify(code) {
                     ErrorClass::Backpressure => {
                         self.full = true;
