@@ -1,6 +1,8 @@
 //! `sluice-perf bench`: MQTT to MQTT through the Sluice data plane and through a naive bridge
 //! (`mosquitto_sub | mosquitto_pub -l`), both fed by the replay broker and both publishing back
-//! into it, for each payload size and QoS.
+//! into it, for each payload size and QoS; and with `--destination kafka`, MQTT to Kafka: the
+//! same source, into the Kafka blackhole ([`crate::kafka_blackhole`]), through the data plane
+//! and through `mosquitto_sub | kcat -P` ([`crate::kafka_bench`]).
 //!
 //! One case: start a replay broker (source and sink listeners, gate closed), start the
 //! process(es) under test, wait until the source has a subscription and the sink a connection
@@ -14,8 +16,14 @@
 //!   `dataplane`; `mosquitto_sub` plus `mosquitto_pub`), after minus before, per message
 //!   received, times one million;
 //! - peak RSS: `VmHWM` of the same processes (summed for the two mosquitto clients);
-//! - the harness's own CPU per million (the replay broker's threads and this loop), to show how
-//!   much of the machine the load source took.
+//! - the harness's own CPU per million (the replay broker's threads and this loop, and the
+//!   blackhole's threads for Kafka), to show how much of the machine the load source took.
+//!
+//! For Kafka, "received" is the records the blackhole appended (the record batch headers'
+//! counts), messages per second are records between the first and the last Produce request
+//! that held records, and the blackhole's checks are kept in [`CaseResult::kafka`]: a record
+//! appended twice shows as more records than messages, and the idempotent producer's sequences
+//! are checked per partition (gaps, batches out of order, stale epochs).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -28,6 +36,8 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use sluice_codec::QoS;
 
+use crate::kafka_bench;
+use crate::kafka_blackhole::{BlackholeConfig, BlackholeStats, KafkaBlackhole};
 use crate::procstat::{self, Children};
 use crate::replay::{ReplayBroker, ReplayConfig, ReplayStats};
 
@@ -50,12 +60,35 @@ impl Implementation {
     }
 }
 
+/// Where the messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Destination {
+    /// Back into the replay broker's sink listener (MQTT to MQTT).
+    Mqtt,
+    /// Into the Kafka blackhole (MQTT to Kafka).
+    Kafka,
+}
+
+impl Destination {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
 /// Options of `sluice-perf bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Run only this implementation (default: both, Sluice first).
     #[arg(long, value_enum)]
     pub only: Option<Implementation>,
+    /// Destinations: `mqtt` (the replay broker's sink), `kafka` (the Kafka blackhole), or both
+    /// (`mqtt,kafka`).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Destination::Mqtt])]
+    pub destination: Vec<Destination>,
     /// Payload sizes, in bytes (at least 13: a 12-digit sequence number and a space).
     #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1024])]
     pub payload_bytes: Vec<usize>,
@@ -94,6 +127,26 @@ pub struct BenchArgs {
     /// The `mosquitto_pub` program.
     #[arg(long, default_value = "mosquitto_pub")]
     pub mosquitto_pub: String,
+    /// The `kcat` program (the naive bridge to Kafka).
+    #[arg(long, default_value = "kcat")]
+    pub kcat: String,
+    /// The librdkafka that `kcat` runs with (through `LD_LIBRARY_PATH`): a `librdkafka.so*`
+    /// file, or `system` for the one kcat was built against. Default: the one the confluent-kafka
+    /// wheel bundles in the project's `.venv` (Debian's librdkafka 2.0.2 cannot read newer
+    /// ApiVersions responses).
+    #[arg(long, value_name = "FILE")]
+    pub kcat_librdkafka: Option<PathBuf>,
+    /// Partitions of the blackhole's topics.
+    #[arg(long, default_value_t = 8)]
+    pub kafka_partitions: u32,
+    /// Profile the data plane during each Sluice case: `perf record -p <pid>` from the gate's
+    /// opening to the end of the case, into `perf.data` in the case's folder (the figures of a
+    /// profiled case include perf's overhead).
+    #[arg(long)]
+    pub perf_record: bool,
+    /// Arguments of `perf record` before `-p` (repeat for several; default `-g`).
+    #[arg(long = "perf-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub perf_args: Vec<String>,
     /// How long to wait for the subscription and the sink connection before starting anyway,
     /// in seconds.
     #[arg(long, default_value_t = 10)]
@@ -118,6 +171,7 @@ impl Default for BenchArgs {
     fn default() -> Self {
         Self {
             only: None,
+            destination: vec![Destination::Mqtt],
             payload_bytes: vec![100, 1024],
             qos: vec![0, 1],
             messages: 1_000_000,
@@ -130,6 +184,11 @@ impl Default for BenchArgs {
             bin_dir: None,
             mosquitto_sub: "mosquitto_sub".into(),
             mosquitto_pub: "mosquitto_pub".into(),
+            kcat: "kcat".into(),
+            kcat_librdkafka: None,
+            kafka_partitions: 8,
+            perf_record: false,
+            perf_args: Vec::new(),
             ready_timeout_secs: 10,
             first_message_timeout_secs: 10,
             idle_timeout_secs: 5,
@@ -157,8 +216,12 @@ pub struct Case {
 pub struct CaseResult {
     /// The case.
     pub case: Case,
+    /// Where the messages went.
+    pub destination: Destination,
     /// The replay broker's counters at the end.
     pub stats: ReplayStats,
+    /// The Kafka blackhole's counters at the end (Kafka cases).
+    pub kafka: Option<BlackholeStats>,
     /// Messages per second at the sink.
     pub msgs_per_sec: Option<f64>,
     /// CPU seconds (user + system) of the processes under test during the run.
@@ -167,7 +230,7 @@ pub struct CaseResult {
     pub cpu_secs_per_million: Option<f64>,
     /// Peak RSS of the processes under test, in KiB.
     pub peak_rss_kib: u64,
-    /// CPU seconds per million of this process (replay broker and harness).
+    /// CPU seconds per million of this process (replay broker, blackhole and harness).
     pub harness_cpu_secs_per_million: Option<f64>,
     /// From the gate opening to the end of the case, in seconds.
     pub wall_secs: f64,
@@ -176,10 +239,12 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
-    fn failed(case: Case, error: String) -> Self {
+    fn failed(case: Case, destination: Destination, error: String) -> Self {
         Self {
             case,
+            destination,
             stats: ReplayStats::default(),
+            kafka: None,
             msgs_per_sec: None,
             cpu_secs: 0.0,
             cpu_secs_per_million: None,
@@ -190,21 +255,53 @@ impl CaseResult {
         }
     }
 
-    /// Sequence numbers never received.
+    /// Messages that reached the sink: PUBLISHes at the replay broker's sink, records appended
+    /// by the blackhole.
+    pub fn received(&self) -> u64 {
+        match &self.kafka {
+            Some(k) => k.records,
+            None => self.stats.received,
+        }
+    }
+
+    /// Messages never received: sequence numbers never seen at the MQTT sink; records fewer
+    /// than messages at the blackhole.
     pub fn missing(&self) -> u64 {
-        self.case.messages.saturating_sub(self.stats.distinct)
+        match &self.kafka {
+            Some(k) => self.case.messages.saturating_sub(k.records),
+            None => self.case.messages.saturating_sub(self.stats.distinct),
+        }
+    }
+
+    /// Messages received more than once: repeated sequence numbers at the MQTT sink; records
+    /// appended past the messages sent at the blackhole (the blackhole drops exact repeats of an
+    /// idempotent producer's batches, so these are messages produced twice).
+    pub fn duplicates(&self) -> u64 {
+        match &self.kafka {
+            Some(k) => k.records.saturating_sub(self.case.messages),
+            None => self.stats.duplicates,
+        }
+    }
+
+    /// The blackhole's complaints: sequence anomalies, rejected partitions, connection errors
+    /// (0 for MQTT cases).
+    pub fn kafka_anomalies(&self) -> u64 {
+        self.kafka.as_ref().map_or(0, |k| {
+            k.sequence_anomalies() + k.rejected_partitions + k.errors
+        })
     }
 
     /// The result as JSON.
     pub fn to_json(&self) -> serde_json::Value {
-        json!({
+        let mut v = json!({
             "implementation": self.case.implementation.name(),
+            "destination": self.destination.name(),
             "payload_bytes": self.case.payload_bytes,
             "qos": self.case.qos as u8,
             "messages": self.case.messages,
-            "received": self.stats.received,
+            "received": self.received(),
             "distinct": self.stats.distinct,
-            "duplicates": self.stats.duplicates,
+            "duplicates": self.duplicates(),
             "missing": self.missing(),
             "msgs_per_sec": self.msgs_per_sec,
             "cpu_secs": self.cpu_secs,
@@ -213,7 +310,40 @@ impl CaseResult {
             "harness_cpu_secs_per_million": self.harness_cpu_secs_per_million,
             "wall_secs": self.wall_secs,
             "error": self.error,
-        })
+        });
+        if let Some(k) = &self.kafka {
+            v["source_sent"] = json!(self.stats.sent);
+            v["source_acked"] = json!(self.stats.acked);
+            v["blackhole"] = k.to_json();
+        }
+        v
+    }
+
+    /// The blackhole's checks in one line (Kafka cases).
+    pub fn kafka_line(&self) -> Option<String> {
+        let k = self.kafka.as_ref()?;
+        let partitions = k
+            .topic(kafka_bench::TOPIC)
+            .map_or(0, |t| t.partitions.iter().filter(|p| p.records > 0).count());
+        Some(format!(
+            "blackhole: {} records in {} batches, {} produce requests, {} partitions used, {} producer ids; duplicate batches answered {} ({} records), sequence gaps {}, out of order {}, stale epoch {}, rejected {}, errors {}; blackhole CPU {}/M; source: {} sent, {} acknowledged",
+            k.records,
+            k.batches,
+            k.produce_requests,
+            partitions,
+            k.producer_ids,
+            k.duplicate_batches,
+            k.duplicate_records,
+            k.sequence_gaps,
+            k.out_of_order_batches,
+            k.stale_epoch_batches,
+            k.rejected_partitions,
+            k.errors,
+            k.cpu_secs_per_million()
+                .map_or_else(|| "-".into(), |c| format!("{c:.3}")),
+            self.stats.sent,
+            self.stats.acked,
+        ))
     }
 }
 
@@ -280,14 +410,19 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Vec<CaseResu
     )?;
     writeln!(out, "{}", header())?;
     let mut results = Vec::new();
-    for case in cases {
-        let result = run_case(args, case, &work);
-        writeln!(out, "{}", row(&result))?;
-        if let Some(e) = &result.error {
-            writeln!(out, "  {} error: {e}", case.implementation.name())?;
+    for &destination in &args.destination {
+        for &case in &cases {
+            let result = run_case_to(args, case, destination, &work);
+            writeln!(out, "{}", row(&result))?;
+            if let Some(line) = result.kafka_line() {
+                writeln!(out, "  {line}")?;
+            }
+            if let Some(e) = &result.error {
+                writeln!(out, "  {} error: {e}", case.implementation.name())?;
+            }
+            out.flush()?;
+            results.push(result);
         }
-        out.flush()?;
-        results.push(result);
     }
     let load_after = loadavg();
     writeln!(out, "# load average after: {load_after}")?;
@@ -299,6 +434,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Vec<CaseResu
             "max_inflight": args.max_inflight,
             "cores": args.cores,
             "topics": args.topics,
+            "kafka_partitions": args.kafka_partitions,
             "results": results.iter().map(CaseResult::to_json).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
@@ -314,13 +450,15 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Vec<CaseResu
 
 fn header() -> String {
     format!(
-        "{:<7} {:>7} {:>3} {:>9} {:>9} {:>8} {:>11} {:>9} {:>9} {:>10}",
+        "{:<7} {:<5} {:>7} {:>3} {:>9} {:>9} {:>8} {:>6} {:>11} {:>9} {:>9} {:>10}",
         "impl",
+        "dest",
         "payload",
         "qos",
         "messages",
         "received",
         "missing",
+        "dups",
         "msgs/s",
         "cpu s/M",
         "rss MiB",
@@ -334,13 +472,15 @@ fn row(r: &CaseResult) -> String {
         None => "-".into(),
     };
     format!(
-        "{:<7} {:>7} {:>3} {:>9} {:>9} {:>8} {:>11} {:>9} {:>9.1} {:>10}",
+        "{:<7} {:<5} {:>7} {:>3} {:>9} {:>9} {:>8} {:>6} {:>11} {:>9} {:>9.1} {:>10}",
         r.case.implementation.name(),
+        r.destination.name(),
         r.case.payload_bytes,
         r.case.qos as u8,
         r.case.messages,
-        r.stats.received,
+        r.received(),
         r.missing(),
+        r.duplicates(),
         opt(r.msgs_per_sec, 0),
         opt(r.cpu_secs_per_million, 2),
         r.peak_rss_kib as f64 / 1024.0,
@@ -359,32 +499,93 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// Runs one case; a failure is returned in [`CaseResult::error`].
+/// Runs one MQTT-to-MQTT case; a failure is returned in [`CaseResult::error`].
 pub fn run_case(args: &BenchArgs, case: Case, work: &Path) -> CaseResult {
+    run_case_to(args, case, Destination::Mqtt, work)
+}
+
+/// Runs one case into `destination`, in the folder `<impl>-<payload>-q<qos>` of `work` (MQTT)
+/// or `<impl>-kafka-<payload>-q<qos>` (Kafka); a failure is returned in [`CaseResult::error`].
+pub fn run_case_to(
+    args: &BenchArgs,
+    case: Case,
+    destination: Destination,
+    work: &Path,
+) -> CaseResult {
+    let dest = match destination {
+        Destination::Mqtt => String::new(),
+        Destination::Kafka => "-kafka".into(),
+    };
     let dir = work.join(format!(
-        "{}-{}-q{}",
+        "{}{dest}-{}-q{}",
         case.implementation.name(),
         case.payload_bytes,
         case.qos as u8
     ));
-    match measure(args, case, &dir) {
+    match measure(args, case, destination, &dir) {
         Ok(r) => r,
-        Err(e) => CaseResult::failed(case, format!("{e:#}")),
+        Err(e) => CaseResult::failed(case, destination, format!("{e:#}")),
     }
 }
 
 /// The processes whose CPU and memory are measured, by name.
-fn measured(implementation: Implementation) -> &'static [&'static str] {
-    match implementation {
-        Implementation::Naive => &["mosquitto_sub", "mosquitto_pub"],
-        Implementation::Sluice => &["dataplane"],
+fn measured(implementation: Implementation, destination: Destination) -> &'static [&'static str] {
+    match (implementation, destination) {
+        (Implementation::Naive, Destination::Mqtt) => &["mosquitto_sub", "mosquitto_pub"],
+        (Implementation::Naive, Destination::Kafka) => &["mosquitto_sub", "kcat"],
+        (Implementation::Sluice, _) => &["dataplane"],
     }
 }
 
-fn measure(args: &BenchArgs, case: Case, dir: &Path) -> anyhow::Result<CaseResult> {
+/// What counts the messages at the end of the pipe.
+enum Sink {
+    /// The replay broker's sink listener.
+    Mqtt,
+    /// The Kafka blackhole.
+    Kafka(KafkaBlackhole),
+}
+
+impl Sink {
+    /// Messages (MQTT) or records (Kafka) received so far, and whether the sink is connected.
+    fn progress(&self, broker: &ReplayBroker) -> (u64, bool) {
+        match self {
+            Self::Mqtt => {
+                let st = broker.stats();
+                (st.received, st.sink_connections >= 1)
+            }
+            Self::Kafka(k) => {
+                let st = k.stats();
+                (st.records, st.connections >= 1)
+            }
+        }
+    }
+
+    /// The connection count, to wait until it is stable.
+    fn connections(&self, broker: &ReplayBroker) -> u64 {
+        match self {
+            Self::Mqtt => broker.stats().connections,
+            Self::Kafka(k) => broker.stats().connections + k.stats().connections,
+        }
+    }
+
+    fn describe(&self, broker: &ReplayBroker) -> String {
+        let st = broker.stats();
+        match self {
+            Self::Mqtt => describe(&st),
+            Self::Kafka(k) => format!("{}; Kafka blackhole: {}", describe(&st), k.stats().line()),
+        }
+    }
+}
+
+fn measure(
+    args: &BenchArgs,
+    case: Case,
+    destination: Destination,
+    dir: &Path,
+) -> anyhow::Result<CaseResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let broker = ReplayBroker::start(ReplayConfig {
-        sink_port: Some(0),
+        sink_port: (destination == Destination::Mqtt).then_some(0),
         messages: case.messages,
         payload_bytes: case.payload_bytes,
         qos: case.qos,
@@ -393,14 +594,43 @@ fn measure(args: &BenchArgs, case: Case, dir: &Path) -> anyhow::Result<CaseResul
         start_released: false,
         ..ReplayConfig::default()
     })?;
+    let sink = match destination {
+        Destination::Mqtt => Sink::Mqtt,
+        Destination::Kafka => Sink::Kafka(KafkaBlackhole::start(BlackholeConfig {
+            partitions: args.kafka_partitions,
+            ..BlackholeConfig::default()
+        })?),
+    };
     let mut children = Children::new();
-    match case.implementation {
-        Implementation::Naive => start_naive(args, case, &broker, dir, &mut children)?,
-        Implementation::Sluice => start_sluice(args, case, &broker, dir, &mut children)?,
+    match (case.implementation, &sink) {
+        (Implementation::Naive, Sink::Mqtt) => {
+            start_naive(args, case, &broker, dir, &mut children)?;
+        }
+        (Implementation::Naive, Sink::Kafka(k)) => {
+            kafka_bench::start_naive(args, case, &broker, k, dir, &mut children)?;
+        }
+        (Implementation::Sluice, Sink::Mqtt) => {
+            let yaml = manifests(
+                broker.source_addr(),
+                broker.sink_addr(),
+                case.qos,
+                args.max_inflight,
+            );
+            start_sluice(args, &yaml, &broker, dir, &mut children)?;
+        }
+        (Implementation::Sluice, Sink::Kafka(k)) => {
+            let yaml =
+                kafka_bench::manifests(broker.source_addr(), k.addr(), case.qos, args.max_inflight);
+            start_sluice(args, &yaml, &broker, dir, &mut children)?;
+        }
     }
-    let names = measured(case.implementation);
-    wait_ready(args, &broker, &mut children)?;
+    let names = measured(case.implementation, destination);
+    wait_ready(args, &broker, &sink, &mut children)?;
 
+    let profiler = match (args.perf_record, case.implementation) {
+        (true, Implementation::Sluice) => Some(Profiler::start(args, &children, dir)?),
+        _ => None,
+    };
     let ticks = procstat::clock_ticks_per_second() as f64;
     let cpu0 = children.cpu_ticks(names)?;
     let self0 = procstat::self_cpu_secs()?;
@@ -410,16 +640,39 @@ fn measure(args: &BenchArgs, case: Case, dir: &Path) -> anyhow::Result<CaseResul
     let idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     let mut last_count = 0;
     let mut last_progress = Instant::now();
+    // The naive Kafka bridge: the blackhole's counters when kcat's input was ended.
+    let mut before_eof: Option<BlackholeStats> = None;
     loop {
         std::thread::sleep(Duration::from_millis(10));
-        let st = broker.stats();
-        if st.received >= case.messages {
+        let (received, _) = sink.progress(&broker);
+        if received >= case.messages {
             break;
         }
-        if let Err(e) = children.check_running() {
-            bail!("{e:#}\n(replay broker: {})", describe(&st));
+        if let (Implementation::Naive, Sink::Kafka(k)) = (case.implementation, &sink)
+            && before_eof.is_none()
+            && received > 0
+            && last_progress.elapsed() > KCAT_TAIL_STALL
+        {
+            let st = broker.stats();
+            if st.sent >= case.messages
+                && (case.qos == QoS::AtMostOnce || st.acked >= case.messages)
+                && kafka_bench::unread_bytes_from(broker.source_addr().port()) == Some(0)
+            {
+                // kcat holds the last lines of its input until more comes or the input ends:
+                // the subscriber has read everything (nothing left in its socket), so its
+                // output is ended (kcat then sends what it holds and exits). The rate is taken
+                // up to here.
+                before_eof = Some(k.stats());
+                children.end("mosquitto_sub")?;
+                children.let_exit("kcat")?;
+                last_progress = Instant::now();
+                continue;
+            }
         }
-        if st.received == 0 {
+        if let Err(e) = children.check_running() {
+            bail!("{e:#}\n(replay broker: {})", sink.describe(&broker));
+        }
+        if received == 0 {
             if t0.elapsed() > first_timeout {
                 let logs = children
                     .procs()
@@ -430,11 +683,11 @@ fn measure(args: &BenchArgs, case: Case, dir: &Path) -> anyhow::Result<CaseResul
                 bail!(
                     "no messages arrived at the sink within {} s (replay broker: {})\n{logs}",
                     args.first_message_timeout_secs,
-                    describe(&st)
+                    sink.describe(&broker)
                 );
             }
-        } else if st.received != last_count {
-            last_count = st.received;
+        } else if received != last_count {
+            last_count = received;
             last_progress = Instant::now();
         } else if last_progress.elapsed() > idle_timeout {
             break;
@@ -444,22 +697,113 @@ fn measure(args: &BenchArgs, case: Case, dir: &Path) -> anyhow::Result<CaseResul
     let cpu1 = children.cpu_ticks(names)?;
     let self1 = procstat::self_cpu_secs()?;
     let peak_rss_kib = children.peak_rss_kib(names)?;
+    if let Some(p) = profiler {
+        p.stop();
+    }
+    // QoS 1: the last acknowledgements may still be on their way back to the source.
+    if case.qos == QoS::AtLeastOnce && destination == Destination::Kafka {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while broker.stats().acked < broker.stats().sent && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let stats = broker.stats();
     children.stop_all();
     broker.shutdown();
+    let kafka = match sink {
+        Sink::Mqtt => None,
+        Sink::Kafka(k) => Some(k.stop()),
+    };
+    let received = kafka.as_ref().map_or(stats.received, |k| k.records);
     let cpu_secs = (cpu1 - cpu0) as f64 / ticks;
-    let per_million = |secs: f64| (stats.received > 0).then(|| secs * 1e6 / stats.received as f64);
-    Ok(CaseResult {
+    let per_million = |secs: f64| (received > 0).then(|| secs * 1e6 / received as f64);
+    let mut result = CaseResult {
         case,
+        destination,
         stats,
-        msgs_per_sec: stats.received_per_sec(),
+        // The naive Kafka bridge: up to the end of kcat's input when two requests came
+        // before it, else over all its requests (the tail then includes the wait for the end).
+        msgs_per_sec: match &kafka {
+            Some(k) => before_eof
+                .as_ref()
+                .and_then(BlackholeStats::records_per_sec)
+                .or_else(|| k.records_per_sec()),
+            None => stats.received_per_sec(),
+        },
+        kafka,
         cpu_secs,
         cpu_secs_per_million: per_million(cpu_secs),
         peak_rss_kib,
         harness_cpu_secs_per_million: per_million(self1 - self0),
         wall_secs,
         error: None,
-    })
+    };
+    if result.kafka_anomalies() > 0 {
+        result.error = Some(format!(
+            "the blackhole found {} anomalies (sequence, rejected partitions, errors); see --json",
+            result.kafka_anomalies()
+        ));
+    }
+    Ok(result)
+}
+
+/// How long the naive Kafka bridge's records may stall, once the source has sent everything,
+/// before kcat's input is ended.
+const KCAT_TAIL_STALL: Duration = Duration::from_millis(500);
+
+/// `perf record` attached to the data plane for the length of a case.
+struct Profiler {
+    child: std::process::Child,
+}
+
+impl Profiler {
+    fn start(args: &BenchArgs, children: &Children, dir: &Path) -> anyhow::Result<Self> {
+        let dp = children
+            .get("dataplane")
+            .context("no dataplane to profile")?;
+        let output = dir.join("perf.data");
+        let log = std::fs::File::create(dir.join("perf-record.log"))?;
+        let mut cmd = Command::new("perf");
+        cmd.arg("record");
+        if args.perf_args.is_empty() {
+            cmd.arg("-g");
+        } else {
+            cmd.args(&args.perf_args);
+        }
+        cmd.arg("-o")
+            .arg(&output)
+            .args(["-p", &dp.child.id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        let child = cmd
+            .spawn()
+            .context("starting perf record (Debian: apt-get install linux-perf)")?;
+        // perf needs a moment to attach to every thread.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self { child })
+    }
+
+    /// Stops the recording (SIGINT, as ^C) and waits for perf to write its file, at most a
+    /// minute.
+    fn stop(mut self) {
+        use rustix::process::{Pid, Signal, kill_process};
+        let _ = kill_process(Pid::from_child(&self.child), Signal::INT);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn describe(st: &ReplayStats) -> String {
@@ -480,6 +824,7 @@ fn describe(st: &ReplayStats) -> String {
 fn wait_ready(
     args: &BenchArgs,
     broker: &ReplayBroker,
+    sink: &Sink,
     children: &mut Children,
 ) -> anyhow::Result<()> {
     const STABLE: Duration = Duration::from_millis(300);
@@ -488,13 +833,14 @@ fn wait_ready(
     let mut since = Instant::now();
     loop {
         children.check_running()?;
-        let st = broker.stats();
-        let now = (st.connections, st.stream_subscriptions);
+        let subscriptions = broker.stats().stream_subscriptions;
+        let now = (sink.connections(broker), subscriptions);
         if now != seen {
             seen = now;
             since = Instant::now();
         }
-        if st.stream_subscriptions >= 1 && st.sink_connections >= 1 && since.elapsed() >= STABLE {
+        let (_, sink_connected) = sink.progress(broker);
+        if subscriptions >= 1 && sink_connected && since.elapsed() >= STABLE {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(args.ready_timeout_secs) {
@@ -505,7 +851,7 @@ fn wait_ready(
 }
 
 /// Whether `program` can be run: a path that exists, or a name found on `PATH`.
-fn find_program(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         let p = PathBuf::from(program);
         return p.is_file().then_some(p);
@@ -647,7 +993,7 @@ spec:
     s
 }
 
-fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+pub(crate) fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
     match &args.bin_dir {
         Some(d) => Ok(d.clone()),
         None => Ok(std::env::current_exe()?
@@ -657,9 +1003,11 @@ fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Writes `manifests` into the case's folder, validates them with `config-agent validate`, and
+/// starts the data plane and the agent.
 fn start_sluice(
     args: &BenchArgs,
-    case: Case,
+    manifests: &str,
     broker: &ReplayBroker,
     dir: &Path,
     children: &mut Children,
@@ -677,15 +1025,7 @@ fn start_sluice(
     }
     let config_dir = dir.join("manifests");
     std::fs::create_dir_all(&config_dir)?;
-    std::fs::write(
-        config_dir.join("bench.yaml"),
-        manifests(
-            broker.source_addr(),
-            broker.sink_addr(),
-            case.qos,
-            args.max_inflight,
-        ),
-    )?;
+    std::fs::write(config_dir.join("bench.yaml"), manifests)?;
     let local_broker = broker.source_addr().to_string();
     let out = Command::new(&agent)
         .args(["validate", "--local-broker", &local_broker])

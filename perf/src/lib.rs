@@ -12,13 +12,18 @@
 //!   are stopped when dropped;
 //! - [`payload`]: the payload format (a sequence number, then filler);
 //! - [`kafka_blackhole`]: a minimal Kafka broker that acknowledges every Produce request at once
-//!   and counts what it received, the sink of MQTT-to-Kafka benchmarks.
+//!   and counts what it received, the sink of MQTT-to-Kafka benchmarks;
+//! - [`kafka_bench`]: MQTT to Kafka in [`bench`]: the data plane's manifests with a Kafka
+//!   destination, and the naive `mosquitto_sub | kcat -P` bridge;
+//! - [`producers`]: one librdkafka producer per thread against one shared, into the blackhole.
 
 pub mod bench;
 pub mod ceiling;
 pub mod client;
+pub mod kafka_bench;
 pub mod kafka_blackhole;
 pub mod payload;
 pub mod procstat;
+pub mod producers;
 mod readbuf;
 pub mod replay;

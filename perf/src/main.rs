@@ -1,6 +1,6 @@
 //! `sluice-perf`: the replay broker (`replay`), its standalone ceiling (`ceiling`), the
-//! MQTT-to-MQTT benchmark (`bench`) and the Kafka blackhole (`kafka-blackhole`). See
-//! perf/README.md.
+//! MQTT-to-MQTT and MQTT-to-Kafka benchmark (`bench`), the Kafka blackhole (`kafka-blackhole`)
+//! and the producer layout benchmark (`kafka-producers`). See perf/README.md.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use sluice_codec::QoS;
 use sluice_perf::bench::{self, BenchArgs};
 use sluice_perf::ceiling::{self, CeilingArgs};
 use sluice_perf::kafka_blackhole::{BlackholeConfig, KafkaBlackhole};
+use sluice_perf::producers::{self, ProducersArgs};
 use sluice_perf::replay::{ReplayBroker, ReplayConfig};
 
 /// Sluice's performance tools.
@@ -33,11 +34,16 @@ enum Cmd {
     Replay(ReplayArgs),
     /// Measure the replay broker alone, read by trivial in-process readers.
     Ceiling(CeilingArgs),
-    /// MQTT to MQTT through the data plane and through `mosquitto_sub | mosquitto_pub -l`.
+    /// MQTT to MQTT through the data plane and through `mosquitto_sub | mosquitto_pub -l`;
+    /// with `--destination kafka`, MQTT to the Kafka blackhole through the data plane and
+    /// through `mosquitto_sub | kcat -P`.
     Bench(Box<BenchArgs>),
     /// Run the Kafka blackhole until interrupted (or until `--exit-after-records`): a minimal
     /// Kafka broker that acknowledges every Produce request at once and counts what it got.
     KafkaBlackhole(KafkaBlackholeArgs),
+    /// One librdkafka producer per sending thread against one shared by the threads, into the
+    /// Kafka blackhole, with the data plane's producer settings.
+    KafkaProducers(ProducersArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Cmd::KafkaBlackhole(a) => kafka_blackhole(&a, &mut out),
+        Cmd::KafkaProducers(a) => producers::run(&a, &mut out).map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

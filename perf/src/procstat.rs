@@ -68,6 +68,8 @@ pub struct Proc {
     pub child: Child,
     /// Its log file.
     pub log: PathBuf,
+    /// CPU ticks and peak RSS (KiB) read just before [`Children::end`] stopped it.
+    ended: Option<(u64, u64)>,
 }
 
 impl Proc {
@@ -139,6 +141,7 @@ impl Children {
             name: name.to_owned(),
             child,
             log: log.to_owned(),
+            ended: None,
         });
         let last = self.procs.len() - 1;
         Ok(&mut self.procs[last])
@@ -160,6 +163,9 @@ impl Children {
     /// The first child found to have exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         for p in &mut self.procs {
+            if p.ended.is_some() {
+                continue;
+            }
             if let Some(status) = p.child.try_wait()? {
                 bail!(
                     "{} exited early ({status}); end of its log {}:\n{}",
@@ -172,14 +178,19 @@ impl Children {
         Ok(())
     }
 
-    /// Sum of the CPU ticks of the named children.
+    /// Sum of the CPU ticks of the named children (for one stopped by [`Children::end`], its
+    /// ticks then).
     ///
     /// # Errors
     /// When a child is missing or its `/proc` entry cannot be read.
     pub fn cpu_ticks(&self, names: &[&str]) -> anyhow::Result<u64> {
         names.iter().try_fold(0, |sum, name| {
             let p = self.get(name).with_context(|| format!("no child {name}"))?;
-            Ok(sum + cpu_ticks(p.child.id())?)
+            Ok(sum
+                + match p.ended {
+                    Some((ticks, _)) => ticks,
+                    None => cpu_ticks(p.child.id())?,
+                })
         })
     }
 
@@ -190,8 +201,46 @@ impl Children {
     pub fn peak_rss_kib(&self, names: &[&str]) -> anyhow::Result<u64> {
         names.iter().try_fold(0, |sum, name| {
             let p = self.get(name).with_context(|| format!("no child {name}"))?;
-            Ok(sum + peak_rss_kib(p.child.id())?)
+            Ok(sum
+                + match p.ended {
+                    Some((_, rss)) => rss,
+                    None => peak_rss_kib(p.child.id())?,
+                })
         })
+    }
+
+    /// Stops the child `name` ahead of the others (SIGTERM), keeping its CPU ticks and peak RSS
+    /// as they were just before; [`Children::check_running`] no longer looks at it.
+    ///
+    /// # Errors
+    /// When there is no such child, or its `/proc` entry cannot be read.
+    pub fn end(&mut self, name: &str) -> anyhow::Result<()> {
+        self.freeze(name, true)
+    }
+
+    /// Lets the child `name` exit by itself (its input ended): as [`Children::end`], without
+    /// the signal.
+    ///
+    /// # Errors
+    /// As [`Children::end`].
+    pub fn let_exit(&mut self, name: &str) -> anyhow::Result<()> {
+        self.freeze(name, false)
+    }
+
+    fn freeze(&mut self, name: &str, terminate: bool) -> anyhow::Result<()> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no child {name}"))?;
+        if p.ended.is_none() {
+            let pid = p.child.id();
+            p.ended = Some((cpu_ticks(pid)?, peak_rss_kib(pid)?));
+            if terminate {
+                let _ = kill_process(Pid::from_child(&p.child), Signal::TERM);
+            }
+        }
+        Ok(())
     }
 
     /// Stops every child: SIGTERM to all, then SIGKILL to those still running after the grace
