@@ -1,5 +1,8 @@
 //! Benchmark support, not an API: a connected client `Session` fed with broker bytes, so that
 //! `dataplane/benches/session.rs` can measure `Session::handle_bytes` from outside the crate.
+//! [`fuzz`] holds the entry points of the fuzz targets (`fuzz/`).
+
+pub mod fuzz;
 
 use std::num::NonZeroU16;
 use std::time::Instant;

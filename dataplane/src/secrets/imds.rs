@@ -299,15 +299,15 @@ fn percent_encode(s: &str, out: &mut String) {
 
 /// A complete HTTP response: status and decoded body.
 #[derive(Debug, PartialEq, Eq)]
-struct Response {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Parses an HTTP/1.x response from the bytes read so far: `Ok(None)` while it is incomplete,
 /// `eof` when the peer has closed (which ends a body framed by neither Content-Length nor
 /// chunked encoding). Interim (1xx) responses are skipped. The head is [`http1::parse_response`]'s.
-fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, &'static str> {
+pub(crate) fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, &'static str> {
     let mut buf = buf;
     loop {
         let head = match http1::parse_response(buf, MAX_RESPONSE_BYTES) {
@@ -442,7 +442,7 @@ struct ErrorBody {
 /// Turns an IMDS response into a token, or into the error its status and body describe. Pure:
 /// `now` is when the response arrived. The expiry is the earlier of `now + expires_in` and
 /// `expires_on`, among those present and readable.
-fn parse_token_response(
+pub(crate) fn parse_token_response(
     endpoint: &str,
     status: u16,
     body: &[u8],
