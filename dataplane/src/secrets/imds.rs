@@ -385,9 +385,10 @@ fn decode_chunked(data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
         else {
             return Ok(None);
         };
+        // `out` holds at most MAX_RESPONSE_BYTES: the subtraction cannot overflow, the sum could.
         let size = usize::try_from(size)
             .ok()
-            .filter(|s| out.len() + s <= MAX_RESPONSE_BYTES)
+            .filter(|s| *s <= MAX_RESPONSE_BYTES - out.len())
             .ok_or("chunk beyond the response limit")?;
         pos += line_len;
         if size == 0 {
@@ -481,16 +482,17 @@ pub(crate) fn parse_token_response(
         .access_token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| invalid("no access_token".to_owned()))?;
+    // A time the clock cannot hold (a server's nonsense: billions of years) is not readable.
     let by_expires_in = parsed
         .expires_in
         .as_ref()
         .and_then(Seconds::get)
-        .map(|s| now + Duration::from_secs(s));
+        .and_then(|s| now.checked_add(Duration::from_secs(s)));
     let by_expires_on = parsed
         .expires_on
         .as_ref()
         .and_then(Seconds::get)
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
     let expires_at = match (by_expires_in, by_expires_on) {
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a
@@ -626,6 +628,23 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_size_near_the_top_of_u64_after_a_chunk_is_refused() {
+        // This panicked: "attempt to add with overflow" with overflow checks, and without them
+        // the size passed the limit and the slice that followed was out of range.
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "ffffffffffff0001"] {
+            let body = format!("1\r\na\r\n{size}\r\nXYZ\r\n0\r\n\r\n");
+            assert_eq!(
+                decode_chunked(body.as_bytes()),
+                Err("chunk beyond the response limit"),
+                "{size}"
+            );
+        }
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let response = format!("{head}1\r\na\r\nffffffffffffffff\r\nXYZ");
+        assert!(parse_response(response.as_bytes(), true).is_err());
+    }
+
+    #[test]
     fn token_bodies() {
         let now = t(1_700_000_000);
         // IMDS: strings.
@@ -663,6 +682,32 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn expiry_times_beyond_the_clock_are_unreadable() {
+        let now = t(1_700_000_000);
+        // Found by the imds_response fuzz target: these panicked ("overflow when adding
+        // duration to instant").
+        for body in [
+            &br#"{"access_token":"a","expires_on":"000014440346337578843308"}"#[..],
+            br#"{"access_token":"a","expires_in":"18446744073709551615"}"#,
+            br#"{"access_token":"a","expires_in":1e300,"expires_on":1e300}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_token_response("e", 200, body, now),
+                    Err(AuthError::InvalidTokenResponse { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // The other field still counts.
+        let body = br#"{"access_token":"a","expires_in":"60","expires_on":1e300}"#;
+        let token = parse_token_response("e", 200, body, now).expect("token");
+        assert_eq!(token.expires_at, t(1_700_000_060));
+        assert!(token.refresh_at() <= token.expires_at);
     }
 
     #[test]
