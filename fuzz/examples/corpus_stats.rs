@@ -35,9 +35,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                         continue;
                     };
                     tally.inputs += 1;
-                    let mut codec = sluice_codec_fuzz::codec_for(role, sel);
-                    let mut buf = if sel & sluice_codec_fuzz::FRAMED != 0 {
-                        BytesMut::from(&sluice_codec_fuzz::reframe(stream)[..])
+                    let mut codec = sluice_fuzz::codec_for(role, sel);
+                    let mut buf = if sel & sluice_fuzz::FRAMED != 0 {
+                        BytesMut::from(&sluice_fuzz::reframe(stream)[..])
                     } else {
                         BytesMut::from(stream)
                     };

@@ -1,7 +1,7 @@
 //! What a client receives: the first byte picks 3.1.1 or 5.0; the rest is decoded frame by frame
-//! with the checks of `sluice_codec_fuzz::decode_stream`.
+//! with the checks of `sluice_fuzz::decode_stream`.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    sluice_codec_fuzz::decode_stream(sluice_codec::Role::Client, data);
+    sluice_fuzz::decode_stream(sluice_codec::Role::Client, data);
 });

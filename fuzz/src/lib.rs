@@ -1,6 +1,18 @@
-//! The invariants that the fuzz targets check, one function per decode direction. Each target in
-//! `fuzz_targets/` is a one-line call into this library; it is not a test suite of its own and
-//! holds no knowledge of the packet formats beyond the codec's public API.
+//! The invariants that the fuzz targets check. Each target in `fuzz_targets/` is a one-line call
+//! into this library; it is not a test suite of its own. docs/fuzzing.md lists the targets, their
+//! input layouts and what each checks.
+//!
+//! | Target             | Checks                  | What it feeds                                    |
+//! |--------------------|-------------------------|--------------------------------------------------|
+//! | `decode_to_server` | [`decode_stream`]       | the codec, what a server receives                |
+//! | `decode_to_client` | [`decode_stream`]       | the codec, what a client receives                |
+//! | `session_bytes`    | [`session::session_bytes`] | the data plane's MQTT client session        |
+//! | `websocket_read`   | [`websocket::websocket_read`] | the WebSocket layer: handshake response, frames |
+//! | `imds_response`    | [`imds::imds_read`]     | the IMDS client: HTTP response, token body       |
+//! | `control_frames`   | [`control::control_frames`] | the control protocol, both directions        |
+//! | `manifest_yaml`    | [`manifest::manifest_yaml`] | config-agent's YAML loading and validation   |
+//!
+//! The rest of this page is the codec's two targets.
 //!
 //! Input layout: the first byte chooses the codec (see [`codec_for`]) and, with its top bit
 //! ([`FRAMED`]), whether the rest is framed input (see [`reframe`]). The rest is a byte stream as
@@ -21,6 +33,12 @@
 //! - a borrowed [`PublishRef`] re-encodes to the same bytes as its owned [`Packet::Publish`].
 //!
 //! [`PublishRef`]: sluice_codec::PublishRef
+
+pub mod control;
+pub mod imds;
+pub mod manifest;
+pub mod session;
+pub mod websocket;
 
 use bytes::{Bytes, BytesMut};
 use sluice_codec::{Codec, DecodeError, Packet, PacketType, ProtocolVersion, Role};
@@ -52,8 +70,20 @@ pub const FRAMED: u8 = 0x80;
 /// What separates the frames of framed input.
 pub const SEPARATOR: &[u8] = b"\xff--\xff";
 
+/// `stream` cut into the reads it arrives in, `size` bytes each (the last may be shorter); one
+/// read of all of it for a `size` of 0. An empty stream is one empty read.
+pub fn reads(stream: &[u8], size: u8) -> impl Iterator<Item = &[u8]> {
+    let size = match size {
+        0 => stream.len().max(1),
+        n => usize::from(n),
+    };
+    let empty: &[u8] = &[];
+    let once = stream.is_empty().then_some(empty);
+    stream.chunks(size).chain(once)
+}
+
 /// Framed input: the stream is frames without their remaining length, separated by
-/// [`SEPARATOR`]; this writes each as a whole frame, its remaining length counted. A mutation that
+/// [`SEPARATOR`] (the session target reads it the same way); this writes each as a whole frame, its remaining length counted. A mutation that
 /// grows or shrinks a body (one more topic filter, a longer property) then needs no second
 /// mutation of the fixed header to stay a frame, which plain mutation rarely finds.
 pub fn reframe(stream: &[u8]) -> Vec<u8> {

@@ -1,18 +1,21 @@
-//! Writes the seed corpus `fuzz/seeds/<target>/` from the sample captures (`samples/*.bin`, split
-//! into frames with the codec) and from the hex frames of the mqtt-packet fixtures
-//! (`tests/vectors/mqtt-packet/fixtures.json`, or the path in `SLUICE_FIXTURES`).
+//! Writes the seed corpus `fuzz/seeds/<target>/`. For the codec's targets (this file): from the
+//! sample captures (`samples/*.bin`, split into frames with the codec) and from the hex frames of
+//! the mqtt-packet fixtures (`tests/vectors/mqtt-packet/fixtures.json`, or the path in
+//! `SLUICE_FIXTURES`); for the others, see `targets.rs`.
 //!
-//! Each seed is the selector byte of `sluice_codec_fuzz::codec_for` followed by:
+//! Each codec seed is the selector byte of `sluice_fuzz::codec_for` followed by:
 //! - one frame: to keep the set small (a few dozen files), one per target, codec and packet type,
 //!   the longest of those that the codec decodes, since it carries the most fields and
 //!   properties, or a refused frame where no other is known (AUTH in 3.1.1, for instance);
 //! - a whole capture (to a server from a server awaiting CONNECT);
-//! - framed input (`sluice_codec_fuzz::reframe`): each capture, and per codec the fixture frames
+//! - framed input (`sluice_fuzz::reframe`): each capture, and per codec the fixture frames
 //!   that it decodes.
 //!
-//! Every seed then goes through `sluice_codec_fuzz::decode_stream`, the targets' checks. Run it
+//! Every seed then goes through `sluice_fuzz::decode_stream`, the targets' checks. Run it
 //! from `fuzz/` with `cargo run --example gen_seeds`; it replaces the `.bin` files in the folders
 //! but `regression-*.bin`: inputs that once failed, kept by hand.
+
+mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
@@ -20,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use sluice_codec::{Codec, PacketType, ProtocolVersion, Role, decode_varint};
-use sluice_codec_fuzz::{FRAMED, SEPARATOR, codec_for, decode_stream};
+use sluice_fuzz::{FRAMED, SEPARATOR, codec_for, decode_stream};
 
-/// Selector bytes (see `sluice_codec_fuzz::codec_for`).
+/// Selector bytes (see `sluice_fuzz::codec_for`).
 const SEL_V311: u8 = 0;
 const SEL_V5: u8 = 1;
 const SEL_AWAIT_CONNECT: u8 = 2;
@@ -264,8 +267,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         *per_target.entry(target).or_default() += 1;
     }
     seeds.write(&fuzz_dir.join("seeds"))?;
-    for (target, n) in per_target {
-        println!("fuzz/seeds/{target}: {n} files, each passes the targets' checks");
+    let others = targets::write(&fuzz_dir.join("seeds"))?;
+    for (target, n) in per_target.into_iter().chain(others) {
+        println!("fuzz/seeds/{target}: {n} files, each passes the target's checks");
     }
     Ok(())
 }
