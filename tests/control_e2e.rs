@@ -404,7 +404,7 @@ fn accept_errors_are_backed_off_and_logged_at_a_bounded_rate() {
         }
     }
     let used = cpu_seconds(pid) - before;
-    println!("accept failures: {failures_logged} log lines and {used:.2} CPU s in {window:?}");
+    eprintln!("accept failures: {failures_logged} log lines and {used:.2} CPU s in {window:?}");
     assert!(
         failures_logged <= 5,
         "logged at most once a second: {failures_logged} lines in {window:?}"
