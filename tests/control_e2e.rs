@@ -366,6 +366,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// plane backs off (it used to retry at once: most of a core and a log line per try), logs at
 /// most once a second, and serves the agent again once descriptors are free.
 #[test]
+#[allow(clippy::print_stderr)]
 fn accept_errors_are_backed_off_and_logged_at_a_bounded_rate() {
     if Command::new("prlimit").arg("--version").output().is_err() {
         panic!("prlimit (util-linux) is needed: it lowers the data plane's descriptor limit");
