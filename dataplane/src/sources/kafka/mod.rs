@@ -27,9 +27,12 @@
 //!
 //! When the core pauses the source, the consumer's assigned partitions are paused
 //! (librdkafka's `pause`: it stops fetching and drops what it had fetched, to fetch it again on
-//! `resume`), and partitions assigned meanwhile are paused as they come. The consumer is still
-//! polled, for rebalances, errors and the group's liveness. A record that comes out anyway is
-//! kept (at most [`MAX_STASH`]; past it the consumer is not polled until resumed).
+//! `resume`). The consumer is still polled, for rebalances, errors and the group's liveness. A
+//! partition is paused only once a record came from it since it was assigned (librdkafka loses
+//! a partition paused while it still looks up its committed offset: the lookup's answer is
+//! discarded and the partition never fetches again); until then its records are kept as they
+//! come (at most [`MAX_STASH`] in all; past it the consumer is not polled until resumed), and
+//! the partition is paused at its first.
 //!
 //! # Memory
 //!
@@ -50,6 +53,7 @@ use rdkafka::message::{BorrowedMessage, Message as _, Timestamp};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_codec::ByteStr;
+use tracing::debug;
 
 use crate::config::plan::KafkaSourcePlan;
 use crate::kafka::config::consumer_settings;
@@ -262,6 +266,8 @@ impl KafkaSource {
             let now = Instant::now();
             if let Some(record) = self.poll_one(now) {
                 self.stash.push_back(record);
+                // Its partition's first record since it was assigned: it may be paused now.
+                self.apply_pause();
             }
         }
         self.take_reports();
@@ -296,7 +302,7 @@ impl KafkaSource {
         match consumer.poll(Duration::ZERO)? {
             Ok(m) => {
                 // A rebalance served by this poll comes before its record.
-                take_rebalances(consumer, &mut self.offsets, &mut self.notices, self.paused);
+                take_rebalances(consumer, &mut self.offsets, &mut self.notices);
                 Some(Self::to_message(
                     &mut self.offsets,
                     &mut self.arena,
@@ -360,7 +366,7 @@ impl KafkaSource {
 
     fn take_rebalances(&mut self) {
         if let Some(consumer) = &self.consumer {
-            take_rebalances(consumer, &mut self.offsets, &mut self.notices, self.paused);
+            take_rebalances(consumer, &mut self.offsets, &mut self.notices);
         }
     }
 
@@ -398,19 +404,29 @@ impl KafkaSource {
         }
     }
 
-    fn apply_pause(&self) {
+    /// Pauses (in librdkafka) the partitions that may be paused now, or resumes every one
+    /// paused.
+    fn apply_pause(&mut self) {
         let Some(consumer) = &self.consumer else {
             return;
         };
-        let list = tpl(self.offsets.assigned());
-        if list.count() == 0 {
+        let list = if self.paused {
+            self.offsets.mark_paused()
+        } else {
+            self.offsets.take_paused()
+        };
+        if list.is_empty() {
             return;
         }
-        let _ = if self.paused {
+        let list = tpl(list.iter().map(|(t, p)| (t.as_str(), *p)));
+        let result = if self.paused {
             consumer.pause(&list)
         } else {
             consumer.resume(&list)
         };
+        if let Err(e) = result {
+            debug!(client = %self.client_id, paused = self.paused, error = %e, "Kafka partitions not paused or resumed");
+        }
     }
 }
 
@@ -419,7 +435,6 @@ fn take_rebalances(
     consumer: &BaseConsumer<SourceContext>,
     offsets: &mut Offsets,
     notices: &mut VecDeque<Notice>,
-    paused: bool,
 ) {
     let rebalances = std::mem::take(&mut consumer.context().reports().rebalances);
     for r in rebalances {
@@ -428,10 +443,8 @@ fn take_rebalances(
                 for (topic, partition) in &list {
                     offsets.assign(topic, *partition);
                 }
-                if paused {
-                    // Partitions assigned while paused are paused too.
-                    let _ = consumer.pause(&tpl(list.iter().map(|(t, p)| (t.as_str(), *p))));
-                }
+                // Partitions assigned while paused are paused at their first record (see
+                // `Offsets::mark_paused`).
                 notices.push_back(Notice::Rebalanced {
                     assigned: true,
                     partitions: list.len(),

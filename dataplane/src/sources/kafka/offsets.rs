@@ -40,6 +40,11 @@ struct Partition {
     window: VecDeque<(i64, bool)>,
     /// The watermark reached and not yet stored.
     to_store: Option<i64>,
+    /// A record came since the partition was assigned (librdkafka knows its position).
+    started: bool,
+    /// Paused in librdkafka by this source (a mark that outlives a revocation: librdkafka keeps
+    /// a partition paused across rebalances).
+    paused: bool,
 }
 
 /// The watermarks of one consumer's partitions. See the module documentation.
@@ -78,11 +83,15 @@ impl Offsets {
                     base_seq: 0,
                     window: VecDeque::new(),
                     to_store: None,
+                    started: false,
+                    paused: false,
                 });
                 self.partitions.len() - 1
             }
         };
-        self.partitions[slot].assigned = true;
+        let p = &mut self.partitions[slot];
+        p.assigned = true;
+        p.started = false;
         slot
     }
 
@@ -128,6 +137,7 @@ impl Offsets {
         };
         self.last = slot;
         let p = &mut self.partitions[slot];
+        p.started = true;
         let seq = p.base_seq + p.window.len() as u64;
         p.window.push_back((offset, false));
         self.unacked += 1;
@@ -192,7 +202,40 @@ impl Offsets {
         self.unacked
     }
 
+    /// Marks as paused, and gives, the assigned partitions that have started (a record came
+    /// since their assignment) and are not paused yet. A partition is not paused before its
+    /// first record: librdkafka loses a partition paused while it still looks up where to start
+    /// (its answer is discarded as outdated, and the partition never fetches again).
+    pub(crate) fn mark_paused(&mut self) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for p in &mut self.partitions {
+            if p.assigned && p.started && !p.paused {
+                p.paused = true;
+                out.push((p.topic.as_str().to_owned(), p.partition));
+            }
+        }
+        out
+    }
+
+    /// Whether the slot's partition is paused by this source.
+    #[cfg(test)]
+    pub(crate) fn is_paused(&self, slot: usize) -> bool {
+        self.partitions[slot].paused
+    }
+
+    /// Clears, and gives, every partition marked paused (assigned or not).
+    pub(crate) fn take_paused(&mut self) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for p in &mut self.partitions {
+            if std::mem::take(&mut p.paused) {
+                out.push((p.topic.as_str().to_owned(), p.partition));
+            }
+        }
+        out
+    }
+
     /// The partitions assigned now.
+    #[cfg(test)]
     pub(crate) fn assigned(&self) -> impl Iterator<Item = (&str, i32)> {
         self.partitions
             .iter()
@@ -279,5 +322,32 @@ mod tests {
         assert_eq!(stored(&mut o), [("t".into(), 0, 1)]);
         o.revoke_all();
         assert_eq!(o.assigned().count(), 0);
+    }
+
+    #[test]
+    fn only_started_partitions_are_paused_and_marks_outlive_revocation() {
+        let mut o = Offsets::new();
+        o.assign("t", 0);
+        o.assign("t", 1);
+        let (slot, _) = o.received("t", 0, 5);
+        assert_eq!(o.mark_paused(), [("t".to_owned(), 0)], "1 has not started");
+        assert!(o.is_paused(slot));
+        assert!(o.mark_paused().is_empty(), "once");
+        let (slot1, _) = o.received("t", 1, 0);
+        assert!(!o.is_paused(slot1));
+        assert_eq!(
+            o.mark_paused(),
+            [("t".to_owned(), 1)],
+            "paused at its first record"
+        );
+        o.revoke("t", 0);
+        let mut resumed = o.take_paused();
+        resumed.sort();
+        assert_eq!(
+            resumed,
+            [("t".to_owned(), 0), ("t".to_owned(), 1)],
+            "revoked ones too"
+        );
+        assert!(o.take_paused().is_empty());
     }
 }
