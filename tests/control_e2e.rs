@@ -1,6 +1,8 @@
 //! `config-agent` and `dataplane` as real processes over the control socket: push, change a file,
 //! an invalid change leaves the old generation in force, a restarted data plane gets the
-//! configuration again, strangers on the socket are refused, `--once` and `validate` exit codes.
+//! configuration again, strangers on the socket are refused, `--once` and `validate` exit codes,
+//! a peer's strings are escaped in the log, and accept errors (descriptors exhausted) are backed
+//! off.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -305,4 +307,124 @@ fn once_and_validate_exit_codes() {
 
     std::fs::write(conf.join("flows.yaml"), manifest("ok/${inputTopic}")).expect("write");
     assert_eq!(validate("text").status.code(), Some(0));
+}
+
+/// A frame of the control protocol: its 4-byte length, then the JSON.
+fn frame(json: &str) -> Vec<u8> {
+    let mut f = u32::try_from(json.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
+    f.extend_from_slice(json.as_bytes());
+    f
+}
+
+#[test]
+fn what_a_peer_says_is_escaped_in_the_log() {
+    let (_tmp, _conf, socket) = setup();
+    let mut dp = dataplane(&socket);
+    let mut s = UnixStream::connect(&socket).expect("connect");
+    let agent = r#"evil\n2026-12-02T00:00:00.000000Z  INFO FORGED: snapshot applied generation=99\u001b[2J"#;
+    s.write_all(&frame(&format!(
+        r#"{{"type":"Hello","versions":[1,2],"agent":"{agent}"}}"#
+    )))
+    .expect("hello");
+    let line = dp.wait_for(&["agent connected"]);
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("the data plane answers");
+    let mut welcome = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut welcome).expect("Welcome");
+    assert!(
+        line.contains(r"evil\n2026-12-02T00:00:00.000000Z  INFO FORGED")
+            && line.contains(r"\u{1b}[2J"),
+        "the agent string, escaped on one line: {line}"
+    );
+    drop(s);
+    dp.wait_for(&["agent disconnected"]);
+    assert!(
+        !dp.seen
+            .iter()
+            .any(|l| l.starts_with("2026-12-02T00:00:00.000000Z")),
+        "no forged line: {:#?}",
+        dp.seen
+    );
+}
+
+/// CPU seconds (user + system) the process `pid` has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on Linux.
+    ticks as f64 / 100.0
+}
+
+/// Out of descriptors, `accept` fails for as long as connections wait in the backlog: the data
+/// plane backs off (it used to retry at once: most of a core and a log line per try), logs at
+/// most once a second, and serves the agent again once descriptors are free.
+#[test]
+#[allow(clippy::print_stderr)]
+fn accept_errors_are_backed_off_and_logged_at_a_bounded_rate() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        panic!("prlimit (util-linux) is needed: it lowers the data plane's descriptor limit");
+    }
+    let (_tmp, conf, socket) = setup();
+    let mut dp = dataplane(&socket);
+    let pid = dp.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count();
+    // Room for three more descriptors: three connections, then accept fails. (The soft limit
+    // only, so that it can be raised again.)
+    let limit = open + 3;
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:"))
+        .status()
+        .expect("prlimit runs");
+    assert!(status.success(), "prlimit --pid {pid}");
+    // Connections that say nothing: the first take the descriptors, the rest wait in the
+    // backlog, and every accept fails with EMFILE.
+    let held: Vec<UnixStream> = (0..12)
+        .map(|_| UnixStream::connect(&socket).expect("connect (backlog)"))
+        .collect();
+    dp.wait_for(&["accept failed"]);
+    let before = cpu_seconds(pid);
+    let window = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut failures_logged = 1;
+    while started.elapsed() < window {
+        if let Ok(line) = dp.lines.recv_timeout(Duration::from_millis(100)) {
+            if line.contains("accept failed") {
+                failures_logged += 1;
+            }
+            dp.seen.push(line);
+        }
+    }
+    let used = cpu_seconds(pid) - before;
+    eprintln!("accept failures: {failures_logged} log lines and {used:.2} CPU s in {window:?}");
+    assert!(
+        failures_logged <= 5,
+        "logged at most once a second: {failures_logged} lines in {window:?}"
+    );
+    assert!(
+        used < 1.0,
+        "backed off, not spinning: {used:.2} CPU s in {window:?} (a retry loop takes a core)"
+    );
+    // Descriptors come back (the held connections go; the data plane also closes silent ones
+    // at the Hello deadline): the agent is served again.
+    drop(held);
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg("--nofile=1024:")
+        .status()
+        .expect("prlimit runs");
+    assert!(status.success());
+    let mut agent = Proc::start(&mut agent(&conf, &socket, &["--once"]));
+    dp.wait_for(&["snapshot applied", "generation=1"]);
+    let status = agent.child.wait().expect("agent exits");
+    assert!(status.success(), "{status:?}: {}", agent.seen.join("\n"));
 }

@@ -137,7 +137,7 @@ pub(crate) enum Value<'a> {
 }
 
 impl Value<'_> {
-    fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         1 + match self {
             Value::Byte(_) => 1,
             Value::TwoByte(_) => 2,
@@ -149,7 +149,7 @@ impl Value<'_> {
         }
     }
 
-    fn write(&self, property: u8, buf: &mut impl BufMut) {
+    pub(crate) fn write(&self, property: u8, buf: &mut impl BufMut) {
         buf.put_u8(property);
         match *self {
             Value::Byte(v) => buf.put_u8(v),
@@ -646,6 +646,32 @@ pub(crate) fn write_contents(p: &impl Encode, buf: &mut impl BufMut) {
     p.visit(&mut |property, v| v.write(property, buf));
 }
 
+/// Checks one property value with the rules the decoder applies (see [`check_encode`]), before
+/// it is written.
+pub(crate) fn check_one(property: u8, v: &Value<'_>) -> Result<(), EncodeError> {
+    let field = property_name(property).unwrap_or("property");
+    let nul = |s: &str| memchr::memchr(0, s.as_bytes()).is_some();
+    let too_long = |len: usize| (len > 65_535).then_some(EncodeError::FieldTooLong { field, len });
+    let err = match *v {
+        Value::Utf8(s) if nul(s) => Some(EncodeError::NullCharacter { field }),
+        Value::Pair(k, v) if nul(k) || nul(v) => Some(EncodeError::NullCharacter { field }),
+        Value::Utf8(s) => too_long(s.len()),
+        Value::Binary(b) => too_long(b.len()),
+        Value::Pair(k, v) => too_long(k.len()).or(too_long(v.len())),
+        Value::VarInt(n) if n > crate::varint::MAX_VARINT => Some(EncodeError::Invalid {
+            packet: PacketType::Subscribe,
+            reason: "a Subscription Identifier is 1 to 268,435,455",
+        }),
+        _ => None,
+    }
+    .or_else(|| {
+        check_value(property, v)
+            .err()
+            .map(|error| EncodeError::Rejected { error })
+    });
+    err.map_or(Ok(()), Err)
+}
+
 /// Checks a property block before anything is written, with the rules the decoder applies:
 /// string and binary lengths within 65,535 bytes, no U+0000 in strings, value ranges (Maximum QoS,
 /// the 0/1 properties, Subscription Identifier, Receive Maximum, Response Topic, ...), and
@@ -658,27 +684,7 @@ pub(crate) fn check_encode(p: &impl Encode) -> Result<(), EncodeError> {
         if err.is_some() {
             return;
         }
-        let field = property_name(property).unwrap_or("property");
-        let nul = |s: &str| memchr::memchr(0, s.as_bytes()).is_some();
-        let too_long =
-            |len: usize| (len > 65_535).then_some(EncodeError::FieldTooLong { field, len });
-        err = match v {
-            Value::Utf8(s) if nul(s) => Some(EncodeError::NullCharacter { field }),
-            Value::Pair(k, v) if nul(k) || nul(v) => Some(EncodeError::NullCharacter { field }),
-            Value::Utf8(s) => too_long(s.len()),
-            Value::Binary(b) => too_long(b.len()),
-            Value::Pair(k, v) => too_long(k.len()).or(too_long(v.len())),
-            Value::VarInt(n) if n > crate::varint::MAX_VARINT => Some(EncodeError::Invalid {
-                packet: PacketType::Subscribe,
-                reason: "a Subscription Identifier is 1 to 268,435,455",
-            }),
-            _ => None,
-        }
-        .or_else(|| {
-            check_value(property, &v)
-                .err()
-                .map(|error| EncodeError::Rejected { error })
-        });
+        err = check_one(property, &v).err();
         method |= property == id::AUTHENTICATION_METHOD;
         data |= property == id::AUTHENTICATION_DATA;
     });

@@ -27,18 +27,11 @@ pub enum Role {
 
 /// Endpoint kinds this build does not run, at which end (`None`: either), and why: a dataflow
 /// with one there is accepted and not run.
-pub const ENDPOINT_KINDS_NOT_BUILT: &[(EndpointType, Option<Role>, &str)] = &[
-    (
-        EndpointType::Kafka,
-        Some(Role::Source),
-        "Kafka sources are not implemented yet",
-    ),
-    (
-        EndpointType::LocalStorage,
-        None,
-        "LocalStorage endpoints are not implemented yet",
-    ),
-];
+pub const ENDPOINT_KINDS_NOT_BUILT: &[(EndpointType, Option<Role>, &str)] = &[(
+    EndpointType::LocalStorage,
+    None,
+    "LocalStorage endpoints are not implemented yet",
+)];
 
 /// Why this build does not run endpoints of kind `t` as the `role` end of a dataflow; `None`
 /// when it does.
@@ -82,8 +75,7 @@ impl std::fmt::Debug for NotActedOn {
 }
 
 /// Every setting accepted and not acted on by this build. The settings of LocalStorage endpoints
-/// are not listed: those endpoints are not run at all ([`ENDPOINT_KINDS_NOT_BUILT`]); nor is
-/// `kafkaSettings.consumerGroupId`, which only a Kafka source (not run yet) uses.
+/// are not listed: those endpoints are not run at all ([`ENDPOINT_KINDS_NOT_BUILT`]).
 pub const NOT_ACTED_ON: &[NotActedOn] = &[
     NotActedOn {
         path: "spec.mqttSettings.authentication.userAssignedManagedIdentitySettings.tenantId",
@@ -459,7 +451,7 @@ mod tests {
             &snapshot(kafka.clone()),
         );
         assert_eq!(found, []);
-        // Kafka as the source does not.
+        // Kafka as the source runs too.
         let mut spec = dataflow_spec("default");
         if let Operation::Source {
             source_settings, ..
@@ -473,13 +465,7 @@ mod tests {
             &spec,
             &snapshot(kafka.clone()),
         );
-        assert_eq!(
-            found,
-            [Finding {
-                path: "spec.operations[0].sourceSettings.endpointRef".into(),
-                message: "dataflow \"from-kafka\" is not run by this build: Kafka sources are not implemented yet (source endpoint \"kafka\")".into(),
-            }]
-        );
+        assert_eq!(found, []);
         // A disabled dataflow is not run anyway.
         let disabled = DataflowSpec {
             mode: OperationalMode::Disabled,
@@ -499,6 +485,10 @@ mod tests {
         );
         assert_eq!(
             endpoint_kind_not_built(EndpointType::Kafka, Role::Destination),
+            None
+        );
+        assert_eq!(
+            endpoint_kind_not_built(EndpointType::Kafka, Role::Source),
             None
         );
     }

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("mqtt/connection", 14),
     ("mqtt", 14),
     ("dataflow/core", 15),
+    ("dataflow/ends", 15),
     ("dataflow/task", 16),
     ("dataflow", 16),
     ("runtime/commands", 17),

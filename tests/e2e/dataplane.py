@@ -531,8 +531,13 @@ class Client:
     def __init__(
         self, port: int, name: str = "e2e",
         keep_messages: bool | Callable[[mqtt.MQTTMessage], bool] = True,
+        persistent: bool = False,
     ) -> None:
+        """PERSISTENT: a session the broker keeps for an hour (clean start off), so that what is
+        published while the client is away (a broker restart; paho reconnects by itself) is
+        delivered when it is back."""
         self.port = port
+        self.persistent = persistent
         self.client_id = f"{name}-{uuid.uuid4().hex[:8]}"
         self.c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
@@ -583,7 +588,13 @@ class Client:
                 )
 
     def connect(self) -> Client:
-        self.c.connect("127.0.0.1", self.port, keepalive=60, clean_start=True)
+        if self.persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.c.connect("127.0.0.1", self.port, keepalive=60, clean_start=False,
+                           properties=props)
+        else:
+            self.c.connect("127.0.0.1", self.port, keepalive=60, clean_start=True)
         self.c.loop_start()
         if not self.connected.wait(WAIT_S):
             raise Failure(f"{self.client_id}: no CONNACK from port {self.port} within {WAIT_S} s")
@@ -701,8 +712,9 @@ class Harness:
     def client(
         self, port: int, name: str = "e2e",
         keep_messages: bool | Callable[[mqtt.MQTTMessage], bool] = True,
+        persistent: bool = False,
     ) -> Client:
-        c = Client(port, name, keep_messages)
+        c = Client(port, name, keep_messages, persistent)
         self.clients.append(c)
         return c.connect()
 

@@ -17,8 +17,8 @@ pub use connect::{Connect, ConnectProperties, LastWill, WillProperties};
 pub use disconnect::{Disconnect, DisconnectProperties};
 pub use puback::{AckProperties, PubAck, PubComp, PubRec, PubRel};
 pub use publish::{
-    PayloadFormat, Publish, PublishProperties, PublishPropertiesRef, PublishPropertyValues,
-    PublishRef,
+    PayloadFormat, Publish, PublishProperties, PublishPropertiesRef, PublishPropertiesWriter,
+    PublishPropertyValues, PublishRef,
 };
 pub use suback::{SubAck, UnsubAck};
 pub use subscribe::{

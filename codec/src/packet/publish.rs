@@ -509,6 +509,121 @@ impl PublishPropertyValues {
     }
 }
 
+/// Writes a PUBLISH property block straight into a scratch buffer, one property at a time, for a
+/// carrier that maps its own metadata to MQTT (a Kafka record's key, timestamp and headers): no
+/// [`PublishPropertyValues`] with owned strings is built first. Each value is checked with the
+/// decoder's rules as it is added ([`PublishProperties::from_values`] has the list); a refused
+/// one leaves the block as it was, so the caller may leave it out and go on. A property that
+/// may appear once is refused the second time ([`DecodeError::DuplicateProperty`]).
+///
+/// The buffer is meant to be an arena: [`finish`](Self::finish) splits the block off its front
+/// (no copy), and the buffer keeps its spare capacity for the next block.
+#[derive(Debug)]
+pub struct PublishPropertiesWriter<'b> {
+    buf: &'b mut BytesMut,
+    user: u32,
+    /// Bit per single property written (its identifier's bit).
+    singles: u64,
+}
+
+impl<'b> PublishPropertiesWriter<'b> {
+    /// A writer into `buf`, which it clears first.
+    pub fn new(buf: &'b mut BytesMut) -> Self {
+        buf.clear();
+        Self {
+            buf,
+            user: 0,
+            singles: 0,
+        }
+    }
+
+    fn put(&mut self, property: u8, v: PropValue<'_>) -> Result<(), EncodeError> {
+        if property != id::USER_PROPERTY {
+            let bit = 1u64 << property;
+            if self.singles & bit != 0 {
+                return Err(EncodeError::Rejected {
+                    error: DecodeError::DuplicateProperty { id: property },
+                });
+            }
+            properties::check_one(property, &v)?;
+            self.singles |= bit;
+        } else {
+            properties::check_one(property, &v)?;
+            self.user += 1;
+        }
+        let len = self.buf.len() + v.encoded_len();
+        if len > MAX_VARINT as usize {
+            return Err(EncodeError::PacketTooLarge {
+                size: len,
+                max: MAX_VARINT as usize,
+            });
+        }
+        v.write(property, self.buf);
+        Ok(())
+    }
+
+    /// Payload Format Indicator.
+    ///
+    /// # Errors
+    /// A second one.
+    pub fn payload_format_indicator(&mut self, f: PayloadFormat) -> Result<(), EncodeError> {
+        self.put(id::PAYLOAD_FORMAT_INDICATOR, PropValue::Byte(f as u8))
+    }
+
+    /// Message Expiry Interval, seconds.
+    ///
+    /// # Errors
+    /// A second one.
+    pub fn message_expiry_interval(&mut self, secs: u32) -> Result<(), EncodeError> {
+        self.put(id::MESSAGE_EXPIRY_INTERVAL, PropValue::FourByte(secs))
+    }
+
+    /// Response Topic: a topic name (not empty, no wildcards, no U+0000, at most 65,535 bytes).
+    ///
+    /// # Errors
+    /// A value the decoder would refuse, or a second one.
+    pub fn response_topic(&mut self, topic: &str) -> Result<(), EncodeError> {
+        self.put(id::RESPONSE_TOPIC, PropValue::Utf8(topic))
+    }
+
+    /// Correlation Data (at most 65,535 bytes).
+    ///
+    /// # Errors
+    /// Too long, or a second one.
+    pub fn correlation_data(&mut self, data: &[u8]) -> Result<(), EncodeError> {
+        self.put(id::CORRELATION_DATA, PropValue::Binary(data))
+    }
+
+    /// Content Type.
+    ///
+    /// # Errors
+    /// A value the decoder would refuse, or a second one.
+    pub fn content_type(&mut self, value: &str) -> Result<(), EncodeError> {
+        self.put(id::CONTENT_TYPE, PropValue::Utf8(value))
+    }
+
+    /// One User Property (they keep the order they are written in; names may repeat).
+    ///
+    /// # Errors
+    /// A name or value the decoder would refuse (U+0000, longer than 65,535 bytes).
+    pub fn user_property(&mut self, key: &str, value: &str) -> Result<(), EncodeError> {
+        self.put(id::USER_PROPERTY, PropValue::Pair(key, value))
+    }
+
+    /// The block written, split off the buffer.
+    pub fn finish(self) -> PublishProperties {
+        if self.buf.is_empty() {
+            return PublishProperties::new();
+        }
+        PublishProperties {
+            raw: self.buf.split().freeze(),
+            topic_alias: None,
+            user: self.user,
+            sub_ids: 0,
+        }
+    }
+}
+
 impl Encode for PublishPropertyValues {
     fn visit<'s>(&'s self, f: &mut impl FnMut(u8, PropValue<'s>)) {
         if let Some(v) = self.payload_format_indicator {
@@ -895,6 +1010,64 @@ mod tests {
 
     use super::*;
     use crate::properties::{SubscriptionIds, UserProperties};
+
+    #[test]
+    fn the_writer_builds_in_place_what_from_values_builds_and_refuses_what_the_decoder_would() {
+        let mut arena = BytesMut::with_capacity(4096);
+        let mut w = PublishPropertiesWriter::new(&mut arena);
+        w.user_property("Key", "k1").unwrap();
+        w.content_type("application/json").unwrap();
+        w.correlation_data(&[0, 0xff, 1]).unwrap();
+        w.response_topic("replies/x").unwrap();
+        w.payload_format_indicator(PayloadFormat::Utf8).unwrap();
+        w.message_expiry_interval(60).unwrap();
+        w.user_property("tag", "a").unwrap();
+        w.user_property("tag", "b").unwrap();
+        // Refused values leave the block as it was.
+        assert!(matches!(
+            w.user_property("nul", "a\0b"),
+            Err(EncodeError::NullCharacter { .. })
+        ));
+        assert!(matches!(
+            w.response_topic("a/+"),
+            Err(EncodeError::Rejected { .. })
+        ));
+        assert!(matches!(
+            w.content_type("again"),
+            Err(EncodeError::Rejected {
+                error: DecodeError::DuplicateProperty { id: 0x03 }
+            })
+        ));
+        let long = "x".repeat(65_536);
+        assert!(matches!(
+            w.user_property("long", &long),
+            Err(EncodeError::FieldTooLong { .. })
+        ));
+        let p = w.finish();
+        let capacity_left = arena.capacity();
+        assert!(
+            arena.is_empty() && capacity_left > 0,
+            "the arena keeps its room"
+        );
+        let v = p.to_values();
+        assert_eq!(v.content_type.as_deref(), Some("application/json"));
+        assert_eq!(v.correlation_data.as_deref(), Some(&[0, 0xff, 1][..]));
+        assert_eq!(v.response_topic.as_deref(), Some("replies/x"));
+        assert_eq!(v.payload_format_indicator, Some(PayloadFormat::Utf8));
+        assert_eq!(v.message_expiry_interval_secs, Some(60));
+        let pairs: Vec<_> = v.user_properties.iter().collect();
+        assert_eq!(pairs, [("Key", "k1"), ("tag", "a"), ("tag", "b")]);
+        // The same block as from_values, and the decoder reads it back equal.
+        assert_eq!(p, v.build().unwrap());
+        let decoded = decode_owned(&{
+            let mut b = vec![];
+            b.extend_from_slice(p.as_bytes());
+            b
+        });
+        assert_eq!(decoded.properties, p);
+        // Nothing written: an empty block.
+        assert!(PublishPropertiesWriter::new(&mut arena).finish().is_empty());
+    }
 
     /// A 5.0 QoS 0 PUBLISH to `t` with this property block (without its length) and payload
     /// `x`, decoded as a client with the owned path.

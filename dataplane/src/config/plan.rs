@@ -20,9 +20,24 @@ use crate::transform::template::TopicTemplate;
 
 /// Where a dataflow reads from.
 #[derive(Debug, Clone)]
+// One per dataflow, built once and shared: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum SourcePlan {
     /// MQTT topic filters on a broker.
     Mqtt(MqttSourcePlan),
+    /// Kafka topics, in a consumer group.
+    Kafka(Arc<KafkaSourcePlan>),
+}
+
+/// What a Kafka source reads: the cluster, its topics and the consumer group.
+#[derive(Debug, Clone)]
+pub(crate) struct KafkaSourcePlan {
+    /// The cluster.
+    pub(crate) endpoint: Arc<KafkaEndpointPlan>,
+    /// The topics (`dataSources`).
+    pub(crate) topics: Vec<String>,
+    /// `consumerGroupId`.
+    pub(crate) group_id: String,
 }
 
 /// An MQTT source: the broker and what to subscribe to.
@@ -96,7 +111,9 @@ impl DataflowPlan {
     /// only for a new subscription, so that re-subscribing after a restart does not deliver them
     /// again.
     pub(crate) fn subscriptions(&self) -> Vec<Subscription> {
-        let SourcePlan::Mqtt(src) = &self.source;
+        let SourcePlan::Mqtt(src) = &self.source else {
+            return Vec::new();
+        };
         let qos = src.endpoint.qos();
         let options = match src.endpoint.protocol() {
             ProtocolVersion::V5 => SubscriptionOptions {
@@ -129,14 +146,16 @@ impl DataflowPlan {
     pub(crate) fn inherit_previous_filters(&mut self, old: &DataflowPlan) {
         let mut previous: Vec<ByteStr> =
             old.subscriptions().into_iter().map(|s| s.filter).collect();
-        let SourcePlan::Mqtt(old_src) = &old.source;
-        for f in &old_src.previous_filters {
-            if !previous.contains(f) {
-                previous.push(f.clone());
+        if let SourcePlan::Mqtt(old_src) = &old.source {
+            for f in &old_src.previous_filters {
+                if !previous.contains(f) {
+                    previous.push(f.clone());
+                }
             }
         }
-        let SourcePlan::Mqtt(src) = &mut self.source;
-        src.previous_filters = previous;
+        if let SourcePlan::Mqtt(src) = &mut self.source {
+            src.previous_filters = previous;
+        }
     }
 
     /// Client id of the source (`side` = "src") or destination ("dst") connection on `core`:
@@ -161,15 +180,16 @@ impl DataflowPlan {
         )
     }
 
-    /// Client id of the Kafka producer on `core`: `[<namespace>.]<dataflow>[-<instance>]-dst-<core>`,
-    /// the MQTT destination's without a prefix (Kafka endpoints have no `clientIdPrefix`).
-    pub(crate) fn kafka_client_id(&self, core: usize) -> String {
+    /// Client id of the Kafka producer (`side` = "dst") or consumer ("src") on `core`:
+    /// `[<namespace>.]<dataflow>[-<instance>]-<side>-<core>`, the MQTT connections' without a
+    /// prefix (Kafka endpoints have no `clientIdPrefix`).
+    pub(crate) fn kafka_client_id(&self, side: &str, core: usize) -> String {
         let instance = self
             .instance_id
             .as_deref()
             .map(|i| format!("-{i}"))
             .unwrap_or_default();
-        format!("{}{instance}-dst-{core}", self.qualified_name())
+        format!("{}{instance}-{side}-{core}", self.qualified_name())
     }
 
     /// Checks that the MQTT sessions take their configuration (subscriptions, login, enhanced
@@ -178,13 +198,14 @@ impl DataflowPlan {
     /// # Errors
     /// Which session refuses what.
     fn check_sessions(&self) -> Result<(), String> {
-        let SourcePlan::Mqtt(src) = &self.source;
         let now = std::time::Instant::now();
-        let mut src_cfg = src
-            .endpoint
-            .session_config(self.client_id(&src.endpoint, "src", 0));
-        src_cfg.subscriptions = self.subscriptions();
-        Session::new(src_cfg, now).map_err(|e| format!("source session: {e}"))?;
+        if let SourcePlan::Mqtt(src) = &self.source {
+            let mut src_cfg = src
+                .endpoint
+                .session_config(self.client_id(&src.endpoint, "src", 0));
+            src_cfg.subscriptions = self.subscriptions();
+            Session::new(src_cfg, now).map_err(|e| format!("source session: {e}"))?;
+        }
         if let SinkPlan::Mqtt(dst) = &self.sink {
             let dst_cfg = dst.session_config(self.client_id(dst, "dst", 0));
             Session::new(dst_cfg, now).map_err(|e| format!("destination session: {e}"))?;
@@ -298,45 +319,58 @@ pub(crate) fn plan_one(
                 destination.endpoint_ref
             ))
         })?;
-    let source_ep = match &src_ep.spec {
-        EndpointSpec::Kafka { .. } => {
-            return Err(SkipReason::EndpointKindNotBuilt {
-                endpoint: format!("{ns}/{}", src_ep.metadata.name),
-                kind: "Kafka source",
-            });
-        }
-        _ => mqtt_endpoint(snapshot, src_ep, env)?,
-    };
     let sink = match &dst_ep.spec {
         EndpointSpec::Kafka { .. } => {
             SinkPlan::Kafka(Arc::new(kafka_endpoint(snapshot, dst_ep, env)?))
         }
         _ => SinkPlan::Mqtt(mqtt_endpoint(snapshot, dst_ep, env)?),
     };
-    let profile = snapshot.profile(ns, &df.spec.profile_ref);
-    let instances = profile.map_or(1, |p| p.spec.instance_count.max(1));
-    // Every core subscribes with the same shared group, so the broker spreads the messages;
-    // without shared subscriptions, one core holds the dataflow. (Filters written as
-    // `$share/<group>/...` are kept as they are.) With `--instance-id`, other data planes run
-    // the same dataflow: share with them too.
-    let shared = env.shared_subscriptions
-        && source_ep.can_share
-        && (env.cores > 1 || instances > 1 || env.instance_id.is_some());
-    let cores = if shared {
-        (0..env.cores.max(1)).collect()
-    } else {
-        vec![0]
+    let (source_plan, cores) = match &src_ep.spec {
+        EndpointSpec::Kafka { kafka_settings } => {
+            let group_id = kafka_settings
+                .consumer_group_id
+                .clone()
+                .ok_or_else(|| invalid("the Kafka source has no consumerGroupId".into()))?;
+            let source = KafkaSourcePlan {
+                endpoint: Arc::new(kafka_endpoint(snapshot, src_ep, env)?),
+                topics: source.data_sources.clone(),
+                group_id,
+            };
+            // A consumer per core, all in the group: the partitions spread over them (and over
+            // other data planes in the same group).
+            let cores = (0..env.cores.max(1)).collect();
+            (SourcePlan::Kafka(Arc::new(source)), cores)
+        }
+        _ => {
+            let source_ep = mqtt_endpoint(snapshot, src_ep, env)?;
+            let profile = snapshot.profile(ns, &df.spec.profile_ref);
+            let instances = profile.map_or(1, |p| p.spec.instance_count.max(1));
+            // Every core subscribes with the same shared group, so the broker spreads the
+            // messages; without shared subscriptions, one core holds the dataflow. (Filters
+            // written as `$share/<group>/...` are kept as they are.) With `--instance-id`, other
+            // data planes run the same dataflow: share with them too.
+            let shared = env.shared_subscriptions
+                && source_ep.can_share
+                && (env.cores > 1 || instances > 1 || env.instance_id.is_some());
+            let cores = if shared {
+                (0..env.cores.max(1)).collect()
+            } else {
+                vec![0]
+            };
+            let source = SourcePlan::Mqtt(MqttSourcePlan {
+                endpoint: source_ep,
+                filters: source.data_sources.clone(),
+                shared,
+                previous_filters: Vec::new(),
+            });
+            (source, cores)
+        }
     };
     let plan = DataflowPlan {
         key: format!("{ns}/{}", df.metadata.name),
         name: df.metadata.name.clone(),
         content_hash: d.content_hash.clone(),
-        source: SourcePlan::Mqtt(MqttSourcePlan {
-            endpoint: source_ep,
-            filters: source.data_sources.clone(),
-            shared,
-            previous_filters: Vec::new(),
-        }),
+        source: source_plan,
         sink,
         destination_topic: destination.data_destination.clone(),
         cores,

@@ -416,7 +416,9 @@ spec:
             .into_iter()
             .map(|c| match c {
                 Command::Start(p) => {
-                    let SourcePlan::Mqtt(src) = &p.source;
+                    let SourcePlan::Mqtt(src) = &p.source else {
+                        return "start kafka".into();
+                    };
                     let previous: Vec<&str> =
                         src.previous_filters.iter().map(|f| f.as_str()).collect();
                     format!("start {previous:?}")

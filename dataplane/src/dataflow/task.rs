@@ -1,6 +1,6 @@
 //! One dataflow on one worker: builds its source and sink from the plan, runs them with the
 //! dataflow [`Core`] between them on the worker's event loop, and turns what they report into
-//! logs and metrics. The only place that names concrete sources and sinks.
+//! logs and metrics. With [`super::ends`], the only place that names concrete sources and sinks.
 //!
 //! ```text
 //!  source Connection ─bytes─> MqttSource ─Message─> Core ─Message─> MqttSink ─bytes─> Connection
@@ -9,12 +9,9 @@
 //! ```
 //!
 //! Each MQTT [`Connection`] calls [`Owner::process`] after every input; that runs the core and
-//! wakes the writers that have bytes and a reader that may read again. A Kafka destination has
-//! no connection of ours: the task's Kafka loop ([`Task::kafka_loop`]) makes the producer (and
-//! makes a new one after a fatal error or a refused login, reading the secrets again), fetches
-//! managed identity tokens off the event loop, and polls the producer without blocking: every
-//! [`KAFKA_POLL`] while records are in flight, else when an offer wakes it or every
-//! [`IDLE_TICK`].
+//! wakes the writers that have bytes and a reader that may read again. A Kafka destination or
+//! source has no connection of ours: the task's Kafka loops (`task/kafka.rs`) make the producer
+//! or consumer, fetch managed identity tokens off the event loop, and poll without blocking.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
@@ -24,23 +21,28 @@ use std::time::{Duration, Instant, SystemTime};
 use sluice_codec::DecodeError;
 use tracing::{debug, info, warn};
 
+use sluice_config_agent::model::OperationalMode;
+
 use super::core::{Core, CoreEvent, CoreSettings};
+use super::ends::{Destination, Origin};
 use crate::config::kafka_endpoint::KafkaAuth;
 use crate::config::plan::{DataflowPlan, SinkPlan, SourcePlan};
-use crate::message::{Message, Side};
+use crate::message::Side;
 use crate::mqtt::connection::{Connection, ConnectionError, Owner};
 use crate::mqtt::session::{CloseReason, ConfigError, Event, Session};
-use crate::net::connect::Backoff;
 use crate::observe::logs::Escaped;
 use crate::observe::metrics::DataflowMetrics;
 use crate::runtime::sync::Notify;
 use crate::secrets::tokens::TokenSource;
-use crate::sink::{Offer, Outcome, Sink, Ticket};
-use crate::sinks::kafka::{KafkaSink, Notice as KafkaNotice, RecordSettings};
+use crate::sink::Sink;
+use crate::sinks::kafka::{KafkaSink, RecordSettings};
 use crate::sinks::mqtt::{MqttSink, Notice, PublishSettings};
 use crate::source::Source;
+use crate::sources::kafka::{KafkaSource, RecordMapping};
 use crate::sources::mqtt::MqttSource;
 use crate::transform::route::Route;
+
+mod kafka;
 
 /// How often the task's timer looks at the core when it has no deadline.
 const IDLE_TICK: Duration = Duration::from_millis(500);
@@ -75,45 +77,13 @@ pub(crate) enum StartError {
     },
 }
 
-/// A dataflow's destination: the concrete sinks behind one [`Sink`].
+/// The I/O side of a source.
 #[derive(Debug)]
-// One per task, in place in its core for the task's life: never moved per message.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Destination {
-    /// An MQTT broker.
-    Mqtt(MqttSink),
-    /// A Kafka cluster.
-    Kafka(KafkaSink),
-}
-
-impl Sink for Destination {
-    fn ready(&self) -> bool {
-        match self {
-            Self::Mqtt(s) => s.ready(),
-            Self::Kafka(s) => s.ready(),
-        }
-    }
-
-    fn offer(&mut self, message: Message, ticket: Ticket, now: Instant) -> Offer {
-        match self {
-            Self::Mqtt(s) => s.offer(message, ticket, now),
-            Self::Kafka(s) => s.offer(message, ticket, now),
-        }
-    }
-
-    fn poll_outcome(&mut self) -> Option<(Ticket, Outcome)> {
-        match self {
-            Self::Mqtt(s) => s.poll_outcome(),
-            Self::Kafka(s) => s.poll_outcome(),
-        }
-    }
-
-    fn backlog_bytes(&self) -> usize {
-        match self {
-            Self::Mqtt(s) => s.backlog_bytes(),
-            Self::Kafka(s) => s.backlog_bytes(),
-        }
-    }
+enum SourceIo {
+    /// The MQTT source's connection.
+    Mqtt(Rc<Connection>),
+    /// The Kafka source's poll loop ([`Task::kafka_source_loop`]) polls on its own.
+    Kafka,
 }
 
 /// The I/O side of a destination.
@@ -131,15 +101,21 @@ pub(crate) struct Task {
     key: Arc<str>,
     core_id: usize,
     metrics: Arc<DataflowMetrics>,
-    core: RefCell<Core<MqttSource, Destination>>,
-    src: Rc<Connection>,
+    core: RefCell<Core<Origin, Destination>>,
+    src: SourceIo,
     dst: DestinationIo,
     /// The managed identity token source of a Kafka destination.
     kafka_tokens: Option<TokenSource>,
+    /// The managed identity token source of a Kafka source.
+    kafka_source_tokens: Option<TokenSource>,
     /// The Kafka loop has ended (after a stop), and the producer is gone.
     kafka_done: Cell<bool>,
+    /// The Kafka source's loop has ended and its consumer is closed (offsets committed).
+    kafka_source_done: Rc<Cell<bool>>,
     /// The Kafka destination has been up once: a later "up" is a reconnection.
     kafka_was_up: Cell<bool>,
+    /// The Kafka source has been up once.
+    kafka_source_was_up: Cell<bool>,
     /// A drop was logged at warn level.
     drop_logged: Cell<bool>,
     /// A later Stop asked for this task's broker sessions to end (it was removed while it
@@ -168,24 +144,58 @@ impl Task {
     ) -> Result<Rc<Self>, StartError> {
         let now = Instant::now();
         let key: Arc<str> = Arc::from(plan.key.as_str());
-        let SourcePlan::Mqtt(src_plan) = &plan.source;
-        let mut src_cfg =
-            src_plan
-                .endpoint
-                .session_config(plan.client_id(&src_plan.endpoint, "src", core_id));
-        src_cfg.subscriptions = plan.subscriptions();
-        src_cfg.unsubscribe_first = src_plan.previous_filters.clone();
-        let src = Session::new(src_cfg, now).map_err(|error| StartError::Session {
-            side: Side::Source,
-            error,
-        })?;
         let route = Route::new(plan.route_settings().map_err(StartError::Route)?);
         let connection = |side, ep| {
             Connection::new(side, ep, Arc::clone(&key), core_id, Arc::clone(&metrics))
                 .map(Rc::new)
                 .map_err(|error| StartError::Connection { side, error })
         };
-        let src_conn = connection(Side::Source, &src_plan.endpoint)?;
+        let managed_identity = |auth: &KafkaAuth, side| match auth {
+            KafkaAuth::ManagedIdentity {
+                endpoint,
+                resource,
+                client_id,
+            } => TokenSource::imds(endpoint, resource.clone(), client_id.clone())
+                .map(Some)
+                .map_err(|e| StartError::Connection {
+                    side,
+                    error: ConnectionError::Auth(e),
+                }),
+            _ => Ok(None),
+        };
+        let mut kafka_source_tokens = None;
+        let (origin, src_io) = match &plan.source {
+            SourcePlan::Mqtt(src_plan) => {
+                let mut src_cfg = src_plan.endpoint.session_config(plan.client_id(
+                    &src_plan.endpoint,
+                    "src",
+                    core_id,
+                ));
+                src_cfg.subscriptions = plan.subscriptions();
+                src_cfg.unsubscribe_first = src_plan.previous_filters.clone();
+                let src = Session::new(src_cfg, now).map_err(|error| StartError::Session {
+                    side: Side::Source,
+                    error,
+                })?;
+                let src_conn = connection(Side::Source, &src_plan.endpoint)?;
+                (Origin::Mqtt(MqttSource::new(src)), SourceIo::Mqtt(src_conn))
+            }
+            SourcePlan::Kafka(src_plan) => {
+                kafka_source_tokens = managed_identity(&src_plan.endpoint.auth, Side::Source)?;
+                let mapping = RecordMapping {
+                    copy_properties: src_plan.endpoint.settings.copy_mqtt_properties
+                        == OperationalMode::Enabled,
+                    cloud_events: matches!(&plan.sink, SinkPlan::Mqtt(dst) if dst.settings.cloud_event_attributes.is_some()),
+                };
+                let source = KafkaSource::new(
+                    Arc::clone(src_plan),
+                    plan.kafka_client_id("src", core_id),
+                    format!("{key} core {core_id}"),
+                    mapping,
+                );
+                (Origin::Kafka(source), SourceIo::Kafka)
+            }
+        };
         let mut kafka_tokens = None;
         let (sink, dst_io) = match &plan.sink {
             SinkPlan::Mqtt(dst_ep) => {
@@ -205,24 +215,10 @@ impl Task {
                 (Destination::Mqtt(sink), DestinationIo::Mqtt(dst_conn))
             }
             SinkPlan::Kafka(dst_ep) => {
-                if let KafkaAuth::ManagedIdentity {
-                    endpoint,
-                    resource,
-                    client_id,
-                } = &dst_ep.auth
-                {
-                    kafka_tokens = Some(
-                        TokenSource::imds(endpoint, resource.clone(), client_id.clone()).map_err(
-                            |e| StartError::Connection {
-                                side: Side::Destination,
-                                error: ConnectionError::Auth(e),
-                            },
-                        )?,
-                    );
-                }
+                kafka_tokens = managed_identity(&dst_ep.auth, Side::Destination)?;
                 let sink = KafkaSink::new(
                     Arc::clone(dst_ep),
-                    plan.kafka_client_id(core_id),
+                    plan.kafka_client_id("dst", core_id),
                     format!("{key} core {core_id}"),
                     RecordSettings::of(dst_ep, plan.instance_id.as_deref()),
                 );
@@ -233,7 +229,7 @@ impl Task {
             }
         };
         let core = Core::new(
-            MqttSource::new(src),
+            origin,
             sink,
             route,
             CoreSettings::default(),
@@ -244,11 +240,14 @@ impl Task {
             core_id,
             metrics,
             core: RefCell::new(core),
-            src: src_conn,
+            src: src_io,
             dst: dst_io,
             kafka_tokens,
+            kafka_source_tokens,
             kafka_done: Cell::new(false),
+            kafka_source_done: Rc::new(Cell::new(false)),
             kafka_was_up: Cell::new(false),
+            kafka_source_was_up: Cell::new(false),
             drop_logged: Cell::new(false),
             end_sessions: Cell::new(false),
             overruns_logged: Cell::new(0),
@@ -258,13 +257,20 @@ impl Task {
         });
         info!(dataflow = %t.key, core = core_id, "starting");
         let owner: Rc<dyn Owner> = Rc::clone(&t) as Rc<dyn Owner>;
-        monoio::spawn(Rc::clone(&t.src).drive(Rc::clone(&owner)));
+        match &t.src {
+            SourceIo::Mqtt(src) => {
+                monoio::spawn(Rc::clone(src).drive(Rc::clone(&owner)));
+            }
+            SourceIo::Kafka => {
+                monoio::spawn(Rc::clone(&t).kafka_source_loop());
+            }
+        }
         match &t.dst {
             DestinationIo::Mqtt(dst) => {
                 monoio::spawn(Rc::clone(dst).drive(owner));
             }
             DestinationIo::Kafka(_) => {
-                monoio::spawn(Rc::clone(&t).kafka_loop());
+                monoio::spawn(Rc::clone(&t).kafka_sink_loop());
             }
         }
         monoio::spawn(Rc::clone(&t).timer());
@@ -290,11 +296,13 @@ impl Task {
             // Ending the sessions of an undrained dataflow would throw away what the source
             // broker still holds for it: then they stay, and expire on their own.
             let end = (end_sessions || self.end_sessions.get()) && drained;
-            let src = core.source_mut().session_mut();
-            if end {
-                src.disconnect_ending_session(now);
-            } else {
-                src.disconnect(now);
+            if let Origin::Mqtt(src) = core.source_mut() {
+                let src = src.session_mut();
+                if end {
+                    src.disconnect_ending_session(now);
+                } else {
+                    src.disconnect(now);
+                }
             }
             if let Destination::Mqtt(sink) = core.sink_mut() {
                 if end {
@@ -306,9 +314,11 @@ impl Task {
         }
         self.process();
         self.stopped.set(true);
-        // The writers flush the DISCONNECTs; then the readers are cancelled. The Kafka loop
-        // sees `stopped` and lets the producer go.
-        self.src.stop();
+        // The writers flush the DISCONNECTs; then the readers are cancelled. The Kafka loops
+        // see `stopped` and let the producer and the consumer go.
+        if let SourceIo::Mqtt(src) = &self.src {
+            src.stop();
+        }
         if let DestinationIo::Mqtt(dst) = &self.dst {
             dst.stop();
         }
@@ -316,9 +326,11 @@ impl Task {
             wake.notify();
         }
         let flush_deadline = Instant::now() + Duration::from_secs(2);
-        while !(self.src.is_done() && self.dst_done()) {
+        while !(self.src_done() && self.dst_done()) {
             if Instant::now() >= flush_deadline {
-                self.src.cancel_io();
+                if let SourceIo::Mqtt(src) = &self.src {
+                    src.cancel_io();
+                }
                 if let DestinationIo::Mqtt(dst) = &self.dst {
                     dst.cancel_io();
                 }
@@ -336,6 +348,13 @@ impl Task {
             unacknowledged,
             "stopped"
         );
+    }
+
+    fn src_done(&self) -> bool {
+        match &self.src {
+            SourceIo::Mqtt(src) => src.is_done(),
+            SourceIo::Kafka => self.kafka_source_done.get(),
+        }
     }
 
     fn dst_done(&self) -> bool {
@@ -366,159 +385,6 @@ impl Task {
         }
     }
 
-    /// The Kafka destination's loop: see the module documentation.
-    async fn kafka_loop(self: Rc<Self>) {
-        let mut backoff = Backoff::default();
-        let mut refresh_at: Option<SystemTime> = None;
-        let mut last_warn: Option<Instant> = None;
-        while !self.stopped.get() {
-            if self.with_kafka(|k| k.needs_new_producer()) == Some(true) {
-                let old = self.with_kafka(KafkaSink::take_producer).flatten();
-                if let Some(old) = old {
-                    // What it held comes back to the core; dropping it waits for its threads.
-                    self.process();
-                    let _ = std::thread::Builder::new()
-                        .name("sluice-kafka-drop".into())
-                        .spawn(move || drop(old));
-                    // A producer replaced after a fatal error or a refused login: not again at
-                    // once (a wrong password would make one every few milliseconds).
-                    monoio::time::sleep(backoff.next_delay()).await;
-                    if self.stopped.get() {
-                        break;
-                    }
-                }
-                let token = match self.kafka_token(&mut refresh_at).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.with_kafka(|k| k.cannot_create(format!("managed identity: {e}")));
-                        self.process();
-                        monoio::time::sleep(backoff.next_delay()).await;
-                        continue;
-                    }
-                };
-                match self
-                    .with_kafka(|k| k.make_producer(token))
-                    .unwrap_or(Ok(()))
-                {
-                    Ok(()) => {
-                        debug!(dataflow = %self.key, core = self.core_id, "Kafka producer made");
-                        self.process();
-                    }
-                    Err(e) => {
-                        self.with_kafka(|k| k.cannot_create(e));
-                        self.process();
-                        monoio::time::sleep(backoff.next_delay()).await;
-                        continue;
-                    }
-                }
-            }
-            let token_wanted = self.with_kafka(KafkaSink::take_token_wanted) == Some(true);
-            if self.kafka_tokens.is_some()
-                && (token_wanted || refresh_at.is_some_and(|at| SystemTime::now() >= at))
-            {
-                match self.kafka_token(&mut refresh_at).await {
-                    Ok(Some(token)) => {
-                        self.with_kafka(|k| k.set_token(token));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        warn!(dataflow = %self.key, core = self.core_id, error = %Escaped(&e.to_string()), "cannot refresh the managed identity token");
-                        refresh_at = Some(SystemTime::now() + backoff.next_delay());
-                    }
-                }
-            }
-            self.with_kafka(KafkaSink::poll);
-            self.process();
-            if last_warn.is_some_and(|t| t.elapsed() >= KAFKA_ERROR_LOG_EVERY) {
-                last_warn = None;
-            }
-            if self.kafka_notices(&mut last_warn) {
-                // Up: the next replacement starts its backoff over.
-                backoff.reset();
-            }
-            let in_flight = self.with_kafka(|k| k.in_flight()).unwrap_or(0) > 0;
-            let DestinationIo::Kafka(wake) = &self.dst else {
-                break;
-            };
-            if in_flight {
-                monoio::time::sleep(KAFKA_POLL).await;
-            } else {
-                let _ = monoio::time::timeout(IDLE_TICK, wake.notified()).await;
-            }
-        }
-        // Stopped: what is still in flight is left unacknowledged at the source.
-        if let Some(producer) = self.with_kafka(KafkaSink::take_producer).flatten() {
-            let _ = std::thread::Builder::new()
-                .name("sluice-kafka-drop".into())
-                .spawn(move || drop(producer));
-        }
-        self.kafka_done.set(true);
-    }
-
-    /// A managed identity token for a new producer or a refresh (`None` without one), and when
-    /// to refresh it.
-    async fn kafka_token(
-        &self,
-        refresh_at: &mut Option<SystemTime>,
-    ) -> Result<Option<crate::secrets::tokens::Token>, crate::secrets::AuthError> {
-        let Some(tokens) = &self.kafka_tokens else {
-            return Ok(None);
-        };
-        let answer = tokens.token().await?;
-        *refresh_at = answer.as_ref().and_then(|(_, at)| *at);
-        Ok(tokens.cached())
-    }
-
-    /// Runs `f` on the Kafka sink; `None` when the destination is not Kafka (the Kafka loop
-    /// runs only for a Kafka destination).
-    fn with_kafka<T>(&self, f: impl FnOnce(&mut KafkaSink) -> T) -> Option<T> {
-        match self.core.borrow_mut().sink_mut() {
-            Destination::Kafka(k) => Some(f(k)),
-            Destination::Mqtt(_) => None,
-        }
-    }
-
-    /// Logs and counts what the Kafka producer reported; returns whether it came up.
-    fn kafka_notices(&self, last_warn: &mut Option<Instant>) -> bool {
-        let mut up = false;
-        while let Some(notice) = self.with_kafka(KafkaSink::poll_notice).flatten() {
-            match notice {
-                KafkaNotice::Up => {
-                    up = true;
-                    if self.kafka_was_up.replace(true) {
-                        self.metrics.on_reconnect(Side::Destination);
-                    }
-                    self.metrics.set_connected(Side::Destination, true);
-                    info!(dataflow = %self.key, core = self.core_id, "destination connected (Kafka)");
-                }
-                KafkaNotice::Down => {
-                    self.metrics.set_connected(Side::Destination, false);
-                    warn!(dataflow = %self.key, core = self.core_id, "destination disconnected (Kafka): no broker reachable; records wait in the producer and are retried");
-                }
-                KafkaNotice::Error { code, reason } => {
-                    if last_warn.is_none() {
-                        *last_warn = Some(Instant::now());
-                        warn!(dataflow = %self.key, core = self.core_id, ?code, reason = %Escaped(&reason), "Kafka client error (further ones within 10 s are logged at debug level)");
-                    } else {
-                        debug!(dataflow = %self.key, core = self.core_id, ?code, reason = %Escaped(&reason), "Kafka client error");
-                    }
-                }
-                KafkaNotice::RecordError { code, class } => {
-                    let what = match class {
-                        crate::kafka::errors::ErrorClass::Final(_) => "dropped (final)",
-                        _ => "offered again after a backoff",
-                    };
-                    warn!(dataflow = %self.key, core = self.core_id, ?code, "Kafka did not take records: {what}");
-                }
-                KafkaNotice::CannotCreate { reason } => {
-                    self.metrics.set_connected(Side::Destination, false);
-                    warn!(dataflow = %self.key, core = self.core_id, reason = %Escaped(&reason), "cannot make the Kafka producer; retrying");
-                }
-            }
-        }
-        up
-    }
-
     /// Asks a task that is already draining (for a restart) to end its broker sessions when
     /// it stops: the dataflow was removed meanwhile.
     pub(crate) fn end_sessions_when_stopped(&self) {
@@ -540,8 +406,10 @@ impl Task {
                 break;
             }
         }
-        if core.source().backlog_bytes() > 0 {
-            self.src.wake_writer();
+        if let SourceIo::Mqtt(src) = &self.src
+            && core.source().backlog_bytes() > 0
+        {
+            src.wake_writer();
         }
         match (&self.dst, core.sink()) {
             (DestinationIo::Mqtt(dst), sink) if sink.backlog_bytes() > 0 => dst.wake_writer(),
@@ -550,22 +418,27 @@ impl Task {
             }
             _ => {}
         }
-        if !core.source().read_paused() {
-            self.src.resume_reader();
+        if let SourceIo::Mqtt(src) = &self.src
+            && !core.source().read_paused()
+        {
+            src.resume_reader();
         }
     }
 
     /// What the source session reported besides messages. Returns `false` (the sink did not
     /// change).
-    fn source_notices(&self, core: &mut Core<MqttSource, Destination>) -> bool {
-        while let Some(ev) = core.source_mut().poll_notice() {
+    fn source_notices(&self, core: &mut Core<Origin, Destination>) -> bool {
+        let Origin::Mqtt(source) = core.source_mut() else {
+            return false;
+        };
+        while let Some(ev) = source.poll_notice() {
             match ev {
                 Event::Connected { session_present } => {
                     self.metrics.set_connected(Side::Source, true);
                     info!(dataflow = %self.key, core = self.core_id, session_present, "source connected");
                 }
                 Event::Subscribed { reason_codes } => {
-                    let subs = &core.source().session().config().subscriptions;
+                    let subs = &source.session().config().subscriptions;
                     for (code, sub) in reason_codes.iter().zip(subs) {
                         if code.0 >= 0x80 {
                             warn!(dataflow = %self.key, filter = %sub.filter, code = code.0, "subscription refused by the source broker");
@@ -580,12 +453,14 @@ impl Task {
                 Event::Closed { reason } => {
                     self.metrics.set_connected(Side::Source, false);
                     self.on_closed(Side::Source, &reason);
-                    self.src.on_closed(&reason);
+                    if let SourceIo::Mqtt(src) = &self.src {
+                        src.on_closed(&reason);
+                    }
                 }
                 Event::Message { .. } | Event::Acked { .. } | Event::Refused { .. } => {}
             }
         }
-        let overruns = core.source().session().receive_maximum_overruns();
+        let overruns = source.session().receive_maximum_overruns();
         self.metrics.set_receive_maximum_overruns(overruns);
         let logged = self.overruns_logged.get();
         if overruns > logged && (logged == 0 || overruns >= 2 * logged) {
@@ -597,7 +472,7 @@ impl Task {
 
     /// What an MQTT sink reported about its connection. Returns whether it connected (the core
     /// may offer what waits). A Kafka sink's notices are the Kafka loop's.
-    fn sink_notices(&self, core: &mut Core<MqttSource, Destination>) -> bool {
+    fn sink_notices(&self, core: &mut Core<Origin, Destination>) -> bool {
         let mut connected = false;
         loop {
             let Destination::Mqtt(sink) = core.sink_mut() else {
@@ -643,7 +518,7 @@ impl Task {
     /// Logs what the core reported: the first drop at warn, the rest at debug (a template that
     /// does not fit a topic, or a destination that refuses everything, would otherwise log once
     /// per message); retries at warn on powers of two.
-    fn log_events(&self, core: &mut Core<MqttSource, Destination>) {
+    fn log_events(&self, core: &mut Core<Origin, Destination>) {
         while let Some(event) = core.poll_event() {
             match event {
                 CoreEvent::Dropped { reason, topic } => {
@@ -678,7 +553,11 @@ fn log_closed(key: &str, core: usize, side: Side, reason: &CloseReason) {
 impl Owner for Task {
     fn session(&self, side: Side) -> RefMut<'_, Session> {
         RefMut::map(self.core.borrow_mut(), |c| match side {
-            Side::Source => c.source_mut().session_mut(),
+            Side::Source => match c.source_mut() {
+                Origin::Mqtt(source) => source.session_mut(),
+                // Only an MQTT source has a connection that asks for its session.
+                Origin::Kafka(_) => unreachable!("a Kafka source has no MQTT session"),
+            },
             Side::Destination => match c.sink_mut() {
                 Destination::Mqtt(sink) => sink.session_mut(),
                 // Only an MQTT destination has a connection that asks for its session.

@@ -1,7 +1,8 @@
-//! librdkafka configuration of a Kafka destination, from its [`KafkaEndpointPlan`]: one pure
-//! function ([`producer_settings`]) that reads the endpoint's secret and certificate files and
-//! gives the `(property, value)` list, so that the mapping is tested as a table and nothing else
-//! decides a producer property.
+//! librdkafka configuration of a Kafka destination or source, from its [`KafkaEndpointPlan`]:
+//! pure functions ([`producer_settings`], [`consumer_settings`]) that read the endpoint's secret
+//! and certificate files and give the `(property, value)` list, so that the mapping is tested as
+//! a table and nothing else decides a client property. The connection settings (the first five
+//! rows) are the same for both.
 //!
 //! | Endpoint setting | librdkafka |
 //! |---|---|
@@ -15,6 +16,15 @@
 //! | `batching` Enabled | `linger.ms` = `latencyMs`, `batch.size` = `maxBytes`, `batch.num.messages` = `maxMessages` |
 //! | `batching` Disabled | `linger.ms=0`: every message goes out at once |
 //! | `kafkaAcks` | `acks` `0` / `1` / `all`; `all` with `enable.idempotence=true` |
+//!
+//! | `consumerGroupId` (a source) | `group.id` |
+//!
+//! A consumer stores offsets itself (`enable.auto.offset.store=false`): the source's
+//! per-partition watermark, the offset below which the destination has acknowledged every
+//! record; librdkafka commits what was stored every [`COMMIT_INTERVAL_MS`], on a rebalance and on
+//! close (`enable.auto.commit=true`), so nothing is committed past an unacknowledged record. A
+//! new group starts at the earliest offset. Its prefetch is bounded per partition
+//! ([`CONSUMER_QUEUE_KBYTES`], [`CONSUMER_QUEUE_MESSAGES`]) and per fetch ([`FETCH_MAX_BYTES`]).
 //!
 //! Bounds, whatever the endpoint says: the producer's queue holds at most
 //! [`QUEUE_MAX_MESSAGES`] messages and [`QUEUE_MAX_KBYTES`] KiB (past either, a send is refused
@@ -39,13 +49,28 @@ pub(crate) const QUEUE_MAX_MESSAGES: u32 = 100_000;
 pub(crate) const QUEUE_MAX_KBYTES: u32 = 64 * 1024;
 /// How long a message may wait for its delivery report (librdkafka retries meanwhile).
 pub(crate) const DELIVERY_TIMEOUT_MS: u32 = 120_000;
+/// How often a consumer commits the offsets its source stored (and on rebalance and close).
+pub(crate) const COMMIT_INTERVAL_MS: u32 = 200;
+/// Most KiB a consumer prefetches per partition (librdkafka's local queue; 16 MiB).
+pub(crate) const CONSUMER_QUEUE_KBYTES: u32 = 16 * 1024;
+/// Most records a consumer prefetches per partition before it stops fetching.
+pub(crate) const CONSUMER_QUEUE_MESSAGES: u32 = 10_000;
+/// Most bytes of one fetch response (a record batch larger than this still comes, alone).
+pub(crate) const FETCH_MAX_BYTES: u32 = 16 << 20;
+/// How long the group waits for a consumer that stopped heartbeating (a killed data plane)
+/// before its partitions move.
+pub(crate) const SESSION_TIMEOUT_MS: u32 = 10_000;
+/// The group's rebalance timeout: how long a rebalance waits for members to rejoin (the
+/// source polls its consumer every few milliseconds, paused or not).
+pub(crate) const MAX_POLL_INTERVAL_MS: u32 = 30_000;
 
-/// A producer's configuration: `(property, value)` pairs for `rdkafka::ClientConfig`.
-pub(crate) struct ProducerSettings {
+/// A producer's or consumer's configuration: `(property, value)` pairs for
+/// `rdkafka::ClientConfig`.
+pub(crate) struct ClientSettings {
     pairs: Vec<(&'static str, String)>,
 }
 
-impl ProducerSettings {
+impl ClientSettings {
     /// The pairs, in the order they were set.
     pub(crate) fn pairs(&self) -> &[(&'static str, String)] {
         &self.pairs
@@ -65,7 +90,7 @@ impl ProducerSettings {
     }
 }
 
-impl std::fmt::Debug for ProducerSettings {
+impl std::fmt::Debug for ClientSettings {
     /// Keys only: the values hold secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
@@ -89,9 +114,98 @@ pub(crate) fn producer_settings(
     plan: &KafkaEndpointPlan,
     client_id: &str,
     window: Option<u32>,
-) -> Result<ProducerSettings, SettingsError> {
+) -> Result<ClientSettings, SettingsError> {
     let s = &plan.settings;
-    let mut c = ProducerSettings { pairs: Vec::new() };
+    let mut c = connection_settings(plan, client_id)?;
+    c.set(
+        "compression.type",
+        match s.compression {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        },
+    );
+    match s.batching.mode {
+        OperationalMode::Enabled => {
+            c.set("linger.ms", s.batching.latency_ms.to_string());
+            c.set("batch.size", s.batching.max_bytes.max(1).to_string());
+            c.set(
+                "batch.num.messages",
+                s.batching.max_messages.clamp(1, 1_000_000).to_string(),
+            );
+        }
+        OperationalMode::Disabled => c.set("linger.ms", "0"),
+    }
+    match s.kafka_acks {
+        KafkaAcks::Zero => c.set("acks", "0"),
+        KafkaAcks::One => c.set("acks", "1"),
+        KafkaAcks::All => {
+            c.set("acks", "all");
+            c.set("enable.idempotence", "true");
+        }
+    }
+    let max_messages = window.map_or(QUEUE_MAX_MESSAGES, |w| w.clamp(1, QUEUE_MAX_MESSAGES));
+    c.set("queue.buffering.max.messages", max_messages.to_string());
+    c.set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string());
+    c.set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string());
+    c.set("socket.keepalive.enable", "true");
+    // Broker states every second: whether the destination is connected (readiness).
+    c.set("statistics.interval.ms", "1000");
+    Ok(c)
+}
+
+/// The consumer configuration of `plan` for a client named `client_id` in the group
+/// `group_id`, reading its secret and certificate files now: the connection as for a producer,
+/// then at-least-once offsets (see the module documentation) and bounded fetch queues.
+///
+/// # Errors
+/// A secret, certificate or key file that cannot be read or used.
+pub(crate) fn consumer_settings(
+    plan: &KafkaEndpointPlan,
+    client_id: &str,
+    group_id: &str,
+) -> Result<ClientSettings, SettingsError> {
+    let mut c = connection_settings(plan, client_id)?;
+    c.set("group.id", group_id);
+    // Offsets: stored by the source as its per-partition watermark passes (never past a record
+    // the destination has not acknowledged), committed by librdkafka in the background, on a
+    // rebalance and on close.
+    c.set("enable.auto.commit", "true");
+    c.set("enable.auto.offset.store", "false");
+    c.set("auto.commit.interval.ms", COMMIT_INTERVAL_MS.to_string());
+    // A new group reads what the topic already holds: nothing produced before the first start
+    // is skipped.
+    c.set("auto.offset.reset", "earliest");
+    c.set(
+        "queued.max.messages.kbytes",
+        CONSUMER_QUEUE_KBYTES.to_string(),
+    );
+    c.set("queued.min.messages", CONSUMER_QUEUE_MESSAGES.to_string());
+    c.set("fetch.max.bytes", FETCH_MAX_BYTES.to_string());
+    c.set(
+        "receive.message.max.bytes",
+        (FETCH_MAX_BYTES + 65_536).to_string(),
+    );
+    c.set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string());
+    c.set(
+        "heartbeat.interval.ms",
+        (SESSION_TIMEOUT_MS / 3).to_string(),
+    );
+    c.set("max.poll.interval.ms", MAX_POLL_INTERVAL_MS.to_string());
+    c.set("socket.keepalive.enable", "true");
+    // Broker states every second: whether the source is connected (readiness).
+    c.set("statistics.interval.ms", "1000");
+    Ok(c)
+}
+
+/// What producers and consumers share: servers, client id, TLS and SASL.
+fn connection_settings(
+    plan: &KafkaEndpointPlan,
+    client_id: &str,
+) -> Result<ClientSettings, SettingsError> {
+    let mut c = ClientSettings { pairs: Vec::new() };
     c.set("bootstrap.servers", plan.bootstrap.clone());
     c.set("client.id", client_id);
     let sasl = !matches!(plan.auth, KafkaAuth::None);
@@ -140,42 +254,6 @@ pub(crate) fn producer_settings(
         }
         KafkaAuth::ManagedIdentity { .. } => c.set("sasl.mechanism", "OAUTHBEARER"),
     }
-    c.set(
-        "compression.type",
-        match s.compression {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Snappy => "snappy",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-        },
-    );
-    match s.batching.mode {
-        OperationalMode::Enabled => {
-            c.set("linger.ms", s.batching.latency_ms.to_string());
-            c.set("batch.size", s.batching.max_bytes.max(1).to_string());
-            c.set(
-                "batch.num.messages",
-                s.batching.max_messages.clamp(1, 1_000_000).to_string(),
-            );
-        }
-        OperationalMode::Disabled => c.set("linger.ms", "0"),
-    }
-    match s.kafka_acks {
-        KafkaAcks::Zero => c.set("acks", "0"),
-        KafkaAcks::One => c.set("acks", "1"),
-        KafkaAcks::All => {
-            c.set("acks", "all");
-            c.set("enable.idempotence", "true");
-        }
-    }
-    let max_messages = window.map_or(QUEUE_MAX_MESSAGES, |w| w.clamp(1, QUEUE_MAX_MESSAGES));
-    c.set("queue.buffering.max.messages", max_messages.to_string());
-    c.set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string());
-    c.set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string());
-    c.set("socket.keepalive.enable", "true");
-    // Broker states every second: whether the destination is connected (readiness).
-    c.set("statistics.interval.ms", "1000");
     Ok(c)
 }
 
@@ -242,7 +320,7 @@ mod tests {
         KafkaSettings::new("k1:9093,k2".into(), KafkaAuthentication::Anonymous)
     }
 
-    fn pairs(c: &ProducerSettings) -> Vec<(&str, &str)> {
+    fn pairs(c: &ClientSettings) -> Vec<(&str, &str)> {
         c.pairs().iter().map(|(k, v)| (*k, v.as_str())).collect()
     }
 
@@ -373,6 +451,48 @@ mod tests {
         let c =
             producer_settings(&plan(settings(), KafkaAuth::None, None), "id", Some(500)).unwrap();
         assert_eq!(c.get("queue.buffering.max.messages"), Some("500"));
+    }
+
+    #[test]
+    fn a_consumer_shares_the_connection_settings_and_stores_its_own_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (user, pass) = (dir.path().join("username"), dir.path().join("password"));
+        std::fs::write(&user, "u").unwrap();
+        std::fs::write(&pass, "p").unwrap();
+        let sasl = KafkaAuth::Sasl {
+            mechanism: "SCRAM-SHA-256",
+            username_file: user,
+            password_file: pass,
+        };
+        let mut s = settings();
+        // Producer settings have no place in a consumer's configuration.
+        s.compression = Compression::Zstd;
+        let c = consumer_settings(&plan(s, sasl, None), "df-src-0", "group-1").unwrap();
+        assert_eq!(
+            pairs(&c),
+            [
+                ("bootstrap.servers", "k1:9093,k2:9093"),
+                ("client.id", "df-src-0"),
+                ("security.protocol", "sasl_plaintext"),
+                ("sasl.mechanism", "SCRAM-SHA-256"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+                ("group.id", "group-1"),
+                ("enable.auto.commit", "true"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.commit.interval.ms", "200"),
+                ("auto.offset.reset", "earliest"),
+                ("queued.max.messages.kbytes", "16384"),
+                ("queued.min.messages", "10000"),
+                ("fetch.max.bytes", "16777216"),
+                ("receive.message.max.bytes", "16842752"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "3333"),
+                ("max.poll.interval.ms", "30000"),
+                ("socket.keepalive.enable", "true"),
+                ("statistics.interval.ms", "1000"),
+            ]
+        );
     }
 
     #[test]

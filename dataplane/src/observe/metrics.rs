@@ -43,6 +43,8 @@
 //! | `sluice_messages_in_flight` | gauge | `dataflow` |
 //! | `sluice_receive_maximum_overruns_total` | counter | `dataflow`: QoS 1 messages the source broker sent beyond our Receive Maximum |
 //! | `sluice_messages_retried_total` | counter | `dataflow`: messages the destination gave back to be offered again (a refusal that may pass, a Kafka delivery that timed out) |
+//! | `sluice_kafka_headers_dropped_total` | counter | `dataflow`: Kafka record headers (and keys) left out of MQTT messages: not UTF-8, or 64 KiB or more |
+//! | `sluice_kafka_commit_failures_total` | counter | `dataflow`: offset commits of a Kafka source that failed (offsets are committed again later; nothing is lost, more may be delivered twice) |
 //! | `sluice_reconnects_total` | counter | `dataflow`, `side` = `source` or `destination` |
 //! | `sluice_packets_too_large_total` | counter | `dataflow`, `side`: connections closed because the broker sent a packet bigger than our maximum packet size (`--max-packet-bytes`) |
 //! | `sluice_session_connected` | gauge | `dataflow`, `side`: cores whose session is up |
@@ -119,6 +121,8 @@ pub(crate) struct DataflowMetrics {
     drops: [AtomicU64; DropReason::COUNT],
     receive_maximum_overruns: AtomicU64,
     retries: AtomicU64,
+    kafka_headers_dropped: AtomicU64,
+    kafka_commit_failures: AtomicU64,
     /// Since when (Unix milliseconds) a message given back has waited to be delivered; 0 while
     /// none waits. Past [`STALLED_AFTER`], `/readyz` names the dataflow.
     retrying_since_ms: AtomicU64,
@@ -143,6 +147,8 @@ impl DataflowMetrics {
             drops: Default::default(),
             receive_maximum_overruns: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            kafka_headers_dropped: AtomicU64::new(0),
+            kafka_commit_failures: AtomicU64::new(0),
             retrying_since_ms: AtomicU64::new(0),
         }
     }
@@ -217,6 +223,17 @@ impl DataflowMetrics {
         self.in_flight.store(n as u64, Relaxed);
     }
 
+    /// Kafka record headers left out of a message (not UTF-8, or 64 KiB or more).
+    #[inline]
+    pub(crate) fn on_kafka_headers_dropped(&self, n: u64) {
+        bump(&self.kafka_headers_dropped, n);
+    }
+
+    /// Offset commits of the Kafka source that failed.
+    pub(crate) fn on_kafka_commit_failures(&self, n: u64) {
+        bump(&self.kafka_commit_failures, n);
+    }
+
     /// A new connection (or consumer session) to `side` after the first.
     #[inline]
     pub(crate) fn on_reconnect(&self, side: Side) {
@@ -258,6 +275,8 @@ impl DataflowMetrics {
         }
         t.receive_maximum_overruns += self.receive_maximum_overruns.load(Relaxed);
         t.retries += self.retries.load(Relaxed);
+        t.kafka_headers_dropped += self.kafka_headers_dropped.load(Relaxed);
+        t.kafka_commit_failures += self.kafka_commit_failures.load(Relaxed);
         for (total, bucket) in t.ack_latency_buckets.iter_mut().zip(&self.ack_buckets) {
             *total += bucket.load(Relaxed);
         }
@@ -299,6 +318,10 @@ pub(crate) struct Totals {
     pub receive_maximum_overruns: u64,
     /// Messages given back by the destination to be offered again.
     pub retries: u64,
+    /// Kafka record headers left out of messages.
+    pub kafka_headers_dropped: u64,
+    /// Offset commits of a Kafka source that failed.
+    pub kafka_commit_failures: u64,
     reconnects: [u64; 2],
     packets_too_large: [u64; 2],
     connected: [u64; 2],

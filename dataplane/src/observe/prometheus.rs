@@ -130,7 +130,7 @@ type Value = fn(&Totals) -> u64;
 type SideValue = fn(&Totals, Side) -> u64;
 
 /// Families with one sample per dataflow.
-const PER_DATAFLOW: [(Family, Value); 8] = [
+const PER_DATAFLOW: [(Family, Value); 10] = [
     (
         Family {
             name: "sluice_dataflow_cores",
@@ -194,6 +194,22 @@ const PER_DATAFLOW: [(Family, Value); 8] = [
             help: "Messages the destination gave back to be offered again after a backoff.",
         },
         |t| t.retries,
+    ),
+    (
+        Family {
+            name: "sluice_kafka_headers_dropped_total",
+            kind: "counter",
+            help: "Kafka record headers left out of the MQTT message: not UTF-8, or 64 KiB or more.",
+        },
+        |t| t.kafka_headers_dropped,
+    ),
+    (
+        Family {
+            name: "sluice_kafka_commit_failures_total",
+            kind: "counter",
+            help: "Offset commits of a Kafka source that the group coordinator refused or that failed.",
+        },
+        |t| t.kafka_commit_failures,
     ),
 ];
 

@@ -1,4 +1,5 @@
-//! The sources: each source kind as a [`crate::source::Source`]. MQTT today; the Kafka consumer
-//! comes with its connector.
+//! The sources: each source kind as a [`crate::source::Source`]: an MQTT subscription
+//! ([`mqtt`]) and a Kafka consumer ([`kafka`]).
 
+pub(crate) mod kafka;
 pub(crate) mod mqtt;
