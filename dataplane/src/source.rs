@@ -34,4 +34,12 @@ pub(crate) trait Source {
     /// Bytes of acknowledgements (or other protocol output) queued and not yet written: a drain
     /// is complete only once these are out.
     fn backlog_bytes(&self) -> usize;
+
+    /// Whether the source holds what it has not yielded, bounded (a Kafka consumer's
+    /// prefetch): then the core takes messages only while none waits for the sink, rather than
+    /// queueing them up to its bound and pausing. An MQTT source does not: the broker keeps
+    /// sending, so the core reads on and pauses.
+    fn holds_upstream(&self) -> bool {
+        false
+    }
 }

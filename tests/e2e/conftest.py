@@ -49,7 +49,8 @@ def mosquitto(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[broker
 
 @pytest.fixture
 def tansu(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[brokers.Broker]:
-    """A tansu Kafka-protocol broker with in-memory storage; `env` holds KAFKA_BOOTSTRAP.
+    """A tansu Kafka-protocol broker (sqlite storage in the test's folder, scripts/tansu-start's
+    default); `env` holds KAFKA_BOOTSTRAP.
 
     It does not create topics on first use: create them with the admin API.
     """

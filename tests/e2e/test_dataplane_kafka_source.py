@@ -37,8 +37,6 @@ def kafka_dataflow(name: str, source: str, topics: list[str], destination: str, 
 def produce(bootstrap: str, records: list[dict[str, Any]]) -> list[tuple[int, int]]:
     """Produce RECORDS (each: topic, value, and optional key, headers, timestamp) and return
     each one's (partition, offset), in order."""
-    # Batches are fine here: the data plane reads these topics from their start (offset 0
-    # begins a batch). See test_dataplane_kafka_source_delivery.py for resuming inside one.
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
                   "log_level": 0})
     where: list[tuple[int, int] | None] = [None] * len(records)

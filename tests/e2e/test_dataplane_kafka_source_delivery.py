@@ -48,16 +48,13 @@ DONE_TIMEOUT_S = 240
 STALL_S = 45
 
 
-# One record per batch. tansu 0.6.0 answers a fetch from an offset inside a record batch with
-# the batches after that one: the rest of the batch is never served (a broker must send the
-# batch that holds the offset; the client skips what lies below it). Every consumer that
-# resumes at a committed offset inside a batch then skips records, Sluice's and any other
-# (checked with confluent-kafka's own consumer: assigned at offset 1234 of a topic written in
-# batches, it gets 1241 first). With one record per batch, every offset starts a batch.
+# Batches as a producer writes them by default (linger 5 ms). tansu runs on its sqlite storage
+# (scripts/tansu-start's default): its memory storage does not serve the rest of a record batch
+# when a fetch starts inside it, which a consumer group does whenever it resumes at a committed
+# offset (see docs/delivery.md, "Known limits").
 # log_level 0: once the test's tansu is gone, a lingering client would log its reconnection
 # attempts into later tests' output.
-PRODUCER_CONF = {"linger.ms": 0, "batch.num.messages": 1, "enable.idempotence": True,
-                 "log_level": 0}
+PRODUCER_CONF = {"linger.ms": 5, "enable.idempotence": True, "log_level": 0}
 
 
 @pytest.fixture(autouse=True)
@@ -223,7 +220,11 @@ def test_sigkill_mid_stream_commits_nothing_unacknowledged_and_loses_nothing(
     producer = KafkaProducer(bootstrap, N)
     producer.produce(range(N))
     config = manifests(sluice, bootstrap, dst.host)
-    dp = sluice.dataplane(cores=2, extra=("--instance-id", "e2e-a"))
+    # One core: one member of the group, whose static membership (the same group.instance.id
+    # after the restart) gives it its partitions back at once. tansu 0.6.0 never times out a
+    # member that died (a killed consumer's partitions stay with it), and with several static
+    # members it does not always hand every partition out again after a restart.
+    dp = sluice.dataplane(cores=1, extra=("--instance-id", "e2e-a"))
     sluice.agent(config, dp, dst.host)
     started = time.monotonic()
     wait_until("30% delivered", lambda: counter.distinct >= N * 3 // 10, 120, 0.01)

@@ -20,6 +20,9 @@
 //!   [`CoreSettings::retry_delay`] doubling per attempt of that message up to
 //!   [`CoreSettings::retry_delay_max`]. A final refusal drops and acknowledges it.
 //! - While a message waits in `pending` its Message Expiry Interval ages ([`Route::age`]).
+//! - A source that holds what it has not yielded ([`Source::holds_upstream`], a Kafka consumer)
+//!   is asked for messages only while nothing waits in `pending`: what the sink cannot take yet
+//!   stays in the source's bounded buffer, not in the core's queue.
 //! - Backpressure: the source is paused while `pending` holds [`CoreSettings::max_pending`]
 //!   messages or the sink's unwritten bytes reach [`CoreSettings::max_backlog_bytes`], and for
 //!   good once a drain started ([`Core::start_drain`]). A paused source keeps its connection
@@ -218,7 +221,11 @@ impl<S: Source, K: Sink> Core<S, K> {
     pub(crate) fn process(&mut self, now: Instant, wall: SystemTime) {
         self.take_outcomes(now, wall);
         self.drain_pending(now);
-        while let Some((message, ack)) = self.source.poll_message(now) {
+        let holds = self.source.holds_upstream();
+        while !(holds && !self.pending.is_empty()) {
+            let Some((message, ack)) = self.source.poll_message(now) else {
+                break;
+            };
             self.on_message(message, ack, now, wall);
         }
         self.metrics.set_in_flight(self.in_flight());

@@ -87,6 +87,13 @@ impl Source for Origin {
             Self::Kafka(s) => s.backlog_bytes(),
         }
     }
+
+    fn holds_upstream(&self) -> bool {
+        match self {
+            Self::Mqtt(s) => s.holds_upstream(),
+            Self::Kafka(s) => s.holds_upstream(),
+        }
+    }
 }
 
 /// A dataflow's destination.

@@ -169,6 +169,12 @@ pub(crate) fn consumer_settings(
 ) -> Result<ClientSettings, SettingsError> {
     let mut c = connection_settings(plan, client_id)?;
     c.set("group.id", group_id);
+    // Static membership (KIP-345): the client id is stable across restarts (dataflow,
+    // `--instance-id`, core), so a data plane restarted after a crash takes its partitions back
+    // at once instead of waiting for the group to time the dead member out (which some brokers,
+    // tansu among them, never do). A graceful stop leaves the group explicitly (the source
+    // unsubscribes first), so that its partitions move at once.
+    c.set("group.instance.id", client_id);
     // Offsets: stored by the source as its per-partition watermark passes (never past a record
     // the destination has not acknowledged), committed by librdkafka in the background, on a
     // rebalance and on close.
@@ -478,6 +484,7 @@ mod tests {
                 ("sasl.username", "u"),
                 ("sasl.password", "p"),
                 ("group.id", "group-1"),
+                ("group.instance.id", "df-src-0"),
                 ("enable.auto.commit", "true"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.commit.interval.ms", "200"),

@@ -257,8 +257,19 @@ impl Task {
                 monoio::time::sleep(KAFKA_POLL).await;
             }
         }
-        // Stopped (drained, or out of time): the watermarks reached are stored, and closing the
-        // consumer commits them; what is still unacknowledged is read again by the group.
+        // Stopped (drained, or out of time): the watermarks reached are stored, the group is
+        // left (its revocation commits them; at most 2 s), and closing the consumer commits
+        // again; what is still unacknowledged is read again by the group.
+        if self.with_kafka_source(KafkaSource::leave_group) == Some(true) {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline
+                && self.with_kafka_source(|k| k.has_assignment()) == Some(true)
+            {
+                self.with_kafka_source(KafkaSource::serve_events);
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.kafka_source_notices(&mut last_warn);
+        }
         let done = std::rc::Rc::clone(&self.kafka_source_done);
         match self.with_kafka_source(KafkaSource::take_consumer).flatten() {
             Some(consumer) => {

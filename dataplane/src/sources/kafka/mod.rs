@@ -25,7 +25,10 @@
 //!
 //! # Backpressure
 //!
-//! When the core pauses the source, the consumer's assigned partitions are paused
+//! The core asks for records only while nothing waits for the sink ([`Source::holds_upstream`]):
+//! what the MQTT destination cannot take yet stays in librdkafka's bounded prefetch. When the
+//! core pauses the source (its drain), or has not asked for [`IDLE_PAUSE_AFTER`] (the
+//! destination is down or slow), the consumer's assigned partitions are paused
 //! (librdkafka's `pause`: it stops fetching and drops what it had fetched, to fetch it again on
 //! `resume`). The consumer is still polled, for rebalances, errors and the group's liveness. A
 //! partition is paused only once a record came from it since it was assigned (librdkafka loses
@@ -76,6 +79,10 @@ pub(crate) const MAX_STASH: usize = 1024;
 
 /// The arena's chunk: a new one is allocated when the records of the last filled it.
 pub(crate) const ARENA_CHUNK: usize = 128 * 1024;
+
+/// How long the core may not ask for records (its queue for the sink is not empty) before the
+/// partitions are paused in librdkafka, so that polling for the group's events takes no records.
+pub(crate) const IDLE_PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// What happened to the consumer, for the task to log and count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +138,11 @@ pub(crate) struct KafkaSource {
     stash: VecDeque<(Message, KafkaAck)>,
     /// The core asked for backpressure.
     paused: bool,
+    /// When the core last asked for a record.
+    asked_at: Option<Instant>,
+    /// The partitions are paused in librdkafka (backpressure, or the core not asking for a
+    /// while).
+    lib_paused: bool,
     /// Records left to take in this round.
     budget: usize,
     /// The consumer must be replaced (fatal error, authentication failure).
@@ -173,6 +185,8 @@ impl KafkaSource {
             arena: BytesMut::new(),
             stash: VecDeque::new(),
             paused: false,
+            asked_at: None,
+            lib_paused: false,
             budget: 0,
             replace: false,
             up: false,
@@ -225,6 +239,7 @@ impl KafkaSource {
         self.consumer = Some(consumer);
         self.replace = false;
         self.up = false;
+        self.lib_paused = false;
         Ok(())
     }
 
@@ -247,6 +262,38 @@ impl KafkaSource {
         Some(consumer)
     }
 
+    /// Leaves the consumer group (a graceful stop): unsubscribes, so that the revocation is
+    /// served by the next polls and librdkafka sends LeaveGroup (a static member does not on
+    /// close). Returns `false` without a consumer.
+    pub(crate) fn leave_group(&mut self) -> bool {
+        self.store_offsets();
+        match &self.consumer {
+            Some(c) => {
+                c.unsubscribe();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the consumer still has partitions assigned (librdkafka's view).
+    pub(crate) fn has_assignment(&self) -> bool {
+        self.consumer
+            .as_ref()
+            .and_then(|c| c.assignment().ok())
+            .is_some_and(|a| a.count() > 0)
+    }
+
+    /// Polls once for the group's events only (what comes of records is kept, not delivered).
+    pub(crate) fn serve_events(&mut self) {
+        if self.stash.len() < MAX_STASH
+            && let Some(record) = self.poll_one(Instant::now())
+        {
+            self.stash.push_back(record);
+        }
+        self.take_reports();
+    }
+
     /// Starts a round: up to [`BATCH`] records may be taken until the next.
     pub(crate) fn begin_round(&mut self) {
         self.budget = BATCH;
@@ -254,7 +301,7 @@ impl KafkaSource {
 
     /// Whether the last round took all it could (more records are likely waiting).
     pub(crate) fn round_was_full(&self) -> bool {
-        self.budget == 0 && !self.paused
+        self.budget == 0 && !self.lib_paused
     }
 
     /// Stores the watermarks reached, serves the consumer's events while it is paused (a paused
@@ -262,8 +309,15 @@ impl KafkaSource {
     /// reported into [`Notice`]s.
     pub(crate) fn service(&mut self) {
         self.store_offsets();
-        if self.paused && self.stash.len() < MAX_STASH {
-            let now = Instant::now();
+        let now = Instant::now();
+        let idle = self
+            .asked_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= IDLE_PAUSE_AFTER);
+        if idle && !self.lib_paused {
+            self.lib_paused = true;
+            self.apply_pause();
+        }
+        if self.lib_paused && self.stash.len() < MAX_STASH {
             if let Some(record) = self.poll_one(now) {
                 self.stash.push_back(record);
                 // Its partition's first record since it was assigned: it may be paused now.
@@ -410,7 +464,7 @@ impl KafkaSource {
         let Some(consumer) = &self.consumer else {
             return;
         };
-        let list = if self.paused {
+        let list = if self.lib_paused {
             self.offsets.mark_paused()
         } else {
             self.offsets.take_paused()
@@ -419,13 +473,13 @@ impl KafkaSource {
             return;
         }
         let list = tpl(list.iter().map(|(t, p)| (t.as_str(), *p)));
-        let result = if self.paused {
+        let result = if self.lib_paused {
             consumer.pause(&list)
         } else {
             consumer.resume(&list)
         };
         if let Err(e) = result {
-            debug!(client = %self.client_id, paused = self.paused, error = %e, "Kafka partitions not paused or resumed");
+            debug!(client = %self.client_id, paused = self.lib_paused, error = %e, "Kafka partitions not paused or resumed");
         }
     }
 }
@@ -479,11 +533,17 @@ impl Source for KafkaSource {
     type Ack = KafkaAck;
 
     fn poll_message(&mut self, now: Instant) -> Option<(Message, Option<KafkaAck>)> {
+        self.asked_at = Some(now);
         if let Some((message, ack)) = self.stash.pop_front() {
             return Some((message, Some(ack)));
         }
         if self.paused || self.budget == 0 {
             return None;
+        }
+        if self.lib_paused {
+            // Paused because the core had not asked for a while: it asks again.
+            self.lib_paused = false;
+            self.apply_pause();
         }
         if self.budget == BATCH {
             // Before the first poll of a round: librdkafka commits on a rebalance what was
@@ -503,10 +563,16 @@ impl Source for KafkaSource {
         self.offsets.ack(ack);
     }
 
-    fn set_paused(&mut self, paused: bool, _now: Instant) {
+    fn set_paused(&mut self, paused: bool, now: Instant) {
         if self.paused != paused {
             self.paused = paused;
-            self.apply_pause();
+            if paused && !self.lib_paused {
+                self.lib_paused = true;
+                self.apply_pause();
+            } else if !paused {
+                // Resumed at the next ask (`poll_message`), which comes now.
+                self.asked_at = Some(now);
+            }
         }
     }
 
@@ -516,5 +582,9 @@ impl Source for KafkaSource {
 
     fn backlog_bytes(&self) -> usize {
         0
+    }
+
+    fn holds_upstream(&self) -> bool {
+        true
     }
 }
