@@ -222,7 +222,7 @@ impl<S: Source, K: Sink> Core<S, K> {
         self.take_outcomes(now, wall);
         self.drain_pending(now);
         let holds = self.source.holds_upstream();
-        while !(holds && !self.pending.is_empty()) {
+        while !holds || self.pending.is_empty() {
             let Some((message, ack)) = self.source.poll_message(now) else {
                 break;
             };

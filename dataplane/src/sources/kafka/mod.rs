@@ -317,12 +317,13 @@ impl KafkaSource {
             self.lib_paused = true;
             self.apply_pause();
         }
-        if self.lib_paused && self.stash.len() < MAX_STASH {
-            if let Some(record) = self.poll_one(now) {
-                self.stash.push_back(record);
-                // Its partition's first record since it was assigned: it may be paused now.
-                self.apply_pause();
-            }
+        if self.lib_paused
+            && self.stash.len() < MAX_STASH
+            && let Some(record) = self.poll_one(now)
+        {
+            self.stash.push_back(record);
+            // Its partition's first record since it was assigned: it may be paused now.
+            self.apply_pause();
         }
         self.take_reports();
     }
