@@ -9,7 +9,7 @@ exist is a counted drop, not a stall.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -163,7 +163,13 @@ def test_headers_keys_and_every_message(sluice: Harness, tansu: Any) -> None:
 
 
 @pytest.mark.parametrize("compression", ["None", "Gzip", "Snappy", "Lz4", "Zstd"])
-def test_each_compression_codec(sluice: Harness, tansu: Any, compression: str) -> None:
+def test_each_compression_codec(
+    start_broker: Callable[..., Any], sluice: Harness, compression: str
+) -> None:
+    # tansu 0.6.0's sqlite storage (the fixture's) cannot serve Snappy batches ("UnexpectedType
+    # Snappy" in its log, the reader's fetch refused); its memory storage can, and this test
+    # reads the topic from its start, which that storage serves right (docs/delivery.md).
+    tansu = start_broker("tansu", "kafka", "--storage", "memory")
     bootstrap = tansu.env["KAFKA_BOOTSTRAP"]
     create_topics(bootstrap, "z")
     src = sluice.mosquitto("src")

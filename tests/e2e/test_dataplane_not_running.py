@@ -1,5 +1,5 @@
 """A dataflow the data plane does not run is never reported as running: its endpoint kind is not
-built yet (a Kafka source, LocalStorage), or a secret it needs cannot be read yet. `config-agent
+built yet (LocalStorage), or a secret it needs cannot be read yet. `config-agent
 validate` warns about it, `config-agent run --once` exits 3 and names it, `/readyz` is 503 with
 the reason, `sluice_dataflow_running` is 0 for it (1 for the others), and the data plane logs it.
 A dataflow waiting for a secret starts once the secret appears, without a new snapshot.
@@ -23,23 +23,6 @@ from dataplane import (
 )
 
 
-def kafka_endpoint(name: str) -> dict:
-    return {
-        "apiVersion": API,
-        "kind": "DataflowEndpoint",
-        "metadata": {"name": name},
-        "spec": {
-            "endpointType": "Kafka",
-            "kafkaSettings": {
-                "host": "127.0.0.1:9092",
-                "authentication": {"method": "Anonymous", "anonymousSettings": {}},
-                "tls": {"mode": "Disabled"},
-                "consumerGroupId": "sluice",
-            },
-        },
-    }
-
-
 def local_storage_endpoint(name: str) -> dict:
     return {
         "apiVersion": API,
@@ -56,11 +39,9 @@ def manifests(src_host: str, dst_host: str) -> list[dict]:
     return [
         mqtt_endpoint("src", src_host),
         mqtt_endpoint("dst", dst_host),
-        kafka_endpoint("kafka"),
         local_storage_endpoint("files"),
         profile(),
         dataflow("bridge", "src", ["in/#"], "dst", "out/${inputTopic}"),
-        dataflow("from-kafka", "kafka", ["telemetry"], "dst", "k/telemetry"),
         dataflow("to-files", "src", ["f/#"], "files", "parquet"),
     ]
 
@@ -76,9 +57,8 @@ def test_unbuilt_endpoint_kinds_are_visibly_not_running(sluice: Harness) -> None
         capture_output=True, text=True, timeout=30,
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
-    for name, kind in (("from-kafka", "Kafka sources"), ("to-files", "LocalStorage")):
-        assert f'"{name}" is not run by this build' in validate.stdout, validate.stdout
-        assert kind in validate.stdout
+    assert '"to-files" is not run by this build' in validate.stdout, validate.stdout
+    assert "LocalStorage" in validate.stdout
 
     dp = sluice.dataplane(cores=1)
     once = subprocess.run(
@@ -88,8 +68,7 @@ def test_unbuilt_endpoint_kinds_are_visibly_not_running(sluice: Harness) -> None
     )
     out = once.stdout + once.stderr
     assert once.returncode == 3, out
-    assert f"{NAMESPACE}/from-kafka" in out and "endpoint_kind_not_built" in out, out
-    assert f"{NAMESPACE}/to-files" in out, out
+    assert f"{NAMESPACE}/to-files" in out and "endpoint_kind_not_built" in out, out
     assert f"{NAMESPACE}/bridge:" not in out, out
 
     # The bridge runs and flows; the others do not, and say so.
@@ -99,19 +78,16 @@ def test_unbuilt_endpoint_kinds_are_visibly_not_running(sluice: Harness) -> None
     probe_until_flowing(pub, sub, "in/x", "out/in/x")
     status, body = dp.get("/readyz")
     assert status == 503, body
-    assert f"dataflow {NAMESPACE}/from-kafka not running: " in body, body
-    assert "Kafka source endpoints are not run by this build" in body, body
     assert f"dataflow {NAMESPACE}/to-files not running: " in body, body
     assert f"{NAMESPACE}/bridge" not in body, body
     m = dp.metrics()
     assert m.value("sluice_dataflow_running", dataflow=key("bridge")) == 1
-    assert m.value("sluice_dataflow_running", dataflow=key("from-kafka")) == 0
     assert m.value("sluice_dataflow_running", dataflow=key("to-files")) == 0
     assert "dataflow not run" in dp.log_text()
 
     # Without them, the data plane is ready.
     write_manifests(config, [m for m in manifests(src.host, dst.host)
-                             if m["metadata"]["name"] not in ("from-kafka", "to-files")])
+                             if m["metadata"]["name"] != "to-files"])
     again = subprocess.run(
         [agent, "run", "--once", "--config-dir", str(config), "--control-socket", str(dp.socket),
          "--local-broker", src.host, "--allow-no-local-broker"],
@@ -119,7 +95,7 @@ def test_unbuilt_endpoint_kinds_are_visibly_not_running(sluice: Harness) -> None
     )
     assert again.returncode == 0, again.stdout + again.stderr
     dp.wait_ready(timeout=20)
-    assert dp.metrics().value("sluice_dataflow_running", dataflow=key("from-kafka")) is None
+    assert dp.metrics().value("sluice_dataflow_running", dataflow=key("to-files")) is None
 
 
 def test_a_dataflow_waiting_for_a_secret_starts_when_it_appears(sluice: Harness) -> None:
