@@ -38,6 +38,7 @@ use sluice_codec::QoS;
 
 use crate::kafka_bench;
 use crate::kafka_blackhole::{BlackholeConfig, BlackholeStats, KafkaBlackhole};
+use crate::kafka_source_bench;
 use crate::procstat::{self, Children};
 use crate::replay::{ReplayBroker, ReplayConfig, ReplayStats};
 
@@ -79,12 +80,43 @@ impl Destination {
     }
 }
 
+/// Where the messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// The replay broker's stream (MQTT).
+    Mqtt,
+    /// Records pre-loaded into tansu (Kafka to MQTT; the destination is the replay broker's
+    /// sink).
+    Kafka,
+}
+
+impl Source {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
 /// Options of `sluice-perf bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Run only this implementation (default: both, Sluice first).
     #[arg(long, value_enum)]
     pub only: Option<Implementation>,
+    /// The source: `mqtt` (the replay broker) or `kafka` (records pre-loaded into a tansu that
+    /// the bench starts with `scripts/tansu-start`; the destination is then the replay broker's
+    /// sink, and `--destination` is not used).
+    #[arg(long, value_enum, default_value_t = Source::Mqtt)]
+    pub source: Source,
+    /// The project's `scripts` folder (for `--source kafka`: `tansu-start`, `stop`).
+    #[arg(long, value_name = "DIR", default_value = "scripts")]
+    pub scripts_dir: PathBuf,
+    /// Partitions of the Kafka source's topic (`--source kafka`).
+    #[arg(long, default_value_t = 4)]
+    pub source_partitions: i32,
     /// Destinations: `mqtt` (the replay broker's sink), `kafka` (the Kafka blackhole), or both
     /// (`mqtt,kafka`).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Destination::Mqtt])]
@@ -171,6 +203,9 @@ impl Default for BenchArgs {
     fn default() -> Self {
         Self {
             only: None,
+            source: Source::Mqtt,
+            scripts_dir: PathBuf::from("scripts"),
+            source_partitions: 4,
             destination: vec![Destination::Mqtt],
             payload_bytes: vec![100, 1024],
             qos: vec![0, 1],
@@ -216,6 +251,8 @@ pub struct Case {
 pub struct CaseResult {
     /// The case.
     pub case: Case,
+    /// Where the messages came from.
+    pub source: Source,
     /// Where the messages went.
     pub destination: Destination,
     /// The replay broker's counters at the end.
@@ -239,9 +276,15 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
-    fn failed(case: Case, destination: Destination, error: String) -> Self {
+    pub(crate) fn failed(
+        case: Case,
+        source: Source,
+        destination: Destination,
+        error: String,
+    ) -> Self {
         Self {
             case,
+            source,
             destination,
             stats: ReplayStats::default(),
             kafka: None,
@@ -295,6 +338,7 @@ impl CaseResult {
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = json!({
             "implementation": self.case.implementation.name(),
+            "source": self.source.name(),
             "destination": self.destination.name(),
             "payload_bytes": self.case.payload_bytes,
             "qos": self.case.qos as u8,
@@ -410,9 +454,16 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Vec<CaseResu
     )?;
     writeln!(out, "{}", header())?;
     let mut results = Vec::new();
-    for &destination in &args.destination {
+    let destinations = match args.source {
+        Source::Mqtt => args.destination.clone(),
+        Source::Kafka => vec![Destination::Mqtt],
+    };
+    for &destination in &destinations {
         for &case in &cases {
-            let result = run_case_to(args, case, destination, &work);
+            let result = match args.source {
+                Source::Mqtt => run_case_to(args, case, destination, &work),
+                Source::Kafka => kafka_source_bench::run_case(args, case, &work),
+            };
             writeln!(out, "{}", row(&result))?;
             if let Some(line) = result.kafka_line() {
                 writeln!(out, "  {line}")?;
@@ -435,6 +486,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Vec<CaseResu
             "cores": args.cores,
             "topics": args.topics,
             "kafka_partitions": args.kafka_partitions,
+            "source": args.source.name(),
             "results": results.iter().map(CaseResult::to_json).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
@@ -450,9 +502,9 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> anyhow::Result<Vec<CaseResu
 
 fn header() -> String {
     format!(
-        "{:<7} {:<5} {:>7} {:>3} {:>9} {:>9} {:>8} {:>6} {:>11} {:>9} {:>9} {:>10}",
+        "{:<7} {:<11} {:>7} {:>3} {:>9} {:>9} {:>8} {:>6} {:>11} {:>9} {:>9} {:>10}",
         "impl",
-        "dest",
+        "path",
         "payload",
         "qos",
         "messages",
@@ -472,9 +524,9 @@ fn row(r: &CaseResult) -> String {
         None => "-".into(),
     };
     format!(
-        "{:<7} {:<5} {:>7} {:>3} {:>9} {:>9} {:>8} {:>6} {:>11} {:>9} {:>9.1} {:>10}",
+        "{:<7} {:<11} {:>7} {:>3} {:>9} {:>9} {:>8} {:>6} {:>11} {:>9} {:>9.1} {:>10}",
         r.case.implementation.name(),
-        r.destination.name(),
+        format!("{}->{}", r.source.name(), r.destination.name()),
         r.case.payload_bytes,
         r.case.qos as u8,
         r.case.messages,
@@ -524,7 +576,7 @@ pub fn run_case_to(
     ));
     match measure(args, case, destination, &dir) {
         Ok(r) => r,
-        Err(e) => CaseResult::failed(case, destination, format!("{e:#}")),
+        Err(e) => CaseResult::failed(case, Source::Mqtt, destination, format!("{e:#}")),
     }
 }
 
@@ -616,12 +668,12 @@ fn measure(
                 case.qos,
                 args.max_inflight,
             );
-            start_sluice(args, &yaml, &broker, dir, &mut children)?;
+            start_sluice(args, &yaml, broker.source_addr(), dir, &mut children)?;
         }
         (Implementation::Sluice, Sink::Kafka(k)) => {
             let yaml =
                 kafka_bench::manifests(broker.source_addr(), k.addr(), case.qos, args.max_inflight);
-            start_sluice(args, &yaml, &broker, dir, &mut children)?;
+            start_sluice(args, &yaml, broker.source_addr(), dir, &mut children)?;
         }
     }
     let names = measured(case.implementation, destination);
@@ -719,6 +771,7 @@ fn measure(
     let per_million = |secs: f64| (received > 0).then(|| secs * 1e6 / received as f64);
     let mut result = CaseResult {
         case,
+        source: Source::Mqtt,
         destination,
         stats,
         // The naive Kafka bridge: up to the end of kcat's input when two requests came
@@ -1005,10 +1058,10 @@ pub(crate) fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
 
 /// Writes `manifests` into the case's folder, validates them with `config-agent validate`, and
 /// starts the data plane and the agent.
-fn start_sluice(
+pub(crate) fn start_sluice(
     args: &BenchArgs,
     manifests: &str,
-    broker: &ReplayBroker,
+    local_broker: SocketAddr,
     dir: &Path,
     children: &mut Children,
 ) -> anyhow::Result<()> {
@@ -1026,7 +1079,7 @@ fn start_sluice(
     let config_dir = dir.join("manifests");
     std::fs::create_dir_all(&config_dir)?;
     std::fs::write(config_dir.join("bench.yaml"), manifests)?;
-    let local_broker = broker.source_addr().to_string();
+    let local_broker = local_broker.to_string();
     let out = Command::new(&agent)
         .args(["validate", "--local-broker", &local_broker])
         .arg(&config_dir)

@@ -167,7 +167,7 @@ pub fn venv_librdkafka() -> Option<PathBuf> {
 ///
 /// # Errors
 /// No bundled librdkafka found, or the one named does not exist.
-fn kcat_librdkafka(args: &BenchArgs) -> anyhow::Result<Option<PathBuf>> {
+pub(crate) fn kcat_librdkafka(args: &BenchArgs) -> anyhow::Result<Option<PathBuf>> {
     match &args.kcat_librdkafka {
         Some(p) if p.as_os_str() == "system" => Ok(None),
         Some(p) if p.is_file() => Ok(Some(p.clone())),

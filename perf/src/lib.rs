@@ -22,6 +22,7 @@ pub mod ceiling;
 pub mod client;
 pub mod kafka_bench;
 pub mod kafka_blackhole;
+pub mod kafka_source_bench;
 pub mod payload;
 pub mod procstat;
 pub mod producers;
