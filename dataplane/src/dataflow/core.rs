@@ -32,7 +32,7 @@
 //! Memory: `pending` is bounded by `max_pending` plus what one read yields; `held` by the sink's
 //! window. Each holds the message's slices (no copies) and a few words.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -108,6 +108,77 @@ struct Held<A> {
     retries: u32,
 }
 
+/// What the sink holds, by ticket. Tickets are handed out in order and come back in any order,
+/// so a ring indexed by `ticket - first` does what a hash map would without hashing or random
+/// access: the front advances past every ticket that came back. Its length is the span from the
+/// oldest ticket held to the newest, which the sink's window bounds (a ticket handed out while an
+/// older one is held is one more message in the sink).
+#[derive(Debug)]
+struct Tickets<T> {
+    /// The ticket of `slots[0]`.
+    first: Ticket,
+    slots: VecDeque<Option<T>>,
+    /// Slots that hold something.
+    len: usize,
+}
+
+impl<T> Tickets<T> {
+    fn new() -> Self {
+        Self {
+            first: 0,
+            slots: VecDeque::new(),
+            len: 0,
+        }
+    }
+
+    /// Holds `value` under `ticket`, which is newer than every ticket held (the core hands them
+    /// out in order).
+    fn insert(&mut self, ticket: Ticket, value: T) {
+        if self.slots.is_empty() {
+            self.first = ticket;
+        }
+        let Some(at) = ticket
+            .checked_sub(self.first)
+            .and_then(|d| usize::try_from(d).ok())
+        else {
+            debug_assert!(false, "ticket {ticket} older than the ring");
+            return;
+        };
+        while self.slots.len() < at {
+            self.slots.push_back(None);
+        }
+        if at < self.slots.len() {
+            debug_assert!(self.slots[at].is_none(), "ticket {ticket} held twice");
+            if self.slots[at].replace(value).is_none() {
+                self.len += 1;
+            }
+        } else {
+            self.slots.push_back(Some(value));
+            self.len += 1;
+        }
+    }
+
+    /// Takes what `ticket` holds.
+    fn remove(&mut self, ticket: Ticket) -> Option<T> {
+        let at = usize::try_from(ticket.checked_sub(self.first)?).ok()?;
+        let value = self.slots.get_mut(at)?.take()?;
+        self.len -= 1;
+        while self.slots.front().is_some_and(Option::is_none) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+        Some(value)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// One dataflow's core on one worker. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Core<S: Source, K: Sink> {
@@ -119,7 +190,7 @@ pub(crate) struct Core<S: Source, K: Sink> {
     /// Routed, waiting for the sink.
     pending: VecDeque<(Message, Held<S::Ack>)>,
     /// Accepted by the sink, by ticket.
-    held: HashMap<Ticket, Held<S::Ack>>,
+    held: Tickets<Held<S::Ack>>,
     next_ticket: Ticket,
     /// The next arrival's [`Held::seq`].
     next_seq: u64,
@@ -149,7 +220,7 @@ impl<S: Source, K: Sink> Core<S, K> {
             settings,
             metrics,
             pending: VecDeque::new(),
-            held: HashMap::new(),
+            held: Tickets::new(),
             next_ticket: 0,
             next_seq: 0,
             retries: 0,
@@ -255,7 +326,7 @@ impl<S: Source, K: Sink> Core<S, K> {
     /// Outcomes from the sink: acknowledge what ended, put back what is to be offered again.
     fn take_outcomes(&mut self, now: Instant, wall: SystemTime) {
         while let Some((ticket, outcome)) = self.sink.poll_outcome() {
-            let Some(mut held) = self.held.remove(&ticket) else {
+            let Some(mut held) = self.held.remove(ticket) else {
                 continue;
             };
             match outcome {
@@ -426,6 +497,33 @@ mod tests {
     use crate::sources::mqtt::MqttSource;
     use crate::transform::route::RouteSettings;
     use crate::transform::template::TopicTemplate;
+
+    #[test]
+    fn tickets_come_back_in_any_order_and_the_ring_stays_short() {
+        let mut t = Tickets::new();
+        for ticket in 10..20 {
+            t.insert(ticket, ticket * 2);
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.remove(15), Some(30));
+        assert_eq!(t.remove(15), None, "once");
+        assert_eq!(t.remove(9), None, "never held");
+        assert_eq!(t.remove(25), None, "never held");
+        assert_eq!(t.slots.len(), 10, "a hole in the middle stays");
+        for ticket in [11, 10, 12] {
+            assert_eq!(t.remove(ticket), Some(ticket * 2));
+        }
+        assert_eq!(t.first, 13, "the front advanced past what came back");
+        assert_eq!(t.slots.len(), 7);
+        for ticket in [19, 18, 17, 16, 14, 13] {
+            assert_eq!(t.remove(ticket), Some(ticket * 2));
+        }
+        assert!(t.is_empty() && t.slots.is_empty());
+        // Empty again: the next ticket starts the ring anew.
+        t.insert(20, 40);
+        assert_eq!((t.first, t.len()), (20, 1));
+        assert_eq!(t.remove(20), Some(40));
+    }
 
     /// A source fed by the test: messages with numbered acks; records acks and pauses.
     #[derive(Debug, Default)]
