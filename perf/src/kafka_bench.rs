@@ -237,6 +237,29 @@ pub fn kcat_args(bootstrap: &str) -> Vec<String> {
     a
 }
 
+/// `kcat` to run with `lib` (when given) through `LD_LIBRARY_PATH`: a folder `kcat-lib` in
+/// `dir` with `librdkafka.so.1` linked to it.
+///
+/// # Errors
+/// When the folder or the link cannot be made.
+pub(crate) fn kcat_command(
+    args: &BenchArgs,
+    lib: Option<&Path>,
+    dir: &Path,
+) -> anyhow::Result<Command> {
+    let mut kcat = Command::new(&args.kcat);
+    if let Some(lib) = lib {
+        let shim = dir.join("kcat-lib");
+        std::fs::create_dir_all(&shim)?;
+        let link = shim.join("librdkafka.so.1");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), lib.display()))?;
+        kcat.env("LD_LIBRARY_PATH", &shim);
+    }
+    Ok(kcat)
+}
+
 /// Starts `mosquitto_sub ... | kcat -P ...`: the subscriber as for the MQTT bridge (same
 /// window), kcat with the bundled librdkafka through `LD_LIBRARY_PATH` (a folder in `dir` with
 /// `librdkafka.so.1` linked to it).
@@ -270,17 +293,8 @@ pub fn start_naive(
         false,
     )?;
     let pipe = p.child.stdout.take().context("mosquitto_sub's stdout")?;
-    let mut kcat = Command::new(&args.kcat);
+    let mut kcat = kcat_command(args, lib.as_deref(), dir)?;
     kcat.args(kcat_args(&blackhole.bootstrap_servers()));
-    if let Some(lib) = lib {
-        let shim = dir.join("kcat-lib");
-        std::fs::create_dir_all(&shim)?;
-        let link = shim.join("librdkafka.so.1");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lib, &link)
-            .with_context(|| format!("linking {} to {}", link.display(), lib.display()))?;
-        kcat.env("LD_LIBRARY_PATH", &shim);
-    }
     children.spawn(
         "kcat",
         &mut kcat,

@@ -35,7 +35,7 @@ use sluice_codec::QoS;
 use crate::bench::{
     BenchArgs, Case, CaseResult, Destination, Implementation, Source, naive_available, start_sluice,
 };
-use crate::kafka_bench::kcat_librdkafka;
+use crate::kafka_bench::{kcat_command, kcat_librdkafka};
 use crate::payload;
 use crate::procstat::{self, Children};
 use crate::replay::{ReplayBroker, ReplayConfig};
@@ -252,7 +252,7 @@ fn start_naive(
 ) -> anyhow::Result<()> {
     naive_available(args)?;
     let lib = kcat_librdkafka(args)?;
-    let mut kcat = Command::new(&args.kcat);
+    let mut kcat = kcat_command(args, lib.as_deref(), dir)?;
     kcat.args([
         "-C",
         "-b",
@@ -266,15 +266,6 @@ fn start_naive(
     ])
     .args(["-f", "%s\\n"])
     .stdout(Stdio::piped());
-    if let Some(lib) = lib {
-        let shim = dir.join("kcat-lib");
-        std::fs::create_dir_all(&shim)?;
-        let link = shim.join("librdkafka.so.1");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lib, &link)
-            .with_context(|| format!("linking {} to {}", link.display(), lib.display()))?;
-        kcat.env("LD_LIBRARY_PATH", &shim);
-    }
     let p = children.spawn(
         "kcat",
         &mut kcat,
