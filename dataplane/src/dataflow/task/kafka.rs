@@ -20,6 +20,12 @@ use crate::secrets::tokens::TokenSource;
 use crate::sinks::kafka::{KafkaSink, Notice as KafkaNotice};
 use crate::sources::kafka::{KafkaSource, Notice as SourceNotice};
 
+/// A stopping Kafka source polls at least this long after unsubscribing, so that its LeaveGroup
+/// goes out before the consumer is closed.
+const LEAVE_MIN: Duration = Duration::from_millis(500);
+/// ... and at most this long.
+const LEAVE_MAX: Duration = Duration::from_secs(3);
+
 /// A managed identity token for a new client or a refresh (`None` without a token source), and
 /// when to refresh it.
 async fn kafka_token(
@@ -261,9 +267,14 @@ impl Task {
         // left (its revocation commits them; at most 2 s), and closing the consumer commits
         // again; what is still unacknowledged is read again by the group.
         if self.with_kafka_source(KafkaSource::leave_group) == Some(true) {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline
-                && self.with_kafka_source(|k| k.has_assignment()) == Some(true)
+            // The revocation is served by polls, and librdkafka sends LeaveGroup once it is
+            // done; closing before that would leave a static member in the group (its
+            // partitions would wait for the group to time it out, which tansu never does). So
+            // poll at least LEAVE_MIN and until the assignment is gone, at most LEAVE_MAX.
+            let started = Instant::now();
+            while started.elapsed() < LEAVE_MAX
+                && (started.elapsed() < LEAVE_MIN
+                    || self.with_kafka_source(|k| k.has_assignment()) == Some(true))
             {
                 self.with_kafka_source(KafkaSource::serve_events);
                 monoio::time::sleep(Duration::from_millis(5)).await;
