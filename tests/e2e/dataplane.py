@@ -106,6 +106,27 @@ def build_binaries(log: Path) -> Path:
 # --- processes --------------------------------------------------------------------------------
 
 
+def wait_progress(
+    what: str, count: Callable[[], int], target: int, stall_s: float, timeout: float
+) -> None:
+    """Wait until COUNT() reaches TARGET (at most TIMEOUT seconds); fail as soon as it has not
+    grown for STALL_S seconds."""
+    last, last_change = -1, time.monotonic()
+
+    def done() -> bool:
+        nonlocal last, last_change
+        n = count()
+        if n != last:
+            last, last_change = n, time.monotonic()
+        if n >= target:
+            return True
+        if time.monotonic() - last_change > stall_s:
+            raise Failure(f"{what}: stuck at {n} of {target} for {stall_s} s")
+        return False
+
+    wait_until(what, done, timeout, 0.2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import brokers
+import dataplane
 from dataplane import (
     Client,
     Dataplane,
@@ -165,21 +166,7 @@ class Publisher:
 
 
 def wait_progress(what: str, count: Callable[[], int], target: int) -> None:
-    """Wait until COUNT() reaches TARGET; fail when it stops growing for STALL_S seconds."""
-    last, last_change = -1, time.monotonic()
-
-    def done() -> bool:
-        nonlocal last, last_change
-        n = count()
-        if n != last:
-            last, last_change = n, time.monotonic()
-        if n >= target:
-            return True
-        if time.monotonic() - last_change > STALL_S:
-            raise Failure(f"{what}: stuck at {n} of {target} for {STALL_S} s")
-        return False
-
-    wait_until(what, done, DONE_TIMEOUT_S, 0.2)
+    dataplane.wait_progress(what, count, target, STALL_S, DONE_TIMEOUT_S)
 
 
 def wait_source_connected(dp: Dataplane, cores: int, timeout: float = 20) -> None:

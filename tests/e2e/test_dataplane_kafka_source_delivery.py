@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+import dataplane
 from dataplane import (
     ConfigAgent,
     Dataplane,
@@ -143,22 +144,8 @@ def committed(bootstrap: str) -> dict[int, int]:
         c.close()
 
 
-def wait_progress(what: str, count: Any, target: int) -> None:
-    """Wait until COUNT() reaches TARGET; fail when it stops growing for STALL_S seconds."""
-    last, last_change = -1, time.monotonic()
-
-    def done() -> bool:
-        nonlocal last, last_change
-        n = count()
-        if n != last:
-            last, last_change = n, time.monotonic()
-        if n >= target:
-            return True
-        if time.monotonic() - last_change > STALL_S:
-            raise Failure(f"{what}: stuck at {n} of {target} for {STALL_S} s")
-        return False
-
-    wait_until(what, done, DONE_TIMEOUT_S, 0.2)
+def wait_progress(what: str, count: Callable[[], int], target: int) -> None:
+    dataplane.wait_progress(what, count, target, STALL_S, DONE_TIMEOUT_S)
 
 
 def wait_quiet(counter: SeqCounter, quiet_s: float = 3.0, timeout: float = 120.0) -> None:
