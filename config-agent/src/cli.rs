@@ -74,6 +74,10 @@ pub struct ReferenceDirs {
     /// Folder where a persistent volume claim resolves to `NAME/`.
     #[arg(long, value_name = "DIR")]
     pub volumes_dir: Option<PathBuf>,
+    /// Folder where `schemaRef: aio-sr://NS/NAME:VERSION` resolves to
+    /// `NS/NAME-VERSION.json` (a Delta schema, as Azure IoT Operations' schema registry holds).
+    #[arg(long, value_name = "DIR")]
+    pub schemas_dir: Option<PathBuf>,
 }
 
 impl Resolve {
@@ -84,6 +88,7 @@ impl Resolve {
             secrets_dir: self.dirs.secrets_dir.clone(),
             configmaps_dir: self.dirs.configmaps_dir.clone(),
             volumes_dir: self.dirs.volumes_dir.clone(),
+            schemas_dir: self.dirs.schemas_dir.clone(),
         }
     }
 }

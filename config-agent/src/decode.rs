@@ -1108,10 +1108,83 @@ fn decode_local_storage(cx: &mut Cx<'_>, mut s: Obj<'_>) -> Option<LocalStorageS
         }
         _ => None,
     };
+    let batching = decode_file_batching(cx, &mut s);
+    let columns = match s.field(cx, "metadataColumns") {
+        Some((node, path)) => metadata_columns(cx, node, &path),
+        None => Some(Vec::new()),
+    };
+    let dead_letter = s.opt_enum(cx, "deadLetter");
     s.finish(cx);
     Some(LocalStorageSettings {
         persistent_volume_claim_ref: result?,
+        batching: batching.ok()?,
+        metadata_columns: columns?,
+        dead_letter: dead_letter.ok()?.unwrap_or(OperationalMode::Disabled),
     })
+}
+
+fn decode_file_batching(cx: &mut Cx<'_>, parent: &mut Obj<'_>) -> Result<FileBatching, ()> {
+    let Some(mut b) = parent.opt_obj(cx, "batching")? else {
+        return Ok(FileBatching::default());
+    };
+    let latency = b.opt_uint(cx, "latencySeconds", DEFAULT_FILE_LATENCY_SECONDS, 65_535);
+    let messages = b.opt_uint(cx, "maxMessages", DEFAULT_FILE_MAX_MESSAGES, u32_max());
+    let bytes = b.opt_uint(
+        cx,
+        "maxBytes",
+        DEFAULT_FILE_MAX_BYTES,
+        i64::try_from(MAX_FILE_MAX_BYTES).unwrap_or(i64::MAX),
+    );
+    let pos = b.pos;
+    let path = b.path.clone();
+    b.finish(cx);
+    let batching = FileBatching {
+        latency_seconds: latency?,
+        max_messages: messages?,
+        max_bytes: bytes?,
+    };
+    if batching.latency_seconds == 0 {
+        cx.error(&format!("{path}.latencySeconds"), pos, "must be at least 1");
+        return Err(());
+    }
+    if batching.max_messages == 0 {
+        cx.error(&format!("{path}.maxMessages"), pos, "must be at least 1");
+        return Err(());
+    }
+    if batching.max_bytes < MIN_FILE_MAX_BYTES {
+        cx.error(
+            &format!("{path}.maxBytes"),
+            pos,
+            format!(
+                "{} is below the smallest, {MIN_FILE_MAX_BYTES} (1 MiB)",
+                batching.max_bytes
+            ),
+        );
+        return Err(());
+    }
+    Ok(batching)
+}
+
+fn metadata_columns(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<Vec<MetadataColumn>> {
+    let Value::Seq(items) = &node.value else {
+        cx.wrong_type(path, node, "a list of Topic, ReceivedTime, UserProperties");
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        cx.positions.insert(item_path.clone(), item.pos);
+        match enum_value::<MetadataColumn>(cx, item, &item_path) {
+            Some(c) if out.contains(&c) => {
+                cx.error(&item_path, item.pos, format!("{c} is listed twice"));
+                ok = false;
+            }
+            Some(c) => out.push(c),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 fn decode_dataflow_spec(cx: &mut Cx<'_>, mut spec: Obj<'_>) -> Option<DataflowSpec> {
@@ -1509,9 +1582,7 @@ mod tests {
         assert_eq!(
             e.spec,
             EndpointSpec::LocalStorage {
-                local_storage_settings: LocalStorageSettings {
-                    persistent_volume_claim_ref: "pvc".into()
-                }
+                local_storage_settings: LocalStorageSettings::new("pvc".into())
             }
         );
         let (_, d) = load(&text.replace("v1beta1", "v1"));

@@ -14,6 +14,7 @@ pub mod address;
 pub mod cli;
 pub mod control;
 pub mod decode;
+pub mod delta;
 pub mod diag;
 pub mod files;
 mod load;

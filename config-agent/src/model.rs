@@ -825,13 +825,111 @@ impl KafkaSettings {
     }
 }
 
-/// `localStorageSettings`.
+/// `localStorageSettings`. Azure IoT Operations has `persistentVolumeClaimRef` only; the
+/// other fields are Sluice's (docs/configuration.md), with defaults that need none of them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalStorageSettings {
     /// The volume: the folder `<volumes-dir>/NAME/`. Required (older manifests:
     /// `persistentVolumeClaimName`). Example: `parquet-out`.
     pub persistent_volume_claim_ref: String,
+    /// When a file is cut (Sluice; the names of AIO's storage endpoints' `batching`, plus
+    /// `maxBytes`). Default: 60 s, 100,000 rows, 64 MiB.
+    #[serde(default)]
+    pub batching: FileBatching,
+    /// Columns added to every row beside the payload's fields (Sluice). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_columns: Vec<MetadataColumn>,
+    /// `Enabled`: a message that does not fit the schema is written to a dead-letter file
+    /// beside the Parquet file (Sluice). Default: `Disabled` (dropped and counted).
+    #[serde(default = "disabled")]
+    pub dead_letter: OperationalMode,
+}
+
+fn disabled() -> OperationalMode {
+    OperationalMode::Disabled
+}
+
+impl LocalStorageSettings {
+    /// The volume `claim`, with the defaults for everything else.
+    pub fn new(claim: String) -> Self {
+        Self {
+            persistent_volume_claim_ref: claim,
+            batching: FileBatching::default(),
+            metadata_columns: Vec::new(),
+            dead_letter: OperationalMode::Disabled,
+        }
+    }
+}
+
+/// `localStorageSettings.batching`: a file is cut at whichever bound comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileBatching {
+    /// Longest time from a file's first row to its cut, in seconds (1 to 65535). Default: 60.
+    #[serde(default = "default_file_latency")]
+    pub latency_seconds: u32,
+    /// Most rows in a file (at least 1). Default: 100000.
+    #[serde(default = "default_file_messages")]
+    pub max_messages: u32,
+    /// Most bytes of decoded rows held for a file (at least 1 MiB... 1 GiB). Default: 67108864.
+    #[serde(default = "default_file_bytes")]
+    pub max_bytes: u64,
+}
+
+/// Default of `localStorageSettings.batching.latencySeconds` (AIO's storage endpoints' 60 s).
+pub const DEFAULT_FILE_LATENCY_SECONDS: u32 = 60;
+/// Default of `localStorageSettings.batching.maxMessages` (AIO's storage endpoints' 100,000).
+pub const DEFAULT_FILE_MAX_MESSAGES: u32 = 100_000;
+/// Default of `localStorageSettings.batching.maxBytes`: 64 MiB.
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 64 << 20;
+/// Smallest `maxBytes`.
+pub const MIN_FILE_MAX_BYTES: u64 = 1 << 20;
+/// Largest `maxBytes`.
+pub const MAX_FILE_MAX_BYTES: u64 = 1 << 30;
+
+fn default_file_latency() -> u32 {
+    DEFAULT_FILE_LATENCY_SECONDS
+}
+fn default_file_messages() -> u32 {
+    DEFAULT_FILE_MAX_MESSAGES
+}
+fn default_file_bytes() -> u64 {
+    DEFAULT_FILE_MAX_BYTES
+}
+
+impl Default for FileBatching {
+    fn default() -> Self {
+        Self {
+            latency_seconds: DEFAULT_FILE_LATENCY_SECONDS,
+            max_messages: DEFAULT_FILE_MAX_MESSAGES,
+            max_bytes: DEFAULT_FILE_MAX_BYTES,
+        }
+    }
+}
+
+aio_enum! {
+    /// `localStorageSettings.metadataColumns[]`: a column of what the message arrived with.
+    MetadataColumn ("metadata column") {
+        /// `_topic` (string): the topic it arrived on.
+        Topic = "Topic",
+        /// `_received_time` (timestamp, UTC, microseconds): when the data plane received it.
+        ReceivedTime = "ReceivedTime",
+        /// `_user_properties` (list of `{key, value}` strings, in order, repeats kept): its MQTT 5
+        /// User Properties.
+        UserProperties = "UserProperties",
+    }
+}
+
+impl MetadataColumn {
+    /// The column's name in the Parquet file.
+    pub fn column_name(self) -> &'static str {
+        match self {
+            Self::Topic => "_topic",
+            Self::ReceivedTime => "_received_time",
+            Self::UserProperties => "_user_properties",
+        }
+    }
 }
 
 /// A `Dataflow`.

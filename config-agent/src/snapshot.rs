@@ -42,6 +42,9 @@ pub struct Options {
     pub configmaps_dir: Option<PathBuf>,
     /// Where a persistent volume claim resolves: `<volumes_dir>/NAME/`. `None`: not checked.
     pub volumes_dir: Option<PathBuf>,
+    /// Where a `schemaRef` resolves: `<schemas_dir>/<namespace>/<name>-<version>.json`.
+    /// `None`: not checked.
+    pub schemas_dir: Option<PathBuf>,
 }
 
 /// Default of [`Options::local_broker_host`]: the local broker of AIO's `v1` documentation (its
@@ -71,6 +74,7 @@ impl Default for Options {
             secrets_dir: None,
             configmaps_dir: None,
             volumes_dir: None,
+            schemas_dir: None,
         }
     }
 }

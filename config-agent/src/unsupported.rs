@@ -27,11 +27,9 @@ pub enum Role {
 
 /// Endpoint kinds this build does not run, at which end (`None`: either), and why: a dataflow
 /// with one there is accepted and not run.
-pub const ENDPOINT_KINDS_NOT_BUILT: &[(EndpointType, Option<Role>, &str)] = &[(
-    EndpointType::LocalStorage,
-    None,
-    "LocalStorage endpoints are not implemented yet",
-)];
+/// Empty in this build: every kind runs (LocalStorage as a destination only, which validation
+/// enforces).
+pub const ENDPOINT_KINDS_NOT_BUILT: &[(EndpointType, Option<Role>, &str)] = &[];
 
 /// Why this build does not run endpoints of kind `t` as the `role` end of a dataflow; `None`
 /// when it does.
@@ -74,8 +72,7 @@ impl std::fmt::Debug for NotActedOn {
     }
 }
 
-/// Every setting accepted and not acted on by this build. The settings of LocalStorage endpoints
-/// are not listed: those endpoints are not run at all ([`ENDPOINT_KINDS_NOT_BUILT`]).
+/// Every setting accepted and not acted on by this build.
 pub const NOT_ACTED_ON: &[NotActedOn] = &[
     NotActedOn {
         path: "spec.mqttSettings.authentication.userAssignedManagedIdentitySettings.tenantId",
@@ -119,9 +116,28 @@ pub const NOT_ACTED_ON: &[NotActedOn] = &[
         ),
     },
     NotActedOn {
-        path: "spec.operations[].builtInTransformationSettings",
+        path: "spec.operations[].builtInTransformationSettings.map",
         reason: "transformations are not executed: messages pass through unchanged",
-        find: Find::Operation(|op| matches!(op, Operation::BuiltInTransformation { .. })),
+        find: Find::Operation(|op| {
+            matches!(op, Operation::BuiltInTransformation { built_in_transformation_settings: t, .. }
+                if !t.map.iter().all(is_pass_through_all))
+        }),
+    },
+    NotActedOn {
+        path: "spec.operations[].builtInTransformationSettings.filter",
+        reason: "filters are not executed: every message passes",
+        find: Find::Operation(|op| {
+            matches!(op, Operation::BuiltInTransformation { built_in_transformation_settings: t, .. }
+                if !t.filter.is_empty())
+        }),
+    },
+    NotActedOn {
+        path: "spec.operations[].builtInTransformationSettings.datasets",
+        reason: "enrichment from the state store is not executed",
+        find: Find::Operation(|op| {
+            matches!(op, Operation::BuiltInTransformation { built_in_transformation_settings: t, .. }
+                if !t.datasets.is_empty())
+        }),
     },
     NotActedOn {
         path: "spec.operations[].destinationSettings.headers",
@@ -153,6 +169,16 @@ pub const NOT_ACTED_ON: &[NotActedOn] = &[
         }),
     },
 ];
+
+/// `{type: PassThrough, inputs: ['*'], output: '*'}`: what the data plane does anyway (the map
+/// of Azure IoT Operations' storage examples).
+fn is_pass_through_all(m: &crate::model::MapRule) -> bool {
+    m.mapping_type
+        .is_none_or(|t| t == crate::model::MappingType::PassThrough)
+        && m.inputs == ["*"]
+        && m.output == "*"
+        && m.expression.is_none()
+}
 
 /// A setting found in a resource that this build does not act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +236,34 @@ pub fn dataflow_findings(
                 }
             }
             _ => {}
+        }
+    }
+    let to_storage = spec.destination().is_some_and(|d| {
+        snapshot
+            .endpoint(namespace, &d.endpoint_ref)
+            .is_some_and(|e| matches!(e.spec, EndpointSpec::LocalStorage { .. }))
+    });
+    if !to_storage {
+        for (i, op) in spec.operations.iter().enumerate() {
+            if let Operation::BuiltInTransformation {
+                built_in_transformation_settings: t,
+                ..
+            } = op
+            {
+                let base = format!("spec.operations[{i}].builtInTransformationSettings");
+                if t.schema_ref.is_some() {
+                    out.push(finding(
+                        format!("{base}.schemaRef"),
+                        "an output schema is used by LocalStorage destinations only; messages are forwarded as they are",
+                    ));
+                }
+                if t.serialization_format != crate::model::TransformationSerializationFormat::Json {
+                    out.push(finding(
+                        format!("{base}.serializationFormat"),
+                        "only LocalStorage destinations write Parquet; messages are forwarded as they are",
+                    ));
+                }
+            }
         }
     }
     if spec.mode == OperationalMode::Enabled {
@@ -374,12 +428,39 @@ mod tests {
                     source_settings.schema_ref = Some("aio-sr://ns/s:1".into());
                 }
             }
-            "spec.operations[].builtInTransformationSettings" => {
+            "spec.operations[].builtInTransformationSettings.map"
+            | "spec.operations[].builtInTransformationSettings.filter"
+            | "spec.operations[].builtInTransformationSettings.datasets" => {
+                let mut t = TransformationSettings::default();
+                if path.ends_with("map") {
+                    t.map.push(MapRule {
+                        mapping_type: Some(MappingType::Rename),
+                        description: None,
+                        inputs: vec!["a".into()],
+                        expression: None,
+                        output: "b".into(),
+                    });
+                } else if path.ends_with("filter") {
+                    t.filter.push(Filter {
+                        filter_type: FilterType::Filter,
+                        description: None,
+                        inputs: vec!["a".into()],
+                        expression: "$1 > 1".into(),
+                    });
+                } else {
+                    t.datasets.push(Dataset {
+                        key: "k".into(),
+                        description: None,
+                        schema_ref: None,
+                        inputs: vec!["a".into()],
+                        expression: None,
+                    });
+                }
                 d.operations.insert(
                     0,
                     Operation::BuiltInTransformation {
                         name: None,
-                        built_in_transformation_settings: TransformationSettings::default(),
+                        built_in_transformation_settings: t,
                     },
                 );
             }
@@ -477,7 +558,7 @@ mod tests {
         );
         assert_eq!(
             endpoint_kind_not_built(EndpointType::LocalStorage, Role::Destination),
-            Some("LocalStorage endpoints are not implemented yet")
+            None
         );
         assert_eq!(
             endpoint_kind_not_built(EndpointType::Mqtt, Role::Source),

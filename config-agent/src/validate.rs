@@ -855,6 +855,13 @@ fn check_dataflow(c: &mut Checker<'_>, at: At<'_>, d: &Dataflow) {
             }
         }
     }
+    if let Some(e) = destination_endpoint
+        && let EndpointSpec::LocalStorage {
+            local_storage_settings,
+        } = &e.spec
+    {
+        check_storage_schema(c, at, ops, local_storage_settings);
+    }
     for f in crate::unsupported::dataflow_findings(&d.metadata.name, ns, &d.spec, c.snapshot) {
         c.warning(at, f.path, f.message);
     }
@@ -999,6 +1006,72 @@ fn check_destination(
                 c.error(at, dest_path, format!("\"{topic}\" is not a folder inside the volume: a relative path without '..', empty parts or variables"));
             }
         }
+    }
+}
+
+/// The output schema of a dataflow whose destination is LocalStorage: the transformation's
+/// `serializationFormat` (Parquet; Delta is written as Parquet files without a Delta log) and
+/// its `schemaRef` (a readable, valid Delta schema in `--schemas-dir`, when that is given),
+/// whose fields must not clash with the endpoint's metadata columns.
+fn check_storage_schema(
+    c: &mut Checker<'_>,
+    at: At<'_>,
+    ops: &[Operation],
+    settings: &LocalStorageSettings,
+) {
+    let Some((i, t)) = ops.iter().enumerate().find_map(|(i, op)| match op {
+        Operation::BuiltInTransformation {
+            built_in_transformation_settings: t,
+            ..
+        } => Some((i, t)),
+        _ => None,
+    }) else {
+        return;
+    };
+    let path = format!("spec.operations[{i}].builtInTransformationSettings");
+    match t.serialization_format {
+        TransformationSerializationFormat::Parquet => {}
+        TransformationSerializationFormat::Delta => c.warning(
+            at,
+            format!("{path}.serializationFormat"),
+            "LocalStorage is written as Parquet files; no Delta transaction log is kept",
+        ),
+        TransformationSerializationFormat::Json => c.error(
+            at,
+            format!("{path}.serializationFormat"),
+            "a LocalStorage destination writes Parquet: set serializationFormat: Parquet (Json is the default)",
+        ),
+    }
+    let Some(reference) = &t.schema_ref else {
+        return;
+    };
+    let ref_path = format!("{path}.schemaRef");
+    let parsed = match crate::delta::SchemaRef::parse(reference) {
+        Ok(r) => r,
+        Err(m) => {
+            c.error(at, ref_path, m);
+            return;
+        }
+    };
+    let Some(dir) = c.options.schemas_dir.clone() else {
+        return;
+    };
+    match crate::delta::load_schema(c.files, &dir, &parsed) {
+        Ok(schema) => {
+            for col in &settings.metadata_columns {
+                if schema.field(col.column_name()).is_some() {
+                    c.error(
+                        at,
+                        ref_path.clone(),
+                        format!(
+                            "the schema has a field \"{}\", which is also the column of metadataColumns {col} of the destination endpoint",
+                            col.column_name()
+                        ),
+                    );
+                }
+            }
+        }
+        Err(m) => c.error(at, ref_path, m),
     }
 }
 

@@ -255,6 +255,7 @@ impl ConfigState {
             secrets_dir: None,
             configmaps_dir: None,
             volumes_dir: None,
+            schemas_dir: None,
         }
     }
 }
