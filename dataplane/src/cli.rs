@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use sluice_config_agent::cli::ReferenceDirs;
 use sluice_config_agent::control::{DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
 use sluice_config_agent::model::DEFAULT_PROMETHEUS_PORT;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::environment::{Dirs, Environment};
 use crate::control::apply::{ConfigState, Runner};
@@ -160,12 +160,11 @@ pub fn run(args: Args) -> Result<(), RunError> {
     let runtime = Runtime::start(cores, args.io_driver, Arc::clone(&registry))
         .map_err(setting_up("workers"))?;
     let drain_timeout = Duration::from_secs(args.drain_timeout);
-    if let Some(dir) = &args.dirs.volumes_dir {
-        warn!(dir = %dir.display(), "--volumes-dir is not used by this build: LocalStorage endpoints are not run yet");
-    }
     let dirs = Dirs {
         secrets: args.dirs.secrets_dir,
         configmaps: args.dirs.configmaps_dir,
+        volumes: args.dirs.volumes_dir,
+        schemas: args.dirs.schemas_dir,
     };
     let state = ConfigState::with_runner(Runner {
         runtime: runtime.handle(),

@@ -98,6 +98,12 @@ drop_reasons! {
     /// The destination has no such topic (or partition) and will not create it (a Kafka broker
     /// with topic auto-creation off, or an invalid topic name).
     DestinationUnknownTopic => "destination_unknown_topic",
+    /// The payload is not JSON (or not UTF-8), and the destination writes rows of JSON fields
+    /// (LocalStorage).
+    NotJson => "not_json",
+    /// The payload is JSON that does not fit the destination's schema (a field of the wrong
+    /// type, a missing field that is not nullable, not an object).
+    SchemaMismatch => "schema_mismatch",
     /// A sink took a message it had said it could not take: a bug, counted rather than hidden.
     Internal => "internal",
 }

@@ -7,7 +7,7 @@
 //!   [`Offer::Done`] at once for QoS 0, which promises no more.
 //! - Kafka: one ticket per record, ended by its delivery report.
 //! - Parquet: tickets accumulate in the open file, and all of them end together once the file is
-//!   fsynced and renamed into place.
+//!   fsynced and renamed into place; a drain cuts the open file ([`Sink::flush`]).
 //!
 //! A sink never blocks and does no I/O in these calls: it queues, and its connection (or
 //! producer, or writer) task moves the bytes. [`Sink::ready`] and [`Sink::backlog_bytes`] are
@@ -59,4 +59,6 @@ pub(crate) trait Sink {
     fn poll_outcome(&mut self) -> Option<(Ticket, Outcome)>;
     /// Bytes queued and not yet written: past a bound, the core stops reading its source.
     fn backlog_bytes(&self) -> usize;
+    /// A drain started: hand on at once what is held for a batch (a Parquet file is cut).
+    fn flush(&mut self, _now: Instant) {}
 }

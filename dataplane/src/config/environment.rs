@@ -13,6 +13,10 @@ pub(crate) struct Dirs {
     pub(crate) secrets: Option<PathBuf>,
     /// `<configmaps-dir>/NAME/`.
     pub(crate) configmaps: Option<PathBuf>,
+    /// `<volumes-dir>/NAME/`: persistent volume claims (LocalStorage).
+    pub(crate) volumes: Option<PathBuf>,
+    /// `<schemas-dir>/NS/NAME-VERSION.json`: output schemas (`schemaRef`).
+    pub(crate) schemas: Option<PathBuf>,
 }
 
 /// Where the data plane finds what it needs besides the snapshot.

@@ -12,6 +12,7 @@ use sluice_config_agent::model::EndpointSpec;
 
 use super::environment::Environment;
 use super::kafka_endpoint::{KafkaEndpointPlan, kafka_endpoint};
+use super::local_endpoint::{LocalEndpointPlan, local_endpoint};
 use super::mqtt_endpoint::{MqttEndpointPlan, mqtt_endpoint};
 use super::skip::SkipReason;
 use crate::mqtt::session::Session;
@@ -63,6 +64,8 @@ pub(crate) enum SinkPlan {
     Mqtt(MqttEndpointPlan),
     /// A Kafka cluster (or Azure Event Hubs).
     Kafka(Arc<KafkaEndpointPlan>),
+    /// Parquet files in a folder of a local volume.
+    Local(Arc<LocalEndpointPlan>),
 }
 
 /// One dataflow, ready to run.
@@ -230,6 +233,7 @@ impl DataflowPlan {
                 let copy = dst.settings.copy_mqtt_properties == OperationalMode::Enabled;
                 (ce, copy || ce.is_some())
             }
+            SinkPlan::Local(dst) => (None, dst.needs_properties()),
         };
         Ok(RouteSettings {
             dataflow: self.name.clone(),
@@ -323,7 +327,13 @@ pub(crate) fn plan_one(
         EndpointSpec::Kafka { .. } => {
             SinkPlan::Kafka(Arc::new(kafka_endpoint(snapshot, dst_ep, env)?))
         }
-        _ => SinkPlan::Mqtt(mqtt_endpoint(snapshot, dst_ep, env)?),
+        EndpointSpec::LocalStorage { .. } => SinkPlan::Local(Arc::new(local_endpoint(
+            dst_ep,
+            &df.spec,
+            &destination.data_destination,
+            env,
+        )?)),
+        EndpointSpec::Mqtt { .. } => SinkPlan::Mqtt(mqtt_endpoint(snapshot, dst_ep, env)?),
     };
     let (source_plan, cores) = match &src_ep.spec {
         EndpointSpec::Kafka { kafka_settings } => {
@@ -415,6 +425,7 @@ mod tests {
             dirs: Dirs {
                 secrets: Some(tmp.path().join("secrets")),
                 configmaps: Some(tmp.path().join("configmaps")),
+                ..Dirs::default()
             },
             token_dir: Some(tmp.path().join("tokens")),
             imds_endpoint: Some("http://127.0.0.1:1".into()),
@@ -540,6 +551,7 @@ spec:
             dirs: Dirs {
                 secrets: Some(tmp.path().to_owned()),
                 configmaps: None,
+                ..Dirs::default()
             },
             cores: 2,
             ..Environment::default()

@@ -22,6 +22,14 @@ pub(crate) enum SkipReason {
         /// What could not be read, and why.
         detail: String,
     },
+    /// A file or folder the endpoint needs, other than a secret (a LocalStorage volume's folder,
+    /// an output schema), cannot be used now; retried, as it may be mounted later.
+    FileUnreadable {
+        /// `namespace/name` of the endpoint.
+        endpoint: String,
+        /// What, and why.
+        detail: String,
+    },
     /// A command-line setting that the endpoint needs was not given.
     SettingMissing {
         /// `namespace/name` of the endpoint.
@@ -50,6 +58,7 @@ impl SkipReason {
         match self {
             Self::EndpointKindNotBuilt { .. } => "endpoint_kind_not_built",
             Self::SecretUnreadable { .. } => "secret_unreadable",
+            Self::FileUnreadable { .. } => "file_unreadable",
             Self::SettingMissing { .. } => "setting_missing",
             Self::Invalid { .. } => "invalid",
             Self::StartFailed { .. } => "start_failed",
@@ -58,7 +67,10 @@ impl SkipReason {
 
     /// Whether the reason can pass without a new snapshot, so that the data plane tries again.
     pub(crate) fn retryable(&self) -> bool {
-        matches!(self, Self::SecretUnreadable { .. })
+        matches!(
+            self,
+            Self::SecretUnreadable { .. } | Self::FileUnreadable { .. }
+        )
     }
 }
 
@@ -69,7 +81,8 @@ impl fmt::Display for SkipReason {
                 f,
                 "endpoint {endpoint}: {kind} endpoints are not run by this build of the data plane yet"
             ),
-            Self::SecretUnreadable { endpoint, detail } => {
+            Self::SecretUnreadable { endpoint, detail }
+            | Self::FileUnreadable { endpoint, detail } => {
                 write!(f, "endpoint {endpoint}: {detail} (retried)")
             }
             Self::SettingMissing {

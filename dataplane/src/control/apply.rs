@@ -399,6 +399,7 @@ spec:
                 dirs: Dirs {
                     secrets: Some(secrets.to_owned()),
                     configmaps: None,
+                    ..Dirs::default()
                 },
                 ..Environment::default()
             },

@@ -275,6 +275,7 @@ impl<S: Source, K: Sink> Core<S, K> {
     /// Reads nothing more from the source; what is in flight still completes.
     pub(crate) fn start_drain(&mut self, now: Instant) {
         self.draining = true;
+        self.sink.flush(now);
         self.update_pause(now);
     }
 

@@ -10,6 +10,7 @@ use crate::mqtt::session::AckToken;
 use crate::sink::{Offer, Outcome, Sink, Ticket};
 use crate::sinks::kafka::KafkaSink;
 use crate::sinks::mqtt::MqttSink;
+use crate::sinks::parquet::ParquetSink;
 use crate::source::Source;
 use crate::sources::kafka::{KafkaAck, KafkaSource};
 use crate::sources::mqtt::MqttSource;
@@ -104,6 +105,8 @@ pub(crate) enum Destination {
     Mqtt(MqttSink),
     /// A Kafka cluster.
     Kafka(KafkaSink),
+    /// Parquet files on a local volume.
+    Parquet(ParquetSink),
 }
 
 impl Sink for Destination {
@@ -111,6 +114,7 @@ impl Sink for Destination {
         match self {
             Self::Mqtt(s) => s.ready(),
             Self::Kafka(s) => s.ready(),
+            Self::Parquet(s) => s.ready(),
         }
     }
 
@@ -118,6 +122,7 @@ impl Sink for Destination {
         match self {
             Self::Mqtt(s) => s.offer(message, ticket, now),
             Self::Kafka(s) => s.offer(message, ticket, now),
+            Self::Parquet(s) => s.offer(message, ticket, now),
         }
     }
 
@@ -125,6 +130,7 @@ impl Sink for Destination {
         match self {
             Self::Mqtt(s) => s.poll_outcome(),
             Self::Kafka(s) => s.poll_outcome(),
+            Self::Parquet(s) => s.poll_outcome(),
         }
     }
 
@@ -132,6 +138,15 @@ impl Sink for Destination {
         match self {
             Self::Mqtt(s) => s.backlog_bytes(),
             Self::Kafka(s) => s.backlog_bytes(),
+            Self::Parquet(s) => s.backlog_bytes(),
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        match self {
+            Self::Mqtt(s) => s.flush(now),
+            Self::Kafka(s) => s.flush(now),
+            Self::Parquet(s) => s.flush(now),
         }
     }
 }

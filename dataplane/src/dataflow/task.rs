@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sluice_codec::DecodeError;
 use tracing::{debug, info, warn};
 
-use sluice_config_agent::model::OperationalMode;
+use sluice_config_agent::model::{MetadataColumn, OperationalMode};
 
 use super::core::{Core, CoreEvent, CoreSettings};
 use super::ends::{Destination, Origin};
@@ -37,12 +37,15 @@ use crate::secrets::tokens::TokenSource;
 use crate::sink::Sink;
 use crate::sinks::kafka::{KafkaSink, RecordSettings};
 use crate::sinks::mqtt::{MqttSink, Notice, PublishSettings};
+use crate::sinks::parquet::columns::Meta;
+use crate::sinks::parquet::{ParquetSink, StorageSettings};
 use crate::source::Source;
 use crate::sources::kafka::{KafkaSource, RecordMapping};
 use crate::sources::mqtt::MqttSource;
 use crate::transform::route::Route;
 
 mod kafka;
+mod parquet;
 
 /// How often the task's timer looks at the core when it has no deadline.
 const IDLE_TICK: Duration = Duration::from_millis(500);
@@ -93,6 +96,8 @@ enum DestinationIo {
     Mqtt(Rc<Connection>),
     /// Wakes the Kafka loop (a record was offered).
     Kafka(Notify),
+    /// Wakes the Parquet loop (a file is due).
+    Parquet(Notify),
 }
 
 /// A running dataflow on one core. See the module documentation.
@@ -112,6 +117,8 @@ pub(crate) struct Task {
     kafka_done: Cell<bool>,
     /// The Kafka source's loop has ended and its consumer is closed (offsets committed).
     kafka_source_done: Rc<Cell<bool>>,
+    /// The Parquet loop has ended (no file is being written).
+    parquet_done: Cell<bool>,
     /// The Kafka destination has been up once: a later "up" is a reconnection.
     kafka_was_up: Cell<bool>,
     /// The Kafka source has been up once.
@@ -227,6 +234,51 @@ impl Task {
                     DestinationIo::Kafka(Notify::new()),
                 )
             }
+            SinkPlan::Local(dst_ep) => {
+                // The source sends at most its window without acknowledgements: a file holds
+                // half of it, so that the next one fills while one is written.
+                let window = match &plan.source {
+                    SourcePlan::Mqtt(src) => usize::from(src.endpoint.max_inflight().get()),
+                    SourcePlan::Kafka(_) => usize::MAX,
+                };
+                let max_messages =
+                    usize::try_from(dst_ep.batching.max_messages).unwrap_or(usize::MAX);
+                let settings = StorageSettings {
+                    folder: dst_ep.folder.clone(),
+                    writer: crate::sinks::parquet::file::safe_writer_name(
+                        &plan.kafka_client_id("dst", core_id),
+                    ),
+                    schema: dst_ep.schema.clone(),
+                    meta: dst_ep
+                        .meta
+                        .iter()
+                        .map(|c| match c {
+                            MetadataColumn::Topic => Meta::Topic,
+                            MetadataColumn::ReceivedTime => Meta::ReceivedTime,
+                            MetadataColumn::UserProperties => Meta::UserProperties,
+                        })
+                        .collect(),
+                    max_rows: max_messages.min((window / 2).max(1)),
+                    max_bytes: usize::try_from(dst_ep.batching.max_bytes).unwrap_or(usize::MAX),
+                    latency: Duration::from_secs(u64::from(dst_ep.batching.latency_seconds)),
+                    dead_letter: dst_ep.dead_letter,
+                };
+                if core_id == plan.cores.first().copied().unwrap_or(0) {
+                    info!(
+                        dataflow = %key,
+                        endpoint = %dst_ep.name,
+                        folder = %dst_ep.folder.display(),
+                        schema = dst_ep.schema_ref.as_deref().unwrap_or("inferred from the messages"),
+                        max_rows = settings.max_rows,
+                        "LocalStorage destination"
+                    );
+                }
+                let sink = ParquetSink::new(settings, fastrand::u32(..), now, SystemTime::now());
+                (
+                    Destination::Parquet(sink),
+                    DestinationIo::Parquet(Notify::new()),
+                )
+            }
         };
         let core = Core::new(
             origin,
@@ -246,6 +298,7 @@ impl Task {
             kafka_source_tokens,
             kafka_done: Cell::new(false),
             kafka_source_done: Rc::new(Cell::new(false)),
+            parquet_done: Cell::new(false),
             kafka_was_up: Cell::new(false),
             kafka_source_was_up: Cell::new(false),
             drop_logged: Cell::new(false),
@@ -271,6 +324,9 @@ impl Task {
             }
             DestinationIo::Kafka(_) => {
                 monoio::spawn(Rc::clone(&t).kafka_sink_loop());
+            }
+            DestinationIo::Parquet(_) => {
+                monoio::spawn(Rc::clone(&t).parquet_sink_loop());
             }
         }
         monoio::spawn(Rc::clone(&t).timer());
@@ -322,7 +378,7 @@ impl Task {
         if let DestinationIo::Mqtt(dst) = &self.dst {
             dst.stop();
         }
-        if let DestinationIo::Kafka(wake) = &self.dst {
+        if let DestinationIo::Kafka(wake) | DestinationIo::Parquet(wake) = &self.dst {
             wake.notify();
         }
         let flush_deadline = Instant::now() + Duration::from_secs(2);
@@ -361,6 +417,7 @@ impl Task {
         match &self.dst {
             DestinationIo::Mqtt(dst) => dst.is_done(),
             DestinationIo::Kafka(_) => self.kafka_done.get(),
+            DestinationIo::Parquet(_) => self.parquet_done.get(),
         }
     }
 
@@ -414,6 +471,11 @@ impl Task {
         match (&self.dst, core.sink()) {
             (DestinationIo::Mqtt(dst), sink) if sink.backlog_bytes() > 0 => dst.wake_writer(),
             (DestinationIo::Kafka(wake), Destination::Kafka(k)) if k.in_flight() > 0 => {
+                wake.notify();
+            }
+            (DestinationIo::Parquet(wake), Destination::Parquet(p))
+                if p.wants_loop(Instant::now()) =>
+            {
                 wake.notify();
             }
             _ => {}
@@ -562,6 +624,9 @@ impl Owner for Task {
                 Destination::Mqtt(sink) => sink.session_mut(),
                 // Only an MQTT destination has a connection that asks for its session.
                 Destination::Kafka(_) => unreachable!("a Kafka destination has no MQTT session"),
+                Destination::Parquet(_) => {
+                    unreachable!("a LocalStorage destination has no MQTT session")
+                }
             },
         })
     }

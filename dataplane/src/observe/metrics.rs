@@ -126,6 +126,9 @@ pub(crate) struct DataflowMetrics {
     /// Since when (Unix milliseconds) a message given back has waited to be delivered; 0 while
     /// none waits. Past [`STALLED_AFTER`], `/readyz` names the dataflow.
     retrying_since_ms: AtomicU64,
+    /// Why the destination is not connected, when it has more to say than that (a LocalStorage
+    /// folder that takes no files); written on changes only, never per message.
+    destination_problem: Mutex<Option<String>>,
 }
 
 /// How long a message may keep being given back before `/readyz` reports the dataflow stalled.
@@ -142,6 +145,7 @@ impl DataflowMetrics {
             reconnects: Default::default(),
             packets_too_large: Default::default(),
             connected: Default::default(),
+            destination_problem: Mutex::new(None),
             ack_buckets: Default::default(),
             ack_sum_seconds: AtomicU64::new(0f64.to_bits()),
             drops: Default::default(),
@@ -252,6 +256,21 @@ impl DataflowMetrics {
     #[inline]
     pub(crate) fn set_connected(&self, side: Side, up: bool) {
         self.connected[side.index()].store(up, Relaxed);
+    }
+
+    /// Why the destination is down (shown by `/readyz` while it is), or `None`.
+    pub(crate) fn set_destination_problem(&self, problem: Option<String>) {
+        *self
+            .destination_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = problem;
+    }
+
+    fn destination_problem(&self) -> Option<String> {
+        self.destination_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// What [`set_connected`](Self::set_connected) last said for `side` (false at first).
@@ -541,8 +560,13 @@ impl Registry {
                     .map(Side::as_str)
                     .collect();
                 if !down.is_empty() {
+                    let why = block
+                        .destination_problem()
+                        .filter(|_| !block.is_connected(Side::Destination))
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
                     reasons.push(format!(
-                        "dataflow {name} core {core}: {} not connected",
+                        "dataflow {name} core {core}: {} not connected{why}",
                         down.join(" and ")
                     ));
                 }

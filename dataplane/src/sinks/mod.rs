@@ -1,5 +1,6 @@
-//! The sinks: each destination kind as a [`crate::sink::Sink`]: an MQTT broker ([`mqtt`]) and a
-//! Kafka cluster ([`kafka`]); Parquet comes with its connector.
+//! The sinks: each destination kind as a [`crate::sink::Sink`]: an MQTT broker ([`mqtt`]), a
+//! Kafka cluster ([`kafka`]) and Parquet files on a local volume ([`parquet`]).
 
 pub(crate) mod kafka;
 pub(crate) mod mqtt;
+pub(crate) mod parquet;

@@ -145,7 +145,7 @@ impl Task {
     fn with_kafka<T>(&self, f: impl FnOnce(&mut KafkaSink) -> T) -> Option<T> {
         match self.core.borrow_mut().sink_mut() {
             Destination::Kafka(k) => Some(f(k)),
-            Destination::Mqtt(_) => None,
+            Destination::Mqtt(_) | Destination::Parquet(_) => None,
         }
     }
 
