@@ -1,8 +1,10 @@
 //! Benchmark support, not an API: a connected client `Session` fed with broker bytes, so that
 //! `dataplane/benches/session.rs` can measure `Session::handle_bytes` from outside the crate.
-//! [`fuzz`] holds the entry points of the fuzz targets (`fuzz/`).
+//! [`fuzz`] holds the entry points of the fuzz targets (`fuzz/`); [`parquet`] the LocalStorage
+//! destination's batch path (`benches/parquet.rs`).
 
 pub mod fuzz;
+pub mod parquet;
 
 use std::num::NonZeroU16;
 use std::time::Instant;

@@ -68,6 +68,10 @@ pub enum Destination {
     Mqtt,
     /// Into the Kafka blackhole (MQTT to Kafka).
     Kafka,
+    /// Into Parquet files in the case's folder (MQTT to LocalStorage): JSON payloads of seven
+    /// fields, QoS 1, rows counted by the source's acknowledgements (a row is acknowledged once
+    /// its file is in place). Sluice only: no naive bridge writes Parquet.
+    Parquet,
 }
 
 impl Destination {
@@ -76,6 +80,7 @@ impl Destination {
         match self {
             Self::Mqtt => "mqtt",
             Self::Kafka => "kafka",
+            Self::Parquet => "parquet",
         }
     }
 }
@@ -303,6 +308,8 @@ impl CaseResult {
     pub fn received(&self) -> u64 {
         match &self.kafka {
             Some(k) => k.records,
+            // A row is acknowledged once its file is in place.
+            None if self.destination == Destination::Parquet => self.stats.acked,
             None => self.stats.received,
         }
     }
@@ -312,6 +319,9 @@ impl CaseResult {
     pub fn missing(&self) -> u64 {
         match &self.kafka {
             Some(k) => self.case.messages.saturating_sub(k.records),
+            None if self.destination == Destination::Parquet => {
+                self.case.messages.saturating_sub(self.stats.acked)
+            }
             None => self.case.messages.saturating_sub(self.stats.distinct),
         }
     }
@@ -567,6 +577,7 @@ pub fn run_case_to(
     let dest = match destination {
         Destination::Mqtt => String::new(),
         Destination::Kafka => "-kafka".into(),
+        Destination::Parquet => "-parquet".into(),
     };
     let dir = work.join(format!(
         "{}{dest}-{}-q{}",
@@ -585,6 +596,7 @@ fn measured(implementation: Implementation, destination: Destination) -> &'stati
     match (implementation, destination) {
         (Implementation::Naive, Destination::Mqtt) => &["mosquitto_sub", "mosquitto_pub"],
         (Implementation::Naive, Destination::Kafka) => &["mosquitto_sub", "kcat"],
+        (Implementation::Naive, Destination::Parquet) => &[],
         (Implementation::Sluice, _) => &["dataplane"],
     }
 }
@@ -595,6 +607,8 @@ enum Sink {
     Mqtt,
     /// The Kafka blackhole.
     Kafka(KafkaBlackhole),
+    /// Parquet files: progress is what the source broker got acknowledged.
+    Parquet,
 }
 
 impl Sink {
@@ -609,13 +623,14 @@ impl Sink {
                 let st = k.stats();
                 (st.records, st.connections >= 1)
             }
+            Self::Parquet => (broker.stats().acked, true),
         }
     }
 
     /// The connection count, to wait until it is stable.
     fn connections(&self, broker: &ReplayBroker) -> u64 {
         match self {
-            Self::Mqtt => broker.stats().connections,
+            Self::Mqtt | Self::Parquet => broker.stats().connections,
             Self::Kafka(k) => broker.stats().connections + k.stats().connections,
         }
     }
@@ -623,7 +638,7 @@ impl Sink {
     fn describe(&self, broker: &ReplayBroker) -> String {
         let st = broker.stats();
         match self {
-            Self::Mqtt => describe(&st),
+            Self::Mqtt | Self::Parquet => describe(&st),
             Self::Kafka(k) => format!("{}; Kafka blackhole: {}", describe(&st), k.stats().line()),
         }
     }
@@ -636,6 +651,14 @@ fn measure(
     dir: &Path,
 ) -> anyhow::Result<CaseResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if destination == Destination::Parquet {
+        if case.implementation == Implementation::Naive {
+            bail!("no naive bridge writes Parquet: run the parquet destination with --only sluice");
+        }
+        if case.qos != QoS::AtLeastOnce {
+            bail!("Parquet cases run at QoS 1: rows are counted by the source's acknowledgements");
+        }
+    }
     let broker = ReplayBroker::start(ReplayConfig {
         sink_port: (destination == Destination::Mqtt).then_some(0),
         messages: case.messages,
@@ -644,6 +667,7 @@ fn measure(
         topics: args.topics,
         max_inflight: args.max_inflight,
         start_released: false,
+        json_payload: destination == Destination::Parquet,
         ..ReplayConfig::default()
     })?;
     let sink = match destination {
@@ -652,6 +676,7 @@ fn measure(
             partitions: args.kafka_partitions,
             ..BlackholeConfig::default()
         })?),
+        Destination::Parquet => Sink::Parquet,
     };
     let mut children = Children::new();
     match (case.implementation, &sink) {
@@ -675,6 +700,13 @@ fn measure(
                 kafka_bench::manifests(broker.source_addr(), k.addr(), case.qos, args.max_inflight);
             start_sluice(args, &yaml, broker.source_addr(), dir, &mut children)?;
         }
+        (Implementation::Sluice, Sink::Parquet) => {
+            let (yaml, extra) = parquet_setup(broker.source_addr(), args.max_inflight, dir)?;
+            let mut args = args.clone();
+            args.dataplane_args.extend(extra);
+            start_sluice(&args, &yaml, broker.source_addr(), dir, &mut children)?;
+        }
+        (Implementation::Naive, Sink::Parquet) => unreachable!("refused above"),
     }
     let names = measured(case.implementation, destination);
     wait_ready(args, &broker, &sink, &mut children)?;
@@ -763,10 +795,14 @@ fn measure(
     children.stop_all();
     broker.shutdown();
     let kafka = match sink {
-        Sink::Mqtt => None,
+        Sink::Mqtt | Sink::Parquet => None,
         Sink::Kafka(k) => Some(k.stop()),
     };
-    let received = kafka.as_ref().map_or(stats.received, |k| k.records);
+    let received = match (&kafka, destination) {
+        (Some(k), _) => k.records,
+        (None, Destination::Parquet) => stats.acked,
+        (None, _) => stats.received,
+    };
     let cpu_secs = (cpu1 - cpu0) as f64 / ticks;
     let per_million = |secs: f64| (received > 0).then(|| secs * 1e6 / received as f64);
     let mut result = CaseResult {
@@ -781,6 +817,9 @@ fn measure(
                 .as_ref()
                 .and_then(BlackholeStats::records_per_sec)
                 .or_else(|| k.records_per_sec()),
+            None if destination == Destination::Parquet => {
+                (wall_secs > 0.0).then(|| received as f64 / wall_secs)
+            }
             None => stats.received_per_sec(),
         },
         kafka,
@@ -1044,6 +1083,82 @@ spec:
 "
     );
     s
+}
+
+/// The manifests of an MQTT-to-Parquet case (the replay broker's source into a LocalStorage
+/// endpoint whose volume and schema folders are made in `dir`), and the data plane's arguments
+/// for those folders. Files are cut at 100,000 rows or half the window (`maxInflightMessages`),
+/// whichever is less.
+pub fn parquet_setup(
+    source: SocketAddr,
+    max_inflight: u16,
+    dir: &Path,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let volumes = dir.join("volumes");
+    std::fs::create_dir_all(volumes.join("bench"))?;
+    let schemas = dir.join("schemas");
+    std::fs::create_dir_all(schemas.join("bench"))?;
+    std::fs::write(
+        schemas.join("bench").join("bench-1.0.0.json"),
+        crate::payload::JSON_DELTA_SCHEMA,
+    )?;
+    let mqtt = manifests(source, source, QoS::AtLeastOnce, max_inflight);
+    // The source endpoint of the MQTT case, then a LocalStorage destination.
+    let source_endpoint = mqtt
+        .split("---\n")
+        .next()
+        .context("the source endpoint")?
+        .to_owned();
+    let yaml = format!(
+        "{source_endpoint}---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata:
+  name: bench-files
+  namespace: azure-iot-operations
+spec:
+  endpointType: LocalStorage
+  localStorageSettings:
+    persistentVolumeClaimRef: bench
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowProfile
+metadata:
+  name: bench
+  namespace: azure-iot-operations
+spec:
+  instanceCount: 1
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata:
+  name: bench
+  namespace: azure-iot-operations
+spec:
+  profileRef: bench
+  operations:
+    - operationType: Source
+      sourceSettings:
+        endpointRef: bench-source
+        dataSources:
+          - bench/in/#
+    - operationType: BuiltInTransformation
+      builtInTransformationSettings:
+        serializationFormat: Parquet
+        schemaRef: aio-sr://bench/bench:1.0.0
+    - operationType: Destination
+      destinationSettings:
+        endpointRef: bench-files
+        dataDestination: out
+"
+    );
+    let args = vec![
+        "--volumes-dir".to_owned(),
+        volumes.display().to_string(),
+        "--schemas-dir".to_owned(),
+        schemas.display().to_string(),
+    ];
+    Ok((yaml, args))
 }
 
 pub(crate) fn bin_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {

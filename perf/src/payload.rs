@@ -57,6 +57,42 @@ pub fn parse_seq(payload: &[u8]) -> Option<u64> {
     Some(seq)
 }
 
+/// Where the sequence number starts in a [`json_template`] payload.
+pub const JSON_SEQ_AT: usize = 8;
+
+/// The JSON record of the Parquet benchmark, seven fields, with the sequence number as a
+/// 12-digit string at [`JSON_SEQ_AT`] (so that [`write_seq`] on `&mut p[JSON_SEQ_AT..]` sets
+/// it), padded with spaces before the closing brace to `size` bytes; `None` below the record's
+/// own size.
+///
+/// ```
+/// let mut p = sluice_perf::payload::json_template(200).unwrap();
+/// sluice_perf::payload::write_seq(&mut p[sluice_perf::payload::JSON_SEQ_AT..], 7);
+/// let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+/// assert_eq!(v["seq"], "000000000007");
+/// assert_eq!(p.len(), 200);
+/// ```
+pub fn json_template(size: usize) -> Option<Vec<u8>> {
+    let body = br#"{"seq":"000000000000","deviceId":"dev-0042","timestamp":"2026-12-02T08:15:00.123Z","temperature":21.53,"humidity":40.1,"pressure":1013,"online":true"#;
+    if size < body.len() + 1 {
+        return None;
+    }
+    let mut p = body.to_vec();
+    p.resize(size - 1, b' ');
+    p.push(b'}');
+    Some(p)
+}
+
+/// The Delta schema of [`json_template`]'s records.
+pub const JSON_DELTA_SCHEMA: &str = r#"{"$schema":"Delta/1.0","type":"object","properties":{"type":"struct","fields":[
+  {"name":"seq","type":"string","nullable":false,"metadata":{}},
+  {"name":"deviceId","type":"string","nullable":false,"metadata":{}},
+  {"name":"timestamp","type":"timestamp","nullable":false,"metadata":{}},
+  {"name":"temperature","type":"double","nullable":true,"metadata":{}},
+  {"name":"humidity","type":"double","nullable":true,"metadata":{}},
+  {"name":"pressure","type":"long","nullable":true,"metadata":{}},
+  {"name":"online","type":"boolean","nullable":true,"metadata":{}}]}}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

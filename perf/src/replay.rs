@@ -75,6 +75,9 @@ pub struct ReplayConfig {
     /// Stream as soon as a client subscribes (`true`), or wait for [`ReplayBroker::release`]
     /// (`false`, default).
     pub start_released: bool,
+    /// Payloads are [`payload::json_template`] records (the Parquet benchmark) instead of the
+    /// plain sequence number and filler. Default `false`.
+    pub json_payload: bool,
 }
 
 impl Default for ReplayConfig {
@@ -90,6 +93,7 @@ impl Default for ReplayConfig {
             max_inflight: u16::MAX,
             chunk_bytes: 256 * 1024,
             start_released: false,
+            json_payload: false,
         }
     }
 }
@@ -846,7 +850,17 @@ impl Sender {
         window: u16,
         stream: Arc<Stream>,
     ) -> anyhow::Result<Self> {
-        let body = Bytes::from(payload::template(cfg.payload_bytes).context("payload size")?);
+        let (body, seq_offset) = if cfg.json_payload {
+            let p = payload::json_template(cfg.payload_bytes)
+                .context("payload size below the JSON record's")?;
+            (p, payload::JSON_SEQ_AT)
+        } else {
+            (
+                payload::template(cfg.payload_bytes).context("payload size")?,
+                0,
+            )
+        };
+        let body = Bytes::from(body);
         let mut template = BytesMut::new();
         let mut slots = Vec::new();
         let topics: Vec<String> = (0..cfg.topics.min(4096))
@@ -872,7 +886,7 @@ impl Sender {
                 .header_len;
             slots.push(Slot {
                 end,
-                seq_at: end - cfg.payload_bytes,
+                seq_at: end - cfg.payload_bytes + seq_offset,
                 pid_at: start + header_len + 2 + topic.len(),
             });
             if i == 0 {

@@ -77,6 +77,17 @@ fn properties(batch: &RecordBatch) -> io::Result<WriterProperties> {
     Ok(b.build())
 }
 
+/// Encodes `batch` as a Parquet file into `out` (with [`properties`]); returns `out`.
+///
+/// # Errors
+/// What encoding or writing gave.
+pub(crate) fn encode<W: io::Write + Send>(batch: &RecordBatch, out: W) -> io::Result<W> {
+    let mut w = ArrowWriter::try_new(out, batch.schema(), Some(properties(batch)?))
+        .map_err(io::Error::other)?;
+    w.write(batch).map_err(parquet_io)?;
+    w.into_inner().map_err(parquet_io)
+}
+
 fn remove_quietly(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
@@ -139,16 +150,7 @@ impl FileJob {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            let mut w = ArrowWriter::try_new(
-                BufWriter::with_capacity(1 << 20, file),
-                batch.schema(),
-                Some(properties(batch)?),
-            )
-            .map_err(io::Error::other)?;
-            w.write(batch).map_err(parquet_io)?;
-            let file = w
-                .into_inner()
-                .map_err(parquet_io)?
+            let file = encode(batch, BufWriter::with_capacity(1 << 20, file))?
                 .into_inner()
                 .map_err(|e| e.into_error())?;
             file.sync_all()?;
