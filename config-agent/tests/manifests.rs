@@ -1099,3 +1099,148 @@ fn settings_not_acted_on_are_warnings_in_validate_and_on_arrival() {
         "{d:#?}"
     );
 }
+
+/// A LocalStorage dataflow's output schema: `serializationFormat` and `schemaRef` as AIO writes
+/// them, the Delta schema file in `--schemas-dir`, and each way they can be wrong.
+#[test]
+fn a_local_storage_dataflows_schema_is_checked() {
+    let schema = r#"{"$schema":"Delta/1.0","type":"object","properties":{"type":"struct","fields":[
+        {"name":"temperature","type":"double","nullable":true,"metadata":{}},
+        {"name":"_topic","type":"string","nullable":true,"metadata":{}}]}}"#;
+    let manifest = |format: &str, reference: &str, columns: &str| {
+        format!(
+            "apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata:
+  name: files
+spec:
+  endpointType: LocalStorage
+  localStorageSettings:
+    persistentVolumeClaimRef: parquet
+    metadataColumns: [{columns}]
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata:
+  name: to-files
+spec:
+  operations:
+    - operationType: Source
+      sourceSettings:
+        endpointRef: default
+        dataSources: [a/#]
+    - operationType: BuiltInTransformation
+      builtInTransformationSettings:
+        serializationFormat: {format}
+        schemaRef: {reference}
+    - operationType: Destination
+      destinationSettings:
+        endpointRef: files
+        dataDestination: out
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata:
+  name: default
+spec:
+  endpointType: Mqtt
+  mqttSettings:
+    host: localhost:1883
+    authentication:
+      method: Anonymous
+    tls:
+      mode: Disabled
+"
+        )
+    };
+    let check = |text: String| -> Vec<Diagnostic> {
+        let mut files = MemFiles::new();
+        files
+            .insert("/m/df.yaml", text)
+            .insert("/v/parquet/.keep", "")
+            .insert("/schemas/plant/telemetry-1.0.0.json", schema)
+            .insert("/schemas/plant/broken-1.0.0.json", "{\"$schema\":\"Delta/1.0\"")
+            .insert(
+                "/schemas/plant/map-1.0.0.json",
+                r#"{"$schema":"Delta/1.0","type":"object","properties":{"type":"struct","fields":[{"name":"m","type":"map"}]}}"#,
+            );
+        let options = Options {
+            local_broker_host: "localhost:1883".into(),
+            volumes_dir: Some("/v".into()),
+            schemas_dir: Some("/schemas".into()),
+            ..Options::default()
+        };
+        load_and_validate(&files, &["/m/df.yaml".into()], &options).diagnostics
+    };
+    let errors = |d: &[Diagnostic]| -> Vec<String> {
+        d.iter()
+            .filter(|d| d.is_error())
+            .map(|d| format!("{}: {}", d.path, d.message))
+            .collect()
+    };
+    let ok = check(manifest(
+        "Parquet",
+        "aio-sr://plant/telemetry:1.0.0",
+        "ReceivedTime",
+    ));
+    assert_eq!(errors(&ok), Vec::<String>::new());
+    assert!(
+        !ok.iter()
+            .any(|d| d.path.contains("builtInTransformationSettings")),
+        "a schema acted on is not warned about: {ok:#?}"
+    );
+    let path = "spec.operations[1].builtInTransformationSettings";
+    let cases = [
+        (
+            manifest("Json", "aio-sr://plant/telemetry:1.0.0", ""),
+            format!("{path}.serializationFormat"),
+            "writes Parquet",
+        ),
+        (
+            manifest("Parquet", "plant/telemetry", ""),
+            format!("{path}.schemaRef"),
+            "expected aio-sr://",
+        ),
+        (
+            manifest("Parquet", "aio-sr://plant/../secrets:1", ""),
+            format!("{path}.schemaRef"),
+            "must be ASCII letters",
+        ),
+        (
+            manifest("Parquet", "aio-sr://plant/missing:1.0.0", ""),
+            format!("{path}.schemaRef"),
+            "cannot read /schemas/plant/missing-1.0.0.json",
+        ),
+        (
+            manifest("Parquet", "aio-sr://plant/broken:1.0.0", ""),
+            format!("{path}.schemaRef"),
+            "not JSON",
+        ),
+        (
+            manifest("Parquet", "aio-sr://plant/map:1.0.0", ""),
+            format!("{path}.schemaRef"),
+            "properties.fields[0].type: maps are not supported",
+        ),
+        (
+            manifest("Parquet", "aio-sr://plant/telemetry:1.0.0", "Topic"),
+            format!("{path}.schemaRef"),
+            "also the column of metadataColumns Topic",
+        ),
+    ];
+    for (text, want_path, want) in cases {
+        let e = errors(&check(text));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with(&want_path) && m.contains(want)),
+            "{want_path}: {want}: {e:#?}"
+        );
+    }
+    // Delta is written as Parquet, with a warning.
+    let delta = check(manifest("Delta", "aio-sr://plant/telemetry:1.0.0", ""));
+    assert_eq!(errors(&delta), Vec::<String>::new());
+    assert!(
+        delta
+            .iter()
+            .any(|d| d.message.contains("no Delta transaction log"))
+    );
+}

@@ -124,3 +124,107 @@ pub(crate) fn local_endpoint(
         dead_letter: s.dead_letter == OperationalMode::Enabled,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use sluice_config_agent::model::{
+        ApiVersion, LocalStorageSettings, Metadata, TransformationSettings,
+    };
+
+    use super::*;
+    use crate::config::environment::Dirs;
+
+    fn endpoint() -> DataflowEndpoint {
+        DataflowEndpoint {
+            api_version: ApiVersion::V1,
+            metadata: Metadata {
+                name: "files".into(),
+                namespace: "ns".into(),
+            },
+            spec: EndpointSpec::LocalStorage {
+                local_storage_settings: LocalStorageSettings::new("vol".into()),
+            },
+        }
+    }
+
+    fn spec(schema_ref: Option<&str>) -> DataflowSpec {
+        DataflowSpec {
+            profile_ref: "default".into(),
+            mode: OperationalMode::Enabled,
+            operations: vec![Operation::BuiltInTransformation {
+                name: None,
+                built_in_transformation_settings: TransformationSettings {
+                    schema_ref: schema_ref.map(str::to_owned),
+                    ..TransformationSettings::default()
+                },
+            }],
+            request_disk_persistence: None,
+        }
+    }
+
+    fn env(volumes: Option<&std::path::Path>, schemas: Option<&std::path::Path>) -> Environment {
+        Environment {
+            dirs: Dirs {
+                volumes: volumes.map(std::path::Path::to_path_buf),
+                schemas: schemas.map(std::path::Path::to_path_buf),
+                ..Dirs::default()
+            },
+            ..Environment::default()
+        }
+    }
+
+    #[test]
+    fn the_folder_the_schema_and_what_is_missing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let volumes = dir.path().join("volumes");
+        let schemas = dir.path().join("schemas");
+        std::fs::create_dir_all(volumes.join("vol")).expect("volume");
+        std::fs::create_dir_all(schemas.join("plant")).expect("schemas");
+        std::fs::write(
+            schemas.join("plant/t-1.json"),
+            r#"{"$schema":"Delta/1.0","type":"object","properties":{"type":"struct","fields":[{"name":"v","type":"long"}]}}"#,
+        )
+        .expect("schema");
+
+        let plan = local_endpoint(&endpoint(), &spec(None), "a/b", &env(Some(&volumes), None))
+            .expect("inferred");
+        assert_eq!(plan.folder, volumes.join("vol").join("a").join("b"));
+        assert!(plan.schema.is_none());
+        let plan = local_endpoint(
+            &endpoint(),
+            &spec(Some("aio-sr://plant/t:1")),
+            "out",
+            &env(Some(&volumes), Some(&schemas)),
+        )
+        .expect("with a schema");
+        assert_eq!(plan.schema.expect("schema")[0].name, "v");
+
+        let missing = |e: &Environment, r: Option<&str>| {
+            local_endpoint(&endpoint(), &spec(r), "out", e).expect_err("not planned")
+        };
+        assert!(matches!(
+            missing(&env(None, None), None),
+            SkipReason::SettingMissing {
+                setting: "--volumes-dir",
+                ..
+            }
+        ));
+        assert!(matches!(
+            missing(&env(Some(&volumes), None), Some("aio-sr://plant/t:1")),
+            SkipReason::SettingMissing {
+                setting: "--schemas-dir",
+                ..
+            }
+        ));
+        let r = missing(
+            &env(Some(&volumes), Some(&schemas)),
+            Some("aio-sr://plant/t:2"),
+        );
+        assert!(
+            matches!(r, SkipReason::FileUnreadable { .. }) && r.retryable(),
+            "{r}"
+        );
+        let r = missing(&env(Some(&dir.path().join("none")), None), None);
+        assert!(r.to_string().contains("does not exist"), "{r}");
+    }
+}

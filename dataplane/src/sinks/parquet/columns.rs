@@ -48,7 +48,7 @@ use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeU
 use base64::Engine as _;
 use sluice_config_agent::delta::{DeltaField, DeltaType};
 
-use super::json::{Cursor, Kind, Number, Syntax, unescape_into};
+use super::json::{Cursor, Kind, Number, Syntax, same, unescape_into};
 
 /// The time zone written for `timestamp` columns.
 pub(crate) const UTC: &str = "UTC";
@@ -122,6 +122,9 @@ enum Data {
 #[derive(Debug)]
 pub(crate) struct Column {
     name: Arc<str>,
+    /// The name has no `"` or `\\` (and no control character): JSON writes it as it is, so
+    /// [`Cursor::key_is`] can compare it in place.
+    plain: bool,
     nullable: bool,
     /// Validity, made at the first null (all valid before).
     nulls: Option<BooleanBufferBuilder>,
@@ -170,6 +173,7 @@ impl Data {
                 offsets: offsets(),
                 item: Box::new(Column {
                     name: Arc::from("element"),
+                    plain: true,
                     nullable: *contains_null,
                     nulls: None,
                     data: Self::of(element),
@@ -179,31 +183,37 @@ impl Data {
         }
     }
 
-    /// An empty column of the same type.
+    /// An empty column of the same type, with room for as many values as this one holds (the
+    /// next file is likely the same size: no reallocation while it fills).
     fn emptied(&self) -> Self {
+        let text = |offsets: &Vec<i32>, bytes: &Vec<u8>| {
+            let mut o = Vec::with_capacity(offsets.len());
+            o.push(0);
+            (o, Vec::with_capacity(bytes.len()))
+        };
         match self {
-            Self::Utf8 { .. } => Self::Utf8 {
-                offsets: offsets(),
-                bytes: Vec::new(),
-            },
-            Self::Json { .. } => Self::Json {
-                offsets: offsets(),
-                bytes: Vec::new(),
-            },
-            Self::Binary { .. } => Self::Binary {
-                offsets: offsets(),
-                bytes: Vec::new(),
-            },
-            Self::Int64(_) => Self::Int64(Vec::new()),
-            Self::Int32(_) => Self::Int32(Vec::new()),
-            Self::Int16(_) => Self::Int16(Vec::new()),
-            Self::Int8(_) => Self::Int8(Vec::new()),
-            Self::Float64(_) => Self::Float64(Vec::new()),
-            Self::Float32(_) => Self::Float32(Vec::new()),
-            Self::Boolean(_) => Self::Boolean(BooleanBufferBuilder::new(0)),
-            Self::Date32(_) => Self::Date32(Vec::new()),
-            Self::Timestamp { utc, .. } => Self::Timestamp {
-                values: Vec::new(),
+            Self::Utf8 { offsets, bytes } => {
+                let (offsets, bytes) = text(offsets, bytes);
+                Self::Utf8 { offsets, bytes }
+            }
+            Self::Json { offsets, bytes } => {
+                let (offsets, bytes) = text(offsets, bytes);
+                Self::Json { offsets, bytes }
+            }
+            Self::Binary { offsets, bytes } => {
+                let (offsets, bytes) = text(offsets, bytes);
+                Self::Binary { offsets, bytes }
+            }
+            Self::Int64(v) => Self::Int64(Vec::with_capacity(v.len())),
+            Self::Int32(v) => Self::Int32(Vec::with_capacity(v.len())),
+            Self::Int16(v) => Self::Int16(Vec::with_capacity(v.len())),
+            Self::Int8(v) => Self::Int8(Vec::with_capacity(v.len())),
+            Self::Float64(v) => Self::Float64(Vec::with_capacity(v.len())),
+            Self::Float32(v) => Self::Float32(Vec::with_capacity(v.len())),
+            Self::Boolean(b) => Self::Boolean(BooleanBufferBuilder::new(b.len())),
+            Self::Date32(v) => Self::Date32(Vec::with_capacity(v.len())),
+            Self::Timestamp { values, utc } => Self::Timestamp {
+                values: Vec::with_capacity(values.len()),
                 utc: *utc,
             },
             Self::Struct { fields, .. } => Self::Struct {
@@ -213,9 +223,13 @@ impl Data {
             Self::List {
                 item,
                 item_nullable,
-                ..
+                offsets,
             } => Self::List {
-                offsets: offsets(),
+                offsets: {
+                    let mut o = Vec::with_capacity(offsets.len());
+                    o.push(0);
+                    o
+                },
                 item: Box::new(item.emptied()),
                 item_nullable: *item_nullable,
             },
@@ -269,6 +283,7 @@ impl Column {
     fn of(f: &DeltaField) -> Self {
         Self {
             name: Arc::from(f.name.as_str()),
+            plain: plain(&f.name),
             nullable: f.nullable,
             nulls: None,
             data: Data::of(&f.data_type),
@@ -278,6 +293,7 @@ impl Column {
     fn new(name: &str, nullable: bool, data: Data) -> Self {
         Self {
             name: Arc::from(name),
+            plain: plain(name),
             nullable,
             nulls: None,
             data,
@@ -287,6 +303,7 @@ impl Column {
     fn emptied(&self) -> Self {
         Self {
             name: Arc::clone(&self.name),
+            plain: self.plain,
             nullable: self.nullable,
             nulls: None,
             data: self.data.emptied(),
@@ -638,6 +655,10 @@ impl Column {
     }
 }
 
+fn plain(name: &str) -> bool {
+    name.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\')
+}
+
 fn push_offset(offsets: &mut Vec<i32>, len: usize) -> Row<()> {
     let o = i32::try_from(len)
         .map_err(|_| RowError::Mismatch("a column holds more than 2 GiB".into()))?;
@@ -653,7 +674,20 @@ fn integer(cur: &mut Cursor<'_>, kind: Kind, name: &str) -> Row<i64> {
             kind.described()
         )));
     }
-    let Number { text, integer } = cur.number().map_err(syntax)?;
+    let Number {
+        text,
+        integer,
+        mantissa,
+        digits,
+        negative,
+        ..
+    } = cur.number().map_err(syntax)?;
+    if integer && digits <= 18 {
+        // Below 10^18: no overflow either way.
+        #[allow(clippy::cast_possible_wrap)]
+        let v = mantissa as i64;
+        return Ok(if negative { -v } else { v });
+    }
     if integer {
         return text
             .parse::<i64>()
@@ -684,9 +718,52 @@ fn float(cur: &mut Cursor<'_>, kind: Kind, name: &str) -> Row<f64> {
         )));
     }
     let n = cur.number().map_err(syntax)?;
+    if !n.exponent && n.digits <= 15 {
+        // Clinger's fast path, as in `simple_decimal`.
+        #[allow(clippy::cast_precision_loss)]
+        let v = n.mantissa as f64 / POW10[n.fraction as usize];
+        return Ok(if n.negative { -v } else { v });
+    }
     n.text
         .parse()
         .map_err(|_| RowError::Mismatch(format!("\"{name}\": {} is not a number", n.text)))
+}
+
+/// Powers of ten that an `f64` holds exactly.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The fast path of [`float`] on its own, for its test: a plain decimal (`-12.345`: no exponent,
+/// at most 15 digits) as the nearest `f64`, or `None`
+/// for anything else (then the standard parser decides). Exact by Clinger's fast path: the
+/// digits as an integer below 2^53 and a power of ten up to 10^15 are both exact in an `f64`,
+/// so the one division is correctly rounded, as the standard parser's result is.
+#[cfg(test)]
+fn simple_decimal(b: &[u8]) -> Option<f64> {
+    let (negative, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let mut mantissa = 0u64;
+    let mut count = 0usize;
+    let mut fraction = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            b'.' if fraction.is_none() => fraction = Some(digits.len() - i - 1),
+            _ => return None,
+        }
+    }
+    if count == 0 || count > 15 {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let v = mantissa as f64 / POW10[fraction.unwrap_or(0)];
+    Some(if negative { -v } else { v })
 }
 
 /// Reusable per-row state (which fields a row gave), so that a row allocates nothing.
@@ -704,6 +781,9 @@ fn read_object(
     inferred: Option<usize>,
     scratch: &mut Fields2,
 ) -> Row<()> {
+    if inferred.is_none() && fields.len() <= 64 {
+        return read_fixed_object(cur, fields, scratch);
+    }
     cur.expect(b'{', "'{'").map_err(syntax)?;
     // `seen` is shared by the nesting levels: each level uses its own stretch past `base`.
     let base = scratch.seen.len();
@@ -759,6 +839,64 @@ fn read_object(
     })();
     scratch.seen.truncate(base);
     result
+}
+
+/// [`read_object`] for a given struct of at most 64 fields: which fields a row gave is a bit
+/// mask.
+fn read_fixed_object(
+    cur: &mut Cursor<'_>,
+    fields: &mut [Column],
+    scratch: &mut Fields2,
+) -> Row<()> {
+    cur.expect(b'{', "'{'").map_err(syntax)?;
+    let mut seen = 0u64;
+    let mut guess = 0usize;
+    let mut first = true;
+    while cur.next_member(first).map_err(syntax)? {
+        first = false;
+        let index = match fields.get(guess) {
+            Some(f) if f.plain && cur.key_is(f.name.as_bytes()).map_err(syntax)? => guess,
+            _ => {
+                let (raw, escaped) = cur.key().map_err(syntax)?;
+                let key: &[u8] = if escaped {
+                    scratch.key.clear();
+                    unescape_into(raw, &mut scratch.key);
+                    &scratch.key
+                } else {
+                    raw.as_bytes()
+                };
+                if let Some(i) = fields.iter().position(|f| same(f.name.as_bytes(), key)) {
+                    i
+                } else {
+                    cur.skip_value().map_err(syntax)?;
+                    continue;
+                }
+            }
+        };
+        let bit = 1u64 << index;
+        if seen & bit != 0 {
+            return Err(RowError::Mismatch(format!(
+                "\"{}\" is given twice",
+                fields[index].name
+            )));
+        }
+        seen |= bit;
+        fields[index].read(cur, false, scratch)?;
+        guess = index + 1;
+    }
+    let all = if fields.len() == 64 {
+        u64::MAX
+    } else {
+        (1u64 << fields.len()) - 1
+    };
+    if seen != all {
+        for (i, f) in fields.iter_mut().enumerate() {
+            if seen & (1 << i) == 0 {
+                f.missing()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The rows of one file. See the module documentation.
@@ -1264,6 +1402,37 @@ mod tests {
         let l = batch.column(1).as_list::<i32>();
         assert_eq!(l.value(0).len(), 2);
         assert_eq!(l.value(1).len(), 0);
+    }
+
+    #[test]
+    fn plain_decimals_parse_as_the_standard_parser_does() {
+        for text in [
+            "0",
+            "-0",
+            "21.53",
+            "-3.25",
+            "0.1",
+            "123456789012345",
+            "1.00000000000001",
+            "0.00000000000001",
+            "99999.99999",
+            "40.1",
+        ] {
+            let ours = simple_decimal(text.as_bytes()).expect(text);
+            let std: f64 = text.parse().expect(text);
+            assert_eq!(ours.to_bits(), std.to_bits(), "{text}");
+        }
+        for text in [
+            "1e3",
+            "1234567890123456",
+            "1.000000000000001",
+            "1.2.3",
+            "",
+            "-",
+            ".",
+        ] {
+            assert!(simple_decimal(text.as_bytes()).is_none(), "{text}");
+        }
     }
 
     #[test]

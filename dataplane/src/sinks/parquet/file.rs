@@ -24,7 +24,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::DataType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::columns::Sealed;
@@ -61,17 +61,21 @@ pub(crate) struct Written {
     pub(crate) bytes: u64,
 }
 
-/// The writer properties of a file of `batch`: zstd (level 1); dictionary encoding except for
-/// floating-point columns (whose values seldom repeat); Sluice as the writer.
+/// The writer properties of a file of `batch`: zstd (level 1); dictionary encoding for text and
+/// binary columns only (device ids and names repeat; numbers seldom do, and a dictionary that
+/// overflows costs its hashing for nothing: zstd takes what repeats there); statistics per
+/// column chunk (what readers prune row groups with); Sluice as the writer.
 fn properties(batch: &RecordBatch) -> io::Result<WriterProperties> {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).map_err(io::Error::other)?,
         ))
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
     for f in batch.schema().fields() {
-        if matches!(f.data_type(), DataType::Float64 | DataType::Float32) {
-            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        if matches!(f.data_type(), DataType::Utf8 | DataType::Binary) {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
         }
     }
     Ok(b.build())

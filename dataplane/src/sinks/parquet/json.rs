@@ -16,12 +16,22 @@ pub(crate) struct Syntax {
     pub(crate) at: usize,
 }
 
-/// A JSON number as written: its text, and whether it is an integer literal (no fraction, no
-/// exponent).
+/// A JSON number as written: its text, whether it is an integer literal (no fraction, no
+/// exponent), and its digits read on the way (for the callers' fast paths).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Number<'a> {
     pub(crate) text: &'a str,
     pub(crate) integer: bool,
+    /// The digits before and after the point as one integer (meaningful for at most 19).
+    pub(crate) mantissa: u64,
+    /// How many digits that is.
+    pub(crate) digits: u32,
+    /// How many of them follow the point.
+    pub(crate) fraction: u32,
+    /// Written with an exponent.
+    pub(crate) exponent: bool,
+    /// Written with a minus sign.
+    pub(crate) negative: bool,
 }
 
 /// The kind of the next value.
@@ -174,55 +184,58 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string value: the raw text between the quotes (escapes not decoded) and whether it
-    /// has any. The quote must be next (after whitespace).
+    /// has any. The quote must be next (after whitespace). Eight bytes at a time ([`special`]):
+    /// the first quote, backslash or control character is found in one pass.
     #[inline]
     pub(crate) fn string_raw(&mut self) -> Result<(&'a str, bool), Syntax> {
         self.expect(b'"', "'\"'")?;
         let start = self.pos;
         let b = self.bytes();
+        let mut i = start;
         let mut escaped = false;
         loop {
-            let Some(off) = memchr::memchr2(b'"', b'\\', &b[self.pos..]) else {
+            while let Some(word) = b.get(i..i + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(word);
+                let m = special(u64::from_le_bytes(w));
+                if m != 0 {
+                    i += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
+            let Some(&c) = b.get(i) else {
+                self.pos = i;
                 return Err(self.err("the string's closing '\"'"));
             };
-            let at = self.pos + off;
-            match b[at] {
+            match c {
                 b'"' => {
-                    let raw = &self.text[start..at];
-                    if raw.bytes().any(|c| c < 0x20) {
-                        self.pos = at;
-                        return Err(self.err("no control characters in a string"));
-                    }
-                    self.pos = at + 1;
-                    return Ok((raw, escaped));
+                    self.pos = i + 1;
+                    return Ok((&self.text[start..i], escaped));
                 }
                 b'\\' => {
                     escaped = true;
-                    let Some(&e) = b.get(at + 1) else {
-                        self.pos = at;
-                        return Err(self.err("an escape"));
+                    i += match b.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
+                        Some(b'u') => {
+                            let hex = b.get(i + 2..i + 6);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                self.pos = i;
+                                return Err(self.err("four hex digits after \\u"));
+                            }
+                            6
+                        }
+                        _ => {
+                            self.pos = i;
+                            return Err(self.err("a valid escape"));
+                        }
                     };
-                    self.pos = at
-                        + match e {
-                            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
-                            b'u' => {
-                                let hex = b.get(at + 2..at + 6);
-                                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                    self.pos = at;
-                                    return Err(self.err("four hex digits after \\u"));
-                                }
-                                6
-                            }
-                            _ => {
-                                self.pos = at;
-                                return Err(self.err("a valid escape"));
-                            }
-                        };
                 }
-                _ => {
-                    self.pos = at;
+                0..=0x1f => {
+                    self.pos = i;
                     return Err(self.err("no control characters in a string"));
                 }
+                _ => i += 1,
             }
         }
     }
@@ -234,22 +247,32 @@ impl<'a> Cursor<'a> {
         let b = self.bytes();
         let start = self.pos;
         let mut i = start;
-        if b.get(i) == Some(&b'-') {
+        let negative = b.get(i) == Some(&b'-');
+        if negative {
             i += 1;
         }
-        match b.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => {
-                while b.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
+        let mut mantissa = 0u64;
+        let mut digits = 0u32;
+        let take_digits = |i: &mut usize, mantissa: &mut u64, digits: &mut u32| {
+            while let Some(&c) = b.get(*i).filter(|c| c.is_ascii_digit()) {
+                *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                *digits += 1;
+                *i += 1;
             }
+        };
+        match b.get(i) {
+            Some(b'0') => {
+                i += 1;
+                digits = 1;
+            }
+            Some(b'1'..=b'9') => take_digits(&mut i, &mut mantissa, &mut digits),
             _ => {
                 self.pos = i;
                 return Err(self.err("a digit"));
             }
         }
         let mut integer = true;
+        let mut fraction = 0;
         if b.get(i) == Some(&b'.') {
             integer = false;
             i += 1;
@@ -257,12 +280,14 @@ impl<'a> Cursor<'a> {
                 self.pos = i;
                 return Err(self.err("a digit after '.'"));
             }
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
+            let before = digits;
+            take_digits(&mut i, &mut mantissa, &mut digits);
+            fraction = digits - before;
         }
+        let mut exponent = false;
         if matches!(b.get(i), Some(b'e' | b'E')) {
             integer = false;
+            exponent = true;
             i += 1;
             if matches!(b.get(i), Some(b'+' | b'-')) {
                 i += 1;
@@ -279,7 +304,29 @@ impl<'a> Cursor<'a> {
         Ok(Number {
             text: &self.text[start..i],
             integer,
+            mantissa,
+            digits,
+            fraction,
+            exponent,
+            negative,
         })
+    }
+
+    /// Whether the key here (after whitespace) is `name` exactly, written without escapes: then
+    /// it is taken, with its `:`. The common case of a row whose keys come in the order of the
+    /// previous one: no scan of the key before the compare.
+    #[inline]
+    pub(crate) fn key_is(&mut self, name: &[u8]) -> Result<bool, Syntax> {
+        self.ws();
+        let b = self.bytes();
+        let p = self.pos;
+        let end = p + 1 + name.len();
+        if b.get(p) == Some(&b'"') && b.get(end) == Some(&b'"') && same(&b[p + 1..end], name) {
+            self.pos = end + 1;
+            self.expect(b':', "':' after the key")?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// `true`, `false` or `null`, as [`Cursor::peek_kind`] said.
@@ -357,6 +404,41 @@ impl<'a> Cursor<'a> {
             }
         }
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// A mask with the high bit set in the lowest byte of `w` (little-endian) that is `"`, `\\` or
+/// below 0x20, and maybe in bytes above it; zero when there is none. The usual "has zero byte"
+/// trick: a byte is flagged when subtracting one (or 0x20) borrows out of it; a borrow only
+/// reaches higher bytes, so the lowest flag is exact.
+#[inline]
+fn special(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    quote | backslash | control
+}
+
+/// Byte slices equal (short ones compared without a call).
+#[inline]
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+        x.copy_from_slice(&a[i..i + 8]);
+        y.copy_from_slice(&b[i..i + 8]);
+        if x != y {
+            return false;
+        }
+        i += 8;
+    }
+    a[i..].iter().zip(&b[i..]).all(|(x, y)| x == y)
 }
 
 /// Decodes the escapes of a string's raw text (from [`Cursor::string_raw`]) onto `out`.
@@ -468,6 +550,36 @@ mod tests {
         assert!(Cursor::new(&deep).skip_value().is_err());
         let fine = "[".repeat(MAX_SKIP_DEPTH) + &"]".repeat(MAX_SKIP_DEPTH);
         assert!(Cursor::new(&fine).skip_value().is_ok());
+    }
+
+    #[test]
+    fn strings_are_found_eight_bytes_at_a_time() {
+        for (text, raw) in [
+            (r#""""#, ""),
+            (
+                r#""abcdefghijklmnopqrstuvwxyz""#,
+                "abcdefghijklmnopqrstuvwxyz",
+            ),
+            (
+                "\"d\u{e9}vice-\u{1F600}-0042 long enough\"",
+                "d\u{e9}vice-\u{1F600}-0042 long enough",
+            ),
+            (r#""1234567\"8901234""#, r#"1234567\"8901234"#),
+        ] {
+            let mut c = Cursor::new(text);
+            assert_eq!(c.string_raw().map(|(r, _)| r), Ok(raw), "{text}");
+        }
+        assert!(Cursor::new("\"abcdefgh\u{7}ijk\"").string_raw().is_err());
+        assert!(Cursor::new("\"abcdefghijklmnop").string_raw().is_err());
+        for w in 0..=255u8 {
+            let word = u64::from_le_bytes([b'a', b'b', w, b'c', b'd', b'e', b'f', b'g']);
+            let want = w == b'"' || w == b'\\' || w < 0x20;
+            assert_eq!(special(word) != 0, want, "{w}");
+            if want {
+                assert_eq!(special(word).trailing_zeros() / 8, 2);
+            }
+        }
+        assert!(same(b"temperature", b"temperature") && !same(b"temperaturE", b"temperature"));
     }
 
     #[test]
