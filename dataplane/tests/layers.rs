@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("kafka", 12),
     ("sources", 13),
     ("sinks", 13),
+    ("bench_support/parquet", 14),
     ("mqtt/connection", 14),
     ("mqtt", 14),
     ("dataflow/core", 15),
