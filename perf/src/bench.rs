@@ -724,11 +724,19 @@ fn measure(
     let idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     let mut last_count = 0;
     let mut last_progress = Instant::now();
+    // Parquet: when 10% and 90% of the messages were acknowledged (the steady-state rate).
+    let (mut at_10, mut at_90): (Option<Instant>, Option<Instant>) = (None, None);
     // The naive Kafka bridge: the blackhole's counters when kcat's input was ended.
     let mut before_eof: Option<BlackholeStats> = None;
     loop {
         std::thread::sleep(Duration::from_millis(10));
         let (received, _) = sink.progress(&broker);
+        if received * 10 >= case.messages && at_10.is_none() {
+            at_10 = Some(Instant::now());
+        }
+        if received * 10 >= case.messages * 9 && at_90.is_none() {
+            at_90 = Some(Instant::now());
+        }
         if received >= case.messages {
             break;
         }
@@ -817,9 +825,14 @@ fn measure(
                 .as_ref()
                 .and_then(BlackholeStats::records_per_sec)
                 .or_else(|| k.records_per_sec()),
-            None if destination == Destination::Parquet => {
-                (wall_secs > 0.0).then(|| received as f64 / wall_secs)
-            }
+            // Rows come in files: the first file is written once full, the last one once its
+            // age bound passed; the rate is taken between 10% and 90% of the messages.
+            None if destination == Destination::Parquet => match (at_10, at_90) {
+                (Some(a), Some(b)) if b > a => {
+                    Some(case.messages as f64 * 0.8 / (b - a).as_secs_f64())
+                }
+                _ => None,
+            },
             None => stats.received_per_sec(),
         },
         kafka,
@@ -1088,7 +1101,8 @@ spec:
 /// The manifests of an MQTT-to-Parquet case (the replay broker's source into a LocalStorage
 /// endpoint whose volume and schema folders are made in `dir`), and the data plane's arguments
 /// for those folders. Files are cut at 100,000 rows or half the window (`maxInflightMessages`),
-/// whichever is less.
+/// whichever is less, or 1 s after their first row (so that the last ones are written before
+/// the idle timeout).
 pub fn parquet_setup(
     source: SocketAddr,
     max_inflight: u16,
@@ -1120,6 +1134,8 @@ spec:
   endpointType: LocalStorage
   localStorageSettings:
     persistentVolumeClaimRef: bench
+    batching:
+      latencySeconds: 1
 ---
 apiVersion: connectivity.iotoperations.azure.com/v1
 kind: DataflowProfile
