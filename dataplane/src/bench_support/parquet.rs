@@ -25,6 +25,27 @@ impl ParquetBatch {
         }
     }
 
+    /// The decoding half of [`ParquetBatch::file`]: every payload into the columns, then the
+    /// columns into a record batch; returns its rows.
+    ///
+    /// # Panics
+    /// As [`ParquetBatch::file`].
+    pub fn decode<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> usize {
+        let meta = RowMeta {
+            topic: b"bench/in/0",
+            received_micros: 0,
+            properties: None,
+        };
+        for p in payloads {
+            self.columns.push(p, &meta).expect("a payload that fits");
+        }
+        self.columns
+            .take()
+            .into_batch()
+            .expect("a consistent batch")
+            .num_rows()
+    }
+
     /// Decodes every payload into the columns (as `offer` does), then encodes them as one
     /// Parquet file into `out` (as the writer's thread does). Returns the rows written.
     ///
