@@ -177,6 +177,7 @@ fn data_plane_handles(messages: Vec<AgentMessage<Snapshot>>) {
                     secrets_dir: None,
                     configmaps_dir: None,
                     volumes_dir: None,
+                    schemas_dir: None,
                 };
                 let diagnostics = validate_snapshot(&snapshot, &options, &MemFiles::new());
                 let mut errors = false;

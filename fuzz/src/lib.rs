@@ -11,6 +11,7 @@
 //! | `imds_response`    | [`imds::imds_read`]     | the IMDS client: HTTP response, token body       |
 //! | `control_frames`   | [`control::control_frames`] | the control protocol, both directions        |
 //! | `manifest_yaml`    | [`manifest::manifest_yaml`] | config-agent's YAML loading and validation   |
+//! | `parquet_rows`     | [`parquet::parquet_rows`] | JSON payloads into the Parquet sink's columns   |
 //!
 //! The rest of this page is the codec's two targets.
 //!
@@ -37,6 +38,7 @@
 pub mod control;
 pub mod imds;
 pub mod manifest;
+pub mod parquet;
 pub mod session;
 pub mod websocket;
 

@@ -40,12 +40,13 @@ const CERT: &str = "-----BEGIN CERTIFICATE-----\nMAcwADAAAwEA\n-----END CERTIFIC
 /// The outline of a PKCS #8 key (empty parts).
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMAcCAQAwAAQA\n-----END PRIVATE KEY-----\n";
 
-/// The folders that `secretRef`, ConfigMap and volume references resolve in.
+/// The folders that `secretRef`, ConfigMap, volume and schema references resolve in.
 pub fn options() -> Options {
     Options {
         secrets_dir: Some(PathBuf::from("/s")),
         configmaps_dir: Some(PathBuf::from("/c")),
         volumes_dir: Some(PathBuf::from("/v")),
+        schemas_dir: Some(PathBuf::from("/schemas")),
         ..Options::default()
     }
 }
@@ -90,6 +91,11 @@ pub fn files(pem: Option<&[u8]>) -> MemFiles {
     for volume in ["parquet", "my-pvc"] {
         f.insert(format!("/v/{volume}/.keep"), "");
     }
+    // The output schema of the storage examples (`aio-sr://exampleNamespace/temperature:1.0.0`).
+    f.insert(
+        "/schemas/exampleNamespace/temperature-1.0.0.json",
+        r#"{"$schema":"Delta/1.0","type":"object","properties":{"type":"struct","fields":[{"name":"temperature","type":"double","nullable":true,"metadata":{}}]}}"#,
+    );
     f
 }
 
@@ -172,6 +178,7 @@ pub fn manifest_yaml(data: &[u8]) {
         secrets_dir: None,
         configmaps_dir: None,
         volumes_dir: None,
+        schemas_dir: None,
     };
     let errors: Vec<String> = validate_snapshot(&back, &data_plane, &MemFiles::new())
         .iter()

@@ -1,10 +1,10 @@
-//! The LocalStorage destination's batch path, for `benches/parquet.rs`: payloads decoded into
-//! the columns of a file, then the file encoded, as the sink and its writer do (without the
-//! disk: the bytes go to a buffer).
+//! The LocalStorage destination's batch path, for `benches/parquet.rs` ([`ParquetBatch`]) and the
+//! `parquet_rows` fuzz target ([`ParquetRows`]): payloads decoded into the columns of a file, then
+//! the file encoded, as the sink and its writer do (without the disk: the bytes go to a buffer).
 
 use sluice_config_agent::delta::DeltaSchema;
 
-use crate::sinks::parquet::columns::{Columns, RowMeta};
+use crate::sinks::parquet::columns::{Columns, Meta, RowMeta};
 use crate::sinks::parquet::file::encode;
 
 /// A file's columns for a Delta schema. See [`ParquetBatch::file`].
@@ -73,5 +73,76 @@ impl ParquetBatch {
         out.clear();
         encode(&batch, out).expect("encoded");
         rows
+    }
+}
+
+/// The sink's row decoder for the `parquet_rows` fuzz target (`fuzz/`): JSON payloads into the
+/// columns of a given Delta schema or of inferred ones, with the three metadata columns, then a
+/// record batch and a Parquet file in memory.
+#[derive(Debug)]
+pub struct ParquetRows {
+    columns: Columns,
+    rows: usize,
+    out: Vec<u8>,
+}
+
+impl ParquetRows {
+    /// Columns of `schema` (a Delta schema's JSON text), or inferred with `None`.
+    ///
+    /// # Errors
+    /// The schema's refusal.
+    pub fn new(schema: Option<&[u8]>) -> Result<Self, String> {
+        let meta = [Meta::Topic, Meta::ReceivedTime, Meta::UserProperties];
+        let columns = match schema {
+            Some(text) => {
+                let fields = DeltaSchema::parse(text).map_err(|e| e.to_string())?.fields;
+                Columns::with_schema(&fields, &meta)
+            }
+            None => Columns::inferred(&meta),
+        };
+        Ok(Self {
+            columns,
+            rows: 0,
+            out: Vec::new(),
+        })
+    }
+
+    /// One payload, as `offer` decodes it.
+    ///
+    /// # Errors
+    /// Why it does not become a row.
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), String> {
+        let meta = RowMeta {
+            topic: b"plant/line1/temp",
+            received_micros: 1_796_199_300_000_000,
+            properties: None,
+        };
+        self.columns
+            .push(payload, &meta)
+            .map_err(|e| e.to_string())?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Rows taken since the last [`ParquetRows::finish`].
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The rows as a record batch, encoded as a Parquet file; returns the batch's rows and
+    /// columns and the file's size. The columns stay (empty, with their types).
+    ///
+    /// # Errors
+    /// An inconsistent batch or an encoding failure (bugs).
+    pub fn finish(&mut self) -> Result<(usize, usize, usize), String> {
+        let batch = self
+            .columns
+            .take()
+            .into_batch()
+            .map_err(|e| e.to_string())?;
+        self.rows = 0;
+        self.out.clear();
+        encode(&batch, &mut self.out).map_err(|e| e.to_string())?;
+        Ok((batch.num_rows(), batch.num_columns(), self.out.len()))
     }
 }

@@ -27,7 +27,7 @@ use sluice_fuzz::session::{
     setup_for,
 };
 use sluice_fuzz::websocket::{HANDSHAKE, WRITE_EARLY};
-use sluice_fuzz::{FRAMED, SEPARATOR, control, imds, manifest, session, websocket};
+use sluice_fuzz::{FRAMED, SEPARATOR, control, imds, manifest, parquet, session, websocket};
 
 type Seeds = Vec<(String, Vec<u8>)>;
 
@@ -38,7 +38,7 @@ type Target = (&'static str, Seeds, fn(&[u8]));
 /// target's checks; returns (target, number of files).
 pub(crate) fn write(root: &Path) -> Result<Vec<(&'static str, usize)>, Box<dyn Error>> {
     let repo = root.join("../..");
-    let targets: [Target; 5] = [
+    let targets: [Target; 6] = [
         ("session_bytes", session_seeds()?, session::session_bytes),
         (
             "websocket_read",
@@ -56,6 +56,7 @@ pub(crate) fn write(root: &Path) -> Result<Vec<(&'static str, usize)>, Box<dyn E
             manifest_seeds(&repo)?,
             manifest::manifest_yaml,
         ),
+        ("parquet_rows", parquet_seeds(), parquet::parquet_rows),
     ];
     let mut counts = Vec::new();
     for (target, seeds, check) in targets {
@@ -633,6 +634,62 @@ fn response_with(line: &str) -> String {
         .collect()
 }
 
+/// Payloads for the Parquet rows: rows of the target's schema (every type, nested ones, nulls,
+/// escapes), ones that do not fit, text that is not JSON, and telemetry for inferred columns.
+fn parquet_seeds() -> Seeds {
+    let join = |sel: u8, payloads: &[&str]| {
+        let mut v = vec![sel];
+        for (i, p) in payloads.iter().enumerate() {
+            if i > 0 {
+                v.push(parquet::PAYLOAD_SEPARATOR);
+            }
+            v.extend_from_slice(p.as_bytes());
+        }
+        v
+    };
+    let full = r#"{"id":"dev-1","n":-12,"i":7,"s":300,"b":-5,"d":21.53,"f":1e3,"ok":true,"raw":"aGk=","day":"2026-12-02","ts":"2026-12-02T08:15:00.123456Z","local":"2026-12-02T08:15:00","pos":{"x":1.5,"tags":["a",null,"b"]},"list":[{"k":"x"},{"k":"y"}]}"#;
+    let sparse = r#"{"id":"dév-"2"","n":null,"pos":null,"list":[]}"#;
+    let reordered =
+        r#"{"ts":"2026-12-02 09:15:00+01:00","id":"dev-3","extra":{"deep":[1,{"a":[]}]},"d":-0.0}"#;
+    vec![
+        (
+            "schema-rows".into(),
+            join(0, &[full, sparse, reordered, full]),
+        ),
+        (
+            "schema-refused".into(),
+            join(
+                2,
+                &[
+                    r#"{"n":1}"#,
+                    r#"{"id":"a","n":1.5}"#,
+                    r#"{"id":"a","b":300}"#,
+                    r#"{"id":"a","ts":"yesterday"}"#,
+                    r#"{"id":"a","pos":{"tags":[]}}"#,
+                    r#"{"id":"a","raw":"***"}"#,
+                    r#"{"id":"a","id":"b"}"#,
+                    "[1,2]",
+                    "not json",
+                    r#"{"id":"a"} trailing"#,
+                    full,
+                ],
+            ),
+        ),
+        (
+            "inferred-widening".into(),
+            join(
+                1,
+                &[
+                    r#"{"deviceId":"dev-1","t":21,"on":true,"meta":{"a":1}}"#,
+                    r#"{"deviceId":"dev-2","t":21.5,"new":null}"#,
+                    r#"{"deviceId":3}"#,
+                    r#"{"new":"now typed","meta":[1,2]}"#,
+                ],
+            ),
+        ),
+    ]
+}
+
 fn imds_seeds() -> Seeds {
     // The body Azure IMDS sends (values shortened): expires_in and expires_on as strings.
     let token = r#"{"access_token":"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2V2ZW50Z3JpZC5henVyZS5uZXQvIn0.c2lnbmF0dXJl","client_id":"00000000-0000-0000-0000-000000000001","expires_in":"86399","expires_on":"1750086399","ext_expires_in":"86399","not_before":"1749999700","resource":"https://eventgrid.azure.net/","token_type":"Bearer"}"#;
@@ -853,10 +910,14 @@ fn manifest_seeds(repo: &Path) -> Result<Seeds, Box<dyn Error>> {
     ]
     .concat();
     seeds.push(("sluice-endpoints-and-dataflows".into(), sluice));
-    seeds.push((
-        "samples-demo-dataflow".into(),
-        std::fs::read(repo.join("samples/demo/dataflow.yaml"))?,
-    ));
+    // The demo's manifests without their comment lines (under -max_len).
+    let demo = std::fs::read_to_string(repo.join("samples/demo/dataflow.yaml"))?;
+    let demo: String = demo
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    seeds.push(("samples-demo-dataflow".into(), demo.into_bytes()));
     // With PEM files of the input's own (the CA of ConfigMap `ca`, the certificate of secret
     // `mqtt-cert`): a certificate chain, and text that is not PEM.
     let tls = "apiVersion: connectivity.iotoperations.azure.com/v1
