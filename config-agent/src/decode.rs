@@ -1114,12 +1114,14 @@ fn decode_local_storage(cx: &mut Cx<'_>, mut s: Obj<'_>) -> Option<LocalStorageS
         None => Some(Vec::new()),
     };
     let dead_letter = s.opt_enum(cx, "deadLetter");
+    let compression = s.opt_enum(cx, "compression");
     s.finish(cx);
     Some(LocalStorageSettings {
         persistent_volume_claim_ref: result?,
         batching: batching.ok()?,
         metadata_columns: columns?,
         dead_letter: dead_letter.ok()?.unwrap_or(OperationalMode::Disabled),
+        compression: compression.ok()?.unwrap_or(FileCompression::Zstd),
     })
 }
 

@@ -844,6 +844,25 @@ pub struct LocalStorageSettings {
     /// beside the Parquet file (Sluice). Default: `Disabled` (dropped and counted).
     #[serde(default = "disabled")]
     pub dead_letter: OperationalMode,
+    /// How the files' pages are compressed (Sluice). Default: `Zstd`.
+    #[serde(default = "default_file_compression")]
+    pub compression: FileCompression,
+}
+
+fn default_file_compression() -> FileCompression {
+    FileCompression::Zstd
+}
+
+aio_enum! {
+    /// `localStorageSettings.compression`: the Parquet pages' codec.
+    FileCompression ("compression") {
+        /// Zstandard, level 1 (the default: small files, fast).
+        Zstd = "Zstd",
+        /// Snappy (what AIO's own storage files use).
+        Snappy = "Snappy",
+        /// Uncompressed.
+        None = "None",
+    }
 }
 
 fn disabled() -> OperationalMode {
@@ -858,6 +877,7 @@ impl LocalStorageSettings {
             batching: FileBatching::default(),
             metadata_columns: Vec::new(),
             dead_letter: OperationalMode::Disabled,
+            compression: FileCompression::Zstd,
         }
     }
 }

@@ -406,3 +406,80 @@ def test_a_read_only_volume_is_not_ready_until_it_is_writable(sluice: Harness) -
     dp.wait_ready(timeout=30)
     if not storage.files():
         raise Failure("no file")
+
+
+ALL_TYPES = {
+    "$schema": "Delta/1.0",
+    "type": "object",
+    "properties": {
+        "type": "struct",
+        "fields": [
+            {"name": "id", "type": "string", "nullable": False, "metadata": {}},
+            {"name": "n", "type": "long", "nullable": True, "metadata": {}},
+            {"name": "i", "type": "integer", "nullable": True, "metadata": {}},
+            {"name": "s", "type": "short", "nullable": True, "metadata": {}},
+            {"name": "b", "type": "byte", "nullable": True, "metadata": {}},
+            {"name": "d", "type": "double", "nullable": True, "metadata": {}},
+            {"name": "f", "type": "float", "nullable": True, "metadata": {}},
+            {"name": "ok", "type": "boolean", "nullable": True, "metadata": {}},
+            {"name": "raw", "type": "binary", "nullable": True, "metadata": {}},
+            {"name": "day", "type": "date", "nullable": True, "metadata": {}},
+            {"name": "ts", "type": "timestamp", "nullable": True, "metadata": {}},
+            {"name": "local", "type": "timestamp_ntz", "nullable": True, "metadata": {}},
+            {"name": "pos", "nullable": True, "metadata": {}, "type": {"type": "struct", "fields": [
+                {"name": "x", "type": "double", "nullable": False, "metadata": {}},
+                {"name": "tags", "nullable": True, "metadata": {},
+                 "type": {"type": "array", "elementType": "string", "containsNull": True}},
+            ]}},
+        ],
+    },
+}
+
+
+def test_every_type_and_the_user_properties_column_read_back(sluice: Harness) -> None:
+    """Each Delta type, nested ones included, and `_user_properties`, in a Snappy file, as
+    pyarrow and duckdb read them."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    src = sluice.mosquitto("src")
+    storage = Storage(sluice, src.host, compression="Snappy",
+                      metadataColumns=["Topic", "UserProperties"],
+                      batching={"latencySeconds": 1, "maxMessages": 1000})
+    (sluice.tmp / "schemas" / "factory" / "telemetry-1.0.0.json").write_text(json.dumps(ALL_TYPES))
+    dp = start(sluice, storage, src.host)
+    pub = sluice.client(src.port, "pub")
+    full = {"id": "dev-1", "n": -12, "i": 7, "s": 300, "b": -5, "d": 21.53, "f": 0.5, "ok": True,
+            "raw": "aGk=", "day": "2026-12-02", "ts": "2026-12-02T09:15:00.5+01:00",
+            "local": "2026-12-02T08:15:00", "pos": {"x": 1.5, "tags": ["a", None, "b"]}}
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("site", "munich"), ("site", "plant-2")]
+
+    def published() -> bool:
+        pub.publish("factory/all", json.dumps(full), properties=props)
+        return bool(storage.files())
+
+    wait_until("a file", published, timeout=30, every=1.0)
+    table = pq.read_table(storage.files()[0])
+    assert pq.ParquetFile(storage.files()[0]).metadata.row_group(0).column(0).compression == "SNAPPY"
+    schema = table.schema
+    assert schema.field("n").type == pa.int64() and schema.field("i").type == pa.int32()
+    assert schema.field("s").type == pa.int16() and schema.field("b").type == pa.int8()
+    assert schema.field("f").type == pa.float32() and schema.field("raw").type == pa.binary()
+    assert schema.field("day").type == pa.date32()
+    assert schema.field("local").type == pa.timestamp("us")
+    row = table.to_pylist()[0]
+    assert row["raw"] == b"hi" and str(row["day"]) == "2026-12-02"
+    assert row["ts"].isoformat() == "2026-12-02T08:15:00.500000+00:00"
+    assert row["local"].isoformat() == "2026-12-02T08:15:00"
+    assert row["pos"] == {"x": 1.5, "tags": ["a", None, "b"]}
+    assert row["_user_properties"] == [{"key": "site", "value": "munich"},
+                                       {"key": "site", "value": "plant-2"}]
+    assert row["_topic"] == "factory/all"
+    glob = str(storage.folder / "*.parquet")
+    tags, site = duckdb.connect().execute(
+        f"SELECT pos.tags[3], _user_properties[2].value FROM read_parquet('{glob}') LIMIT 1"
+    ).fetchone()
+    assert (tags, site) == ("b", "plant-2")
+    assert dp.metrics().value("sluice_messages_dropped_total", dataflow=key("to-parquet"),
+                              reason="schema_mismatch") is None

@@ -5,7 +5,7 @@
 use sluice_config_agent::delta::DeltaSchema;
 
 use crate::sinks::parquet::columns::{Columns, Meta, RowMeta};
-use crate::sinks::parquet::file::encode;
+use crate::sinks::parquet::file::{Codec, encode};
 
 /// A file's columns for a Delta schema. See [`ParquetBatch::file`].
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl ParquetBatch {
             .expect("a consistent batch");
         let rows = batch.num_rows();
         out.clear();
-        encode(&batch, out).expect("encoded");
+        encode(&batch, Codec::Zstd, out).expect("encoded");
         rows
     }
 }
@@ -142,7 +142,7 @@ impl ParquetRows {
             .map_err(|e| e.to_string())?;
         self.rows = 0;
         self.out.clear();
-        encode(&batch, &mut self.out).map_err(|e| e.to_string())?;
+        encode(&batch, Codec::Zstd, &mut self.out).map_err(|e| e.to_string())?;
         Ok((batch.num_rows(), batch.num_columns(), self.out.len()))
     }
 }

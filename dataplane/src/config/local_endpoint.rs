@@ -8,8 +8,8 @@ use std::sync::Arc;
 use sluice_config_agent::RealFiles;
 use sluice_config_agent::delta::{DeltaField, SchemaRef, load_schema};
 use sluice_config_agent::model::{
-    DataflowEndpoint, DataflowSpec, EndpointSpec, FileBatching, MetadataColumn, Operation,
-    OperationalMode,
+    DataflowEndpoint, DataflowSpec, EndpointSpec, FileBatching, FileCompression, MetadataColumn,
+    Operation, OperationalMode,
 };
 
 use super::environment::Environment;
@@ -32,6 +32,8 @@ pub(crate) struct LocalEndpointPlan {
     pub(crate) meta: Vec<MetadataColumn>,
     /// Dead-letter files.
     pub(crate) dead_letter: bool,
+    /// The pages' codec.
+    pub(crate) compression: FileCompression,
 }
 
 impl LocalEndpointPlan {
@@ -122,6 +124,7 @@ pub(crate) fn local_endpoint(
         batching: s.batching,
         meta,
         dead_letter: s.dead_letter == OperationalMode::Enabled,
+        compression: s.compression,
     })
 }
 

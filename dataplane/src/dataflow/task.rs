@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sluice_codec::DecodeError;
 use tracing::{debug, info, warn};
 
-use sluice_config_agent::model::{MetadataColumn, OperationalMode};
+use sluice_config_agent::model::{FileCompression, MetadataColumn, OperationalMode};
 
 use super::core::{Core, CoreEvent, CoreSettings};
 use super::ends::{Destination, Origin};
@@ -38,6 +38,7 @@ use crate::sink::Sink;
 use crate::sinks::kafka::{KafkaSink, RecordSettings};
 use crate::sinks::mqtt::{MqttSink, Notice, PublishSettings};
 use crate::sinks::parquet::columns::Meta;
+use crate::sinks::parquet::file::Codec;
 use crate::sinks::parquet::{ParquetSink, StorageSettings};
 use crate::source::Source;
 use crate::sources::kafka::{KafkaSource, RecordMapping};
@@ -262,6 +263,11 @@ impl Task {
                     max_bytes: usize::try_from(dst_ep.batching.max_bytes).unwrap_or(usize::MAX),
                     latency: Duration::from_secs(u64::from(dst_ep.batching.latency_seconds)),
                     dead_letter: dst_ep.dead_letter,
+                    compression: match dst_ep.compression {
+                        FileCompression::Zstd => Codec::Zstd,
+                        FileCompression::Snappy => Codec::Snappy,
+                        FileCompression::None => Codec::None,
+                    },
                 };
                 if core_id == plan.cores.first().copied().unwrap_or(0) {
                     info!(

@@ -48,6 +48,19 @@ pub(crate) struct FileJob {
     pub(crate) batch: Option<RecordBatch>,
     /// Dead letters, one JSON object per line.
     pub(crate) dead_letters: Vec<u8>,
+    /// The pages' codec.
+    pub(crate) codec: Codec,
+}
+
+/// How a file's pages are compressed (`localStorageSettings.compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    /// Zstandard, level 1.
+    Zstd,
+    /// Snappy.
+    Snappy,
+    /// None.
+    None,
 }
 
 /// A file in place.
@@ -61,15 +74,18 @@ pub(crate) struct Written {
     pub(crate) bytes: u64,
 }
 
-/// The writer properties of a file of `batch`: zstd (level 1); dictionary encoding for text and
+/// The writer properties of a file of `batch`: `codec` (zstd at level 1); dictionary encoding for text and
 /// binary columns only (device ids and names repeat; numbers seldom do, and a dictionary that
 /// overflows costs its hashing for nothing: zstd takes what repeats there); statistics per
 /// column chunk (what readers prune row groups with); Sluice as the writer.
-fn properties(batch: &RecordBatch) -> io::Result<WriterProperties> {
+fn properties(batch: &RecordBatch, codec: Codec) -> io::Result<WriterProperties> {
+    let compression = match codec {
+        Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).map_err(io::Error::other)?),
+        Codec::Snappy => Compression::SNAPPY,
+        Codec::None => Compression::UNCOMPRESSED,
+    };
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).map_err(io::Error::other)?,
-        ))
+        .set_compression(compression)
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
@@ -85,8 +101,12 @@ fn properties(batch: &RecordBatch) -> io::Result<WriterProperties> {
 ///
 /// # Errors
 /// What encoding or writing gave.
-pub(crate) fn encode<W: io::Write + Send>(batch: &RecordBatch, out: W) -> io::Result<W> {
-    let mut w = ArrowWriter::try_new(out, batch.schema(), Some(properties(batch)?))
+pub(crate) fn encode<W: io::Write + Send>(
+    batch: &RecordBatch,
+    codec: Codec,
+    out: W,
+) -> io::Result<W> {
+    let mut w = ArrowWriter::try_new(out, batch.schema(), Some(properties(batch, codec)?))
         .map_err(io::Error::other)?;
     w.write(batch).map_err(parquet_io)?;
     w.into_inner().map_err(parquet_io)
@@ -154,7 +174,7 @@ impl FileJob {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            let file = encode(batch, BufWriter::with_capacity(1 << 20, file))?
+            let file = encode(batch, self.codec, BufWriter::with_capacity(1 << 20, file))?
                 .into_inner()
                 .map_err(|e| e.into_error())?;
             file.sync_all()?;
@@ -397,6 +417,7 @@ mod tests {
             sealed: Some(cols.take()),
             batch: None,
             dead_letters: b"{\"reason\":\"x\"}\n".to_vec(),
+            codec: Codec::Snappy,
         };
         let w = job.run().expect("written");
         assert_eq!(w.rows, 1);

@@ -79,6 +79,8 @@ pub(crate) struct StorageSettings {
     pub(crate) latency: Duration,
     /// Dead-letter files instead of drops.
     pub(crate) dead_letter: bool,
+    /// The pages' codec.
+    pub(crate) compression: file::Codec,
 }
 
 /// What the task logs and shows (the sink has no connection).
@@ -269,6 +271,7 @@ impl ParquetSink {
             sealed: (sealed.rows() > 0).then_some(sealed),
             batch: None,
             dead_letters: std::mem::take(&mut self.dead_letters),
+            codec: self.settings.compression,
         };
         self.out = Some(Out {
             tickets: std::mem::take(&mut self.open),
@@ -503,6 +506,7 @@ mod tests {
             max_bytes: 1 << 20,
             latency: Duration::from_secs(60),
             dead_letter: false,
+            compression: file::Codec::Zstd,
         }
     }
 
