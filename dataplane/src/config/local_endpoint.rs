@@ -112,6 +112,16 @@ pub(crate) fn local_endpoint(
                     detail,
                 }
             })?;
+            for column in &s.metadata_columns {
+                if schema.field(column.column_name()).is_some() {
+                    return Err(SkipReason::Invalid {
+                        detail: format!(
+                            "schema {reference} has a field \"{}\", which is also the column of metadataColumns {column}",
+                            column.column_name()
+                        ),
+                    });
+                }
+            }
             Some(Arc::new(schema.fields))
         }
     };

@@ -346,6 +346,10 @@ impl Task {
     /// dataflow, not a restart) the 5.0 sessions are ended on the brokers too.
     pub(crate) async fn stop(self: &Rc<Self>, timeout: Duration, end_sessions: bool) {
         self.core.borrow_mut().start_drain(Instant::now());
+        // A Parquet sink cuts its open file now: its loop takes it at once.
+        if let DestinationIo::Parquet(wake) = &self.dst {
+            wake.notify();
+        }
         let deadline = Instant::now() + timeout;
         while !self.core.borrow().is_drained() && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(5)).await;

@@ -808,7 +808,7 @@ fn read_object(
             };
             let index = match found {
                 Some(i) => i,
-                None if inferred.is_some() => {
+                None if inferred.is_some() && !META_NAMES.iter().any(|m| m.as_bytes() == key) => {
                     let rows = inferred.unwrap_or(0);
                     let name = String::from_utf8_lossy(key);
                     fields.push(Column::new(&name, true, Data::Null(rows)));
@@ -909,6 +909,10 @@ pub(crate) struct Columns {
     rows: usize,
     scratch: Fields2,
 }
+
+/// The metadata columns' names: an inferred schema never takes a payload field of one of these
+/// names (it is skipped), so that the file has one column of each name.
+pub(crate) const META_NAMES: [&str; 3] = ["_topic", "_received_time", "_user_properties"];
 
 /// A metadata column's source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1356,6 +1360,8 @@ mod tests {
         c.push(br#"{"a":1,"b":"x","n":null}"#, &meta()).expect("1");
         c.push(br#"{"a":2.5,"c":true,"n":{"k":[1]}}"#, &meta())
             .expect("2");
+        c.push(br#"{"_topic":"not a column"}"#, &meta())
+            .expect("reserved names skipped");
         let e = c.push(br#"{"b":3}"#, &meta()).expect_err("text column");
         assert!(e.to_string().contains("expected a string"), "{e}");
         c.push(br#"{"a":3}"#, &meta()).expect("3");
@@ -1367,7 +1373,7 @@ mod tests {
         assert_eq!(schema.field(2).data_type(), &DataType::Utf8);
         assert_eq!(batch.column(2).as_string::<i32>().value(1), r#"{"k":[1]}"#);
         assert!(batch.column(3).is_null(0) && !batch.column(3).is_null(1));
-        assert_eq!(batch.column(0).as_primitive::<Float64Type>().value(2), 3.0);
+        assert_eq!(batch.column(0).as_primitive::<Float64Type>().value(3), 3.0);
         // The types carry over to the next file.
         c.push(br#"{"a":4}"#, &meta()).expect("next file");
         assert_eq!(
