@@ -13,6 +13,8 @@ only once the file that holds it is in place.
 - A full volume (a tmpfs of a few KiB) and a read-only one: nothing is acknowledged, /readyz
   says why, and once there is room (the tmpfs grown, remounted read-write) every message is
   written. These mount tmpfs, so they need root; without it they are skipped, saying so.
+- Every Delta type, nested ones included, and the User Properties column, in a Snappy file.
+- A Kafka source (tansu, records produced with confluent-kafka) into the same destination.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def payload(seq: int) -> str:
 class Storage:
     """A volume folder, a schema folder and the manifests of one LocalStorage dataflow."""
 
-    def __init__(self, sluice: Harness, src_host: str, **settings: object) -> None:
+    def __init__(self, sluice: Harness, src_host: str, source: dict | None = None,
+                 data_sources: list[str] | None = None, **settings: object) -> None:
         self.volumes = sluice.tmp / "volumes"
         self.volume = self.volumes / "telemetry"
         self.volume.mkdir(parents=True)
@@ -97,7 +100,7 @@ class Storage:
             **settings,
         }
         write_manifests(self.config, [
-            mqtt_endpoint("src", src_host, maxInflightMessages=65535),
+            source or mqtt_endpoint("src", src_host, maxInflightMessages=65535),
             {
                 "apiVersion": API,
                 "kind": "DataflowEndpoint",
@@ -113,7 +116,8 @@ class Storage:
                     "profileRef": "default",
                     "operations": [
                         {"operationType": "Source",
-                         "sourceSettings": {"endpointRef": "src", "dataSources": ["factory/#"]}},
+                         "sourceSettings": {"endpointRef": "src",
+                                            "dataSources": data_sources or ["factory/#"]}},
                         {"operationType": "BuiltInTransformation",
                          "builtInTransformationSettings": {
                              "serializationFormat": "Parquet",
@@ -483,3 +487,35 @@ def test_every_type_and_the_user_properties_column_read_back(sluice: Harness) ->
     assert (tags, site) == ("b", "plant-2")
     assert dp.metrics().value("sluice_messages_dropped_total", dataflow=key("to-parquet"),
                               reason="schema_mismatch") is None
+
+
+def test_kafka_records_into_parquet(sluice: Harness, tansu: object) -> None:
+    """A Kafka source into LocalStorage: records produced with confluent-kafka into two
+    partitions, read by the consumer group on two cores, every one a row once its file is in
+    place (the offsets committed only then)."""
+    from confluent_kafka import Producer
+
+    from dataplane import kafka_create_topics, kafka_endpoint
+
+    bootstrap = tansu.env["KAFKA_BOOTSTRAP"]  # type: ignore[attr-defined]
+    kafka_create_topics({"bootstrap.servers": bootstrap}, ["readings"], 2)
+    n = 5_000
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for s in range(n):
+        p.produce("readings", payload(s).encode())
+        p.poll(0)
+    assert p.flush(60) == 0
+    # The same LocalStorage dataflow, with a Kafka source instead of MQTT (no local broker:
+    # the harness's agent runs with --allow-no-local-broker).
+    storage = Storage(sluice, "127.0.0.1:1",
+                      source=kafka_endpoint("src", bootstrap, consumerGroupId="to-parquet"),
+                      data_sources=["readings"],
+                      batching={"latencySeconds": 1, "maxMessages": 2000})
+    dp = start(sluice, storage, "127.0.0.1:1")
+    wait_until("every record a row", lambda: set(range(n)) <= set(storage.seqs()),
+               timeout=90, every=0.5)
+    assert all(pq.ParquetFile(f).metadata.num_rows <= 2000 for f in storage.files())
+    assert len({writer_of(f.name) for f in storage.files()}) == CORES
+    topics = {t for f in storage.files() for t in pq.read_table(f, columns=["_topic"])["_topic"].to_pylist()}
+    assert topics == {"readings"}
+    dp.wait_ready(timeout=30)
