@@ -25,7 +25,6 @@
 //! appended twice shows as more records than messages, and the idempotent producer's sequences
 //! are checked per partition (gaps, batches out of order, stale epochs).
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -1035,9 +1034,26 @@ fn start_naive(
 /// broker's two listeners, a profile and a dataflow from `bench/in/#` to
 /// `bench/out/${inputTopic.3}`.
 pub fn manifests(source: SocketAddr, sink: SocketAddr, qos: QoS, max_inflight: u16) -> String {
-    let endpoint = |name: &str, addr: SocketAddr| {
-        format!(
-            "apiVersion: connectivity.iotoperations.azure.com/v1
+    let mut s = String::from(
+        "# Written by sluice-perf bench: the replay broker's source and sink listeners.\n",
+    );
+    s += &mqtt_endpoint("bench-source", source, qos, max_inflight);
+    s += "---\n";
+    s += &mqtt_endpoint("bench-sink", sink, qos, max_inflight);
+    s += &profile_and_dataflow(
+        "    - operationType: Destination
+      destinationSettings:
+        endpointRef: bench-sink
+        dataDestination: bench/out/${inputTopic.3}
+",
+    );
+    s
+}
+
+/// The bench's MQTT endpoint `name` on `addr` (anonymous, MQTT 5, the case's QoS and window).
+fn mqtt_endpoint(name: &str, addr: SocketAddr, qos: QoS, max_inflight: u16) -> String {
+    format!(
+        "apiVersion: connectivity.iotoperations.azure.com/v1
 kind: DataflowEndpoint
 metadata:
   name: {name}
@@ -1056,17 +1072,14 @@ spec:
     maxInflightMessages: {max_inflight}
     clientIdPrefix: sluice-bench
 ",
-            qos = qos as u8
-        )
-    };
-    let mut s = String::from(
-        "# Written by sluice-perf bench: the replay broker's source and sink listeners.\n",
-    );
-    s += &endpoint("bench-source", source);
-    s += "---\n";
-    s += &endpoint("bench-sink", sink);
-    let _ = write!(
-        s,
+        qos = qos as u8
+    )
+}
+
+/// `---`, the profile `bench`, and the dataflow `bench` from `bench-source`'s `bench/in/#`
+/// through `operations` (the operations after the source, as YAML list items).
+fn profile_and_dataflow(operations: &str) -> String {
+    format!(
         "---
 apiVersion: connectivity.iotoperations.azure.com/v1
 kind: DataflowProfile
@@ -1089,13 +1102,8 @@ spec:
         endpointRef: bench-source
         dataSources:
           - bench/in/#
-    - operationType: Destination
-      destinationSettings:
-        endpointRef: bench-sink
-        dataDestination: bench/out/${{inputTopic.3}}
-"
-    );
-    s
+{operations}"
+    )
 }
 
 /// The manifests of an MQTT-to-Parquet case (the replay broker's source into a LocalStorage
@@ -1116,15 +1124,10 @@ pub fn parquet_setup(
         schemas.join("bench").join("bench-1.0.0.json"),
         crate::payload::JSON_DELTA_SCHEMA,
     )?;
-    let mqtt = manifests(source, source, QoS::AtLeastOnce, max_inflight);
-    // The source endpoint of the MQTT case, then a LocalStorage destination.
-    let source_endpoint = mqtt
-        .split("---\n")
-        .next()
-        .context("the source endpoint")?
-        .to_owned();
-    let yaml = format!(
-        "{source_endpoint}---
+    let mut yaml =
+        String::from("# Written by sluice-perf bench: the replay broker's source into Parquet.\n");
+    yaml += &mqtt_endpoint("bench-source", source, QoS::AtLeastOnce, max_inflight);
+    yaml += "---
 apiVersion: connectivity.iotoperations.azure.com/v1
 kind: DataflowEndpoint
 metadata:
@@ -1136,29 +1139,9 @@ spec:
     persistentVolumeClaimRef: bench
     batching:
       latencySeconds: 1
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: DataflowProfile
-metadata:
-  name: bench
-  namespace: azure-iot-operations
-spec:
-  instanceCount: 1
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: Dataflow
-metadata:
-  name: bench
-  namespace: azure-iot-operations
-spec:
-  profileRef: bench
-  operations:
-    - operationType: Source
-      sourceSettings:
-        endpointRef: bench-source
-        dataSources:
-          - bench/in/#
-    - operationType: BuiltInTransformation
+";
+    yaml += &profile_and_dataflow(
+        "    - operationType: BuiltInTransformation
       builtInTransformationSettings:
         serializationFormat: Parquet
         schemaRef: aio-sr://bench/bench:1.0.0
@@ -1166,7 +1149,7 @@ spec:
       destinationSettings:
         endpointRef: bench-files
         dataDestination: out
-"
+",
     );
     let args = vec![
         "--volumes-dir".to_owned(),

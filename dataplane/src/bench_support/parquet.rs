@@ -2,6 +2,7 @@
 //! `parquet_rows` fuzz target ([`ParquetRows`]): payloads decoded into the columns of a file, then
 //! the file encoded, as the sink and its writer do (without the disk: the bytes go to a buffer).
 
+use arrow_array::RecordBatch;
 use sluice_config_agent::delta::DeltaSchema;
 
 use crate::sinks::parquet::columns::{Columns, Meta, RowMeta};
@@ -31,6 +32,11 @@ impl ParquetBatch {
     /// # Panics
     /// As [`ParquetBatch::file`].
     pub fn decode<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> usize {
+        self.batch(payloads).num_rows()
+    }
+
+    /// Every payload into the columns (as `offer` does), then the columns as a record batch.
+    fn batch<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> RecordBatch {
         let meta = RowMeta {
             topic: b"bench/in/0",
             received_micros: 0,
@@ -43,7 +49,6 @@ impl ParquetBatch {
             .take()
             .into_batch()
             .expect("a consistent batch")
-            .num_rows()
     }
 
     /// Decodes every payload into the columns (as `offer` does), then encodes them as one
@@ -56,19 +61,7 @@ impl ParquetBatch {
         payloads: impl IntoIterator<Item = &'a [u8]>,
         out: &mut Vec<u8>,
     ) -> usize {
-        let meta = RowMeta {
-            topic: b"bench/in/0",
-            received_micros: 0,
-            properties: None,
-        };
-        for p in payloads {
-            self.columns.push(p, &meta).expect("a payload that fits");
-        }
-        let batch = self
-            .columns
-            .take()
-            .into_batch()
-            .expect("a consistent batch");
+        let batch = self.batch(payloads);
         let rows = batch.num_rows();
         out.clear();
         encode(&batch, Codec::Zstd, out).expect("encoded");

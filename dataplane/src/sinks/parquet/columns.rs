@@ -479,10 +479,10 @@ impl Column {
                 } else {
                     raw.as_bytes()
                 };
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(raw)
+                // Decoded onto the column's bytes (a refused row is cut off them).
+                base64::engine::general_purpose::STANDARD
+                    .decode_vec(raw, bytes)
                     .map_err(|e| RowError::Mismatch(format!("\"{name}\": not base64: {e}")))?;
-                bytes.extend_from_slice(&decoded);
                 push_offset(offsets, bytes.len())?;
             }
             Data::Int64(v) => v.push(integer(cur, kind, name)?),
@@ -793,29 +793,18 @@ fn read_object(
     let result = (|| {
         while cur.next_member(first).map_err(syntax)? {
             first = false;
-            let (raw, escaped) = cur.key().map_err(syntax)?;
-            let key: &[u8] = if escaped {
-                scratch.key.clear();
-                unescape_into(raw, &mut scratch.key);
-                &scratch.key
-            } else {
-                raw.as_bytes()
-            };
-            let found = if fields.get(guess).is_some_and(|f| f.name.as_bytes() == key) {
-                Some(guess)
-            } else {
-                fields.iter().position(|f| f.name.as_bytes() == key)
-            };
-            let index = match found {
-                Some(i) => i,
-                None if inferred.is_some() && !META_NAMES.iter().any(|m| m.as_bytes() == key) => {
+            let index = match member(cur, fields, guess, &mut scratch.key)? {
+                Ok(i) => i,
+                Err(key)
+                    if inferred.is_some() && !META_NAMES.iter().any(|m| m.as_bytes() == key) =>
+                {
                     let rows = inferred.unwrap_or(0);
                     let name = String::from_utf8_lossy(key);
                     fields.push(Column::new(&name, true, Data::Null(rows)));
                     scratch.seen.push(false);
                     fields.len() - 1
                 }
-                None => {
+                Err(_) => {
                     cur.skip_value().map_err(syntax)?;
                     continue;
                 }
@@ -841,6 +830,35 @@ fn read_object(
     result
 }
 
+/// Takes the next member's key and its `:` (the cursor at the key): the index of the field of
+/// that name, or the key itself (unescaped into `key_buf` when it has escapes) when no field has
+/// it. The field after the previous one (`guess`) is compared in place first.
+fn member<'a: 'k, 'k>(
+    cur: &mut Cursor<'a>,
+    fields: &[Column],
+    guess: usize,
+    key_buf: &'k mut Vec<u8>,
+) -> Row<Result<usize, &'k [u8]>> {
+    if let Some(f) = fields.get(guess)
+        && f.plain
+        && cur.key_is(f.name.as_bytes()).map_err(syntax)?
+    {
+        return Ok(Ok(guess));
+    }
+    let (raw, escaped) = cur.key().map_err(syntax)?;
+    let key: &'k [u8] = if escaped {
+        key_buf.clear();
+        unescape_into(raw, key_buf);
+        key_buf
+    } else {
+        raw.as_bytes()
+    };
+    Ok(fields
+        .iter()
+        .position(|f| same(f.name.as_bytes(), key))
+        .ok_or(key))
+}
+
 /// [`read_object`] for a given struct of at most 64 fields: which fields a row gave is a bit
 /// mask.
 fn read_fixed_object(
@@ -854,24 +872,9 @@ fn read_fixed_object(
     let mut first = true;
     while cur.next_member(first).map_err(syntax)? {
         first = false;
-        let index = match fields.get(guess) {
-            Some(f) if f.plain && cur.key_is(f.name.as_bytes()).map_err(syntax)? => guess,
-            _ => {
-                let (raw, escaped) = cur.key().map_err(syntax)?;
-                let key: &[u8] = if escaped {
-                    scratch.key.clear();
-                    unescape_into(raw, &mut scratch.key);
-                    &scratch.key
-                } else {
-                    raw.as_bytes()
-                };
-                if let Some(i) = fields.iter().position(|f| same(f.name.as_bytes(), key)) {
-                    i
-                } else {
-                    cur.skip_value().map_err(syntax)?;
-                    continue;
-                }
-            }
+        let Ok(index) = member(cur, fields, guess, &mut scratch.key)? else {
+            cur.skip_value().map_err(syntax)?;
+            continue;
         };
         let bit = 1u64 << index;
         if seen & bit != 0 {
