@@ -1,9 +1,11 @@
 //! Benchmark support, not an API: a connected client `Session` fed with broker bytes, so that
 //! `dataplane/benches/session.rs` can measure `Session::handle_bytes` from outside the crate.
-//! [`fuzz`] holds the entry points of the fuzz targets (`fuzz/`); [`parquet`] the LocalStorage
-//! destination's batch path (`benches/parquet.rs`).
+//! [`load`] lends the client session to the load tool (`sluice-perf load`); [`fuzz`] holds the
+//! entry points of the fuzz targets (`fuzz/`); [`parquet`] the LocalStorage destination's batch
+//! path (`benches/parquet.rs`).
 
 pub mod fuzz;
+pub mod load;
 pub mod parquet;
 
 use std::num::NonZeroU16;

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("sources", 13),
     ("sinks", 13),
     ("bench_support/parquet", 14),
+    ("bench_support/load", 20),
     ("mqtt/connection", 14),
     ("mqtt", 14),
     ("dataflow/core", 15),

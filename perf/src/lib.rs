@@ -15,7 +15,9 @@
 //!   and counts what it received, the sink of MQTT-to-Kafka benchmarks;
 //! - [`kafka_bench`]: MQTT to Kafka in [`bench`]: the data plane's manifests with a Kafka
 //!   destination, and the naive `mosquitto_sub | kcat -P` bridge;
-//! - [`producers`]: one librdkafka producer per thread against one shared, into the blackhole.
+//! - [`producers`]: one librdkafka producer per thread against one shared, into the blackhole;
+//! - [`load`]: the load-test tool: open-loop publishers and subscribers against any broker or
+//!   through Sluice, latency percentiles, loss, reports with charts and a CI gate.
 
 pub mod bench;
 pub mod ceiling;
@@ -23,6 +25,7 @@ pub mod client;
 pub mod kafka_bench;
 pub mod kafka_blackhole;
 pub mod kafka_source_bench;
+pub mod load;
 pub mod payload;
 pub mod procstat;
 pub mod producers;

@@ -16,6 +16,7 @@ use sluice_codec::QoS;
 use sluice_perf::bench::{self, BenchArgs};
 use sluice_perf::ceiling::{self, CeilingArgs};
 use sluice_perf::kafka_blackhole::{BlackholeConfig, KafkaBlackhole};
+use sluice_perf::load::args::LoadArgs;
 use sluice_perf::producers::{self, ProducersArgs};
 use sluice_perf::replay::{ReplayBroker, ReplayConfig};
 
@@ -44,6 +45,10 @@ enum Cmd {
     /// One librdkafka producer per sending thread against one shared by the threads, into the
     /// Kafka blackhole, with the data plane's producer settings.
     KafkaProducers(ProducersArgs),
+    /// A load test: publishers and subscribers at an open-loop rate against any MQTT broker (or
+    /// through Sluice), latency percentiles, loss, reports and a CI gate (exit status 1 when a
+    /// threshold is broken, 2 when the run could not be done). See docs/load-testing.md.
+    Load(Box<LoadArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +104,9 @@ struct ReplayArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
+    if let Cmd::Load(a) = &cli.command {
+        return load(a, &mut out);
+    }
     let result = match cli.command {
         Cmd::Replay(a) => replay(&a, &mut out),
         Cmd::Ceiling(a) => ceiling::run(&a).and_then(|c| {
@@ -117,6 +125,7 @@ fn main() -> ExitCode {
         }),
         Cmd::KafkaBlackhole(a) => kafka_blackhole(&a, &mut out),
         Cmd::KafkaProducers(a) => producers::run(&a, &mut out).map(drop),
+        Cmd::Load(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +133,29 @@ fn main() -> ExitCode {
             let _ = out.flush();
             let _ = writeln!(std::io::stderr(), "sluice-perf: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a load test: exit status 0 when it passed (or had no gate), 1 when the gate failed
+/// (the reason on one line, on stderr too), 2 when it could not run.
+fn load(a: &LoadArgs, out: &mut dyn Write) -> ExitCode {
+    let mut err = std::io::stderr();
+    match sluice_perf::load::run(a, out, &mut err) {
+        Ok(o) if o.failed.is_empty() => ExitCode::SUCCESS,
+        Ok(o) => {
+            let _ = out.flush();
+            let _ = writeln!(
+                err,
+                "sluice-perf load: gate failed: {}",
+                o.failed.join("; ")
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            let _ = out.flush();
+            let _ = writeln!(err, "sluice-perf load: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -66,19 +66,19 @@ use super::violation::SpecViolation;
 /// Payloads of at least this many bytes are queued by reference and sent with a vectored write;
 /// smaller ones are copied next to their header, which costs less than another I/O vector
 /// entry and reference count.
-pub(crate) const VECTORED_MIN_PAYLOAD: usize = 512;
+pub const VECTORED_MIN_PAYLOAD: usize = 512;
 
 /// The default [`SessionConfig::maximum_packet_size`] (and `--max-packet-bytes`): 64 MiB, the
 /// largest packet the Azure IoT Operations MQTT broker accepts with its default memory profile
 /// (Medium; Tiny takes 4 MB, Low 16 MB, High 256 MB). That broker does not honour the Maximum
 /// Packet Size a client announces, so a smaller default would turn every message it accepted
 /// above it into a connection closed and the message delivered again, over and over.
-pub(crate) const DEFAULT_MAXIMUM_PACKET_SIZE: NonZeroU32 = NonZeroU32::new(64 << 20).unwrap();
+pub const DEFAULT_MAXIMUM_PACKET_SIZE: NonZeroU32 = NonZeroU32::new(64 << 20).unwrap();
 
 /// How a session connects and what it subscribes to. Its `Debug` output leaves out the password
 /// and the authentication data.
 #[derive(Clone)]
-pub(crate) struct SessionConfig {
+pub struct SessionConfig {
     /// MQTT version for every connection of this session.
     pub protocol: ProtocolVersion,
     /// Client Identifier; stable across restarts so that the broker keeps the session.
@@ -142,7 +142,7 @@ pub(crate) struct SessionConfig {
 impl SessionConfig {
     /// A configuration with the defaults given on each field, no credentials and no
     /// subscriptions.
-    pub(crate) fn new(protocol: ProtocolVersion, client_id: ByteStr) -> Self {
+    pub fn new(protocol: ProtocolVersion, client_id: ByteStr) -> Self {
         Self {
             protocol,
             client_id,
@@ -202,7 +202,7 @@ impl fmt::Debug for Redacted<'_> {
 /// A configuration the session refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     /// A subscription asks for QoS 2, which this session does not implement.
     #[error("subscription {filter:?}: QoS 2 is not supported")]
     Qos2Subscription {
@@ -233,7 +233,7 @@ pub(crate) enum ConfigError {
 /// Why [`Session::reauthenticate`] did not start a re-authentication. Nothing was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ReauthError {
+pub enum ReauthError {
     /// The session has no Authentication Method (or is 3.1.1): there is nothing to
     /// re-authenticate ([MQTT-4.12.1-1]).
     #[error("no Authentication Method: the connection was not made with enhanced authentication")]
@@ -252,7 +252,7 @@ pub(crate) enum ReauthError {
 /// came on as well as its packet id: a packet id is reused once acknowledged, and after a
 /// reconnect the same id may name another message, so a late ack must not hit it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct AckToken {
+pub struct AckToken {
     connection: u32,
     packet_id: PacketId,
 }
@@ -269,7 +269,7 @@ impl AckToken {
 /// the next transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum CloseReason {
+pub enum CloseReason {
     /// The broker sent bytes the codec refuses; a 5.0 DISCONNECT with its reason code was queued.
     #[error("malformed packet from the broker: {0}")]
     Decode(DecodeError),
@@ -316,7 +316,7 @@ pub(crate) enum CloseReason {
 
 /// What the session reports to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Event {
+pub enum Event {
     /// CONNACK accepted the connection.
     Connected {
         /// The broker kept our session: in-flight messages were re-sent with DUP (and a 3.1.1
@@ -370,7 +370,7 @@ pub(crate) enum Event {
 /// Why [`Session::publish`] did not take a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum PublishError {
+pub enum PublishError {
     /// The in-flight window (the broker's Receive Maximum) is full: wait for [`Event::Acked`].
     #[error("in-flight window full")]
     Full,
@@ -416,7 +416,7 @@ struct Inbound {
 
 /// A persistent MQTT client session. See the module documentation. Its `Debug` output shows the
 /// connection state, not the buffers (which hold credentials).
-pub(crate) struct Session {
+pub struct Session {
     config: SessionConfig,
     state: State,
     codec: Codec,
@@ -497,7 +497,7 @@ impl Session {
     ///
     /// # Errors
     /// [`ConfigError`] when a subscription or the CONNECT it gives is invalid.
-    pub(crate) fn new(config: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(config: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
         if config.protocol != ProtocolVersion::V5
             && (config.authentication_method.is_some() || config.authentication_data.is_some())
         {
@@ -562,41 +562,41 @@ impl Session {
     }
 
     /// The configuration.
-    pub(crate) fn config(&self) -> &SessionConfig {
+    pub fn config(&self) -> &SessionConfig {
         &self.config
     }
 
     /// Whether CONNACK accepted the current connection and it is still up.
-    pub(crate) fn is_connected(&self) -> bool {
+    pub fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
 
     /// Inbound QoS 1 messages not yet PUBACKed (acked by the caller or not).
-    pub(crate) fn inbound_unacked(&self) -> usize {
+    pub fn inbound_unacked(&self) -> usize {
         self.inbound.len()
     }
 
     /// QoS 1 PUBLISH packets the broker sent beyond our Receive Maximum (and which the session
     /// took, unless [`SessionConfig::enforce_receive_maximum`]).
-    pub(crate) fn receive_maximum_overruns(&self) -> u64 {
+    pub fn receive_maximum_overruns(&self) -> u64 {
         self.receive_maximum_overruns
     }
 
     /// Outbound QoS 1 messages without a PUBACK yet.
     #[cfg(test)]
-    pub(crate) fn in_flight(&self) -> usize {
+    pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
     /// Whether [`Session::publish`] would take a QoS 1 message now: connected, and the in-flight
     /// window has room.
-    pub(crate) fn can_publish(&self) -> bool {
+    pub fn can_publish(&self) -> bool {
         self.state == State::Connected && self.in_flight.len() < usize::from(self.send_window)
     }
 
     /// The highest QoS the broker accepts from us (5.0 Maximum QoS; QoS 1 otherwise, as this
     /// session does not do QoS 2).
-    pub(crate) fn maximum_qos(&self) -> QoS {
+    pub fn maximum_qos(&self) -> QoS {
         self.maximum_qos
     }
 
@@ -605,14 +605,14 @@ impl Session {
     /// every reconnect. The connection that is up, if any, is not affected (that is
     /// [`Session::reauthenticate`]). Without an [`SessionConfig::authentication_method`] the data
     /// is kept but not sent, as CONNECT cannot carry it (§3.1.2.11.10).
-    pub(crate) fn set_authentication_data(&mut self, data: Option<Bytes>) {
+    pub fn set_authentication_data(&mut self, data: Option<Bytes>) {
         self.auth_data = data;
     }
 
     /// Whether a re-authentication started by [`Session::reauthenticate`] waits for the broker's
     /// answer.
     #[cfg(test)]
-    pub(crate) fn is_reauthenticating(&self) -> bool {
+    pub fn is_reauthenticating(&self) -> bool {
         self.reauth_deadline.is_some()
     }
 
@@ -632,7 +632,7 @@ impl Session {
     /// data is not kept then), [`ReauthError::NotConnected`] before CONNACK or after the
     /// connection closed, [`ReauthError::InProgress`] while an earlier re-authentication waits
     /// for its answer. Nothing is sent in these cases.
-    pub(crate) fn reauthenticate(&mut self, data: Bytes, now: Instant) -> Result<(), ReauthError> {
+    pub fn reauthenticate(&mut self, data: Bytes, now: Instant) -> Result<(), ReauthError> {
         let Some(method) = self.config.authentication_method.clone() else {
             return Err(ReauthError::NoAuthenticationMethod);
         };
@@ -660,7 +660,7 @@ impl Session {
 
     /// The transport is up: queue CONNECT. Whatever was queued for an earlier transport is
     /// dropped; a connection that was still up is ended as by [`Session::handle_disconnected`].
-    pub(crate) fn handle_connected(&mut self, now: Instant) {
+    pub fn handle_connected(&mut self, now: Instant) {
         self.handle_disconnected(now);
         self.clear_transmit();
         self.connection = self.connection.wrapping_add(1);
@@ -683,7 +683,7 @@ impl Session {
     /// unless the session had already closed the connection. Unacknowledged inbound messages are
     /// forgotten (the broker re-sends them, and their tokens no longer ack anything); outbound
     /// in-flight messages are kept for the next connection.
-    pub(crate) fn handle_disconnected(&mut self, _now: Instant) {
+    pub fn handle_disconnected(&mut self, _now: Instant) {
         if matches!(self.state, State::Connecting { .. } | State::Connected) {
             self.events.push_back(Event::Closed {
                 reason: CloseReason::TransportClosed,
@@ -704,7 +704,7 @@ impl Session {
     /// takes becomes a [`Publish`] of slices (topic, payload, property block). Other packets
     /// are decoded owned ([`Codec::decode_frame`]). A fixed header the codec refuses closes the
     /// connection after the frames before it were handled.
-    pub(crate) fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
         if !self.is_up() {
             return;
         }
@@ -767,7 +767,7 @@ impl Session {
     }
 
     /// Replaces the User Name and Password for the next CONNECT (a rotated secret).
-    pub(crate) fn set_login(&mut self, username: Option<ByteStr>, password: Option<Bytes>) {
+    pub fn set_login(&mut self, username: Option<ByteStr>, password: Option<Bytes>) {
         self.config.username = username;
         self.config.password = password;
     }
@@ -775,7 +775,7 @@ impl Session {
     /// The caller stops reading the transport (backpressure) or starts again. While it does
     /// not read, a missing PINGRESP does not end the connection (it cannot arrive); when reading
     /// starts again, the PINGRESP gets a fresh ping timeout.
-    pub(crate) fn set_reading(&mut self, reading: bool, now: Instant) {
+    pub fn set_reading(&mut self, reading: bool, now: Instant) {
         if reading && !self.reading && self.ping_sent.is_some() {
             self.ping_sent = Some(now);
         }
@@ -785,7 +785,7 @@ impl Session {
     /// Call at or after [`Session::poll_timeout`]: sends PINGREQ when nothing was sent for Keep
     /// Alive, and closes the connection when CONNACK, PINGRESP or the answer to a
     /// re-authentication is overdue.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Connecting { deadline } if now >= deadline => {
                 self.close(CloseReason::ConnectTimeout, None, now);
@@ -826,7 +826,7 @@ impl Session {
 
     /// Ends the connection on our side: queues DISCONNECT (Normal disconnection) and reports
     /// [`Event::Closed`] with [`CloseReason::Local`]. In-flight messages are kept.
-    pub(crate) fn disconnect(&mut self, now: Instant) {
+    pub fn disconnect(&mut self, now: Instant) {
         self.disconnect_with(Disconnect::new(ReasonCode::SUCCESS), now);
     }
 
@@ -834,7 +834,7 @@ impl Session {
     /// Interval 0, so that the broker drops the session and its subscriptions (a removed
     /// dataflow; a shared subscription then stops sending this session its share). In 3.1.1 it
     /// is [`Session::disconnect`].
-    pub(crate) fn disconnect_ending_session(&mut self, now: Instant) {
+    pub fn disconnect_ending_session(&mut self, now: Instant) {
         let mut d = Disconnect::new(ReasonCode::SUCCESS);
         if self.config.protocol == ProtocolVersion::V5 {
             d.properties.session_expiry_interval_secs = Some(0);
@@ -856,7 +856,7 @@ impl Session {
     /// Appends to `out` everything queued for the transport since the last call, copied into one
     /// buffer (for a transport that transforms the bytes anyway, such as TLS). Returns whether
     /// anything was appended.
-    pub(crate) fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
         if self.tx.is_empty() && self.tx_chunks.is_empty() {
             return false;
         }
@@ -876,7 +876,7 @@ impl Session {
     /// Appends to `out` everything queued for the transport since the last call, as pieces to
     /// write in order with one vectored write: large payloads are the received `Bytes`, not
     /// copies. Returns whether anything was appended.
-    pub(crate) fn poll_transmit_vectored(&mut self, out: &mut Vec<Bytes>) -> bool {
+    pub fn poll_transmit_vectored(&mut self, out: &mut Vec<Bytes>) -> bool {
         if self.tx.is_empty() && self.tx_chunks.is_empty() {
             return false;
         }
@@ -889,17 +889,17 @@ impl Session {
     }
 
     /// Bytes queued for the transport and not yet taken by a `poll_transmit` call.
-    pub(crate) fn transmit_len(&self) -> usize {
+    pub fn transmit_len(&self) -> usize {
         self.tx.len() + self.tx_chunks_len
     }
 
     /// The next event, in the order they happened.
-    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`Session::handle_timeout`] must be called next, if ever.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Connecting { deadline } => Some(deadline),
             State::Connected => {
@@ -923,7 +923,7 @@ impl Session {
     /// before it on this connection is acked too ([MQTT-4.6.0-2]). Returns `false` (and does
     /// nothing) for a token of an earlier connection, or one already acked: the broker re-sends
     /// those messages on the next connection.
-    pub(crate) fn ack(&mut self, token: AckToken, now: Instant) -> bool {
+    pub fn ack(&mut self, token: AckToken, now: Instant) -> bool {
         if token.connection != self.connection || self.state != State::Connected {
             return false;
         }
@@ -955,7 +955,7 @@ impl Session {
     /// before CONNACK or after the connection closed, [`PublishError::QosNotSupported`] for QoS 2
     /// or above the broker's Maximum QoS, [`PublishError::Encode`] when the packet cannot be
     /// written (nothing is queued then).
-    pub(crate) fn publish(
+    pub fn publish(
         &mut self,
         mut publish: Publish,
         now: Instant,

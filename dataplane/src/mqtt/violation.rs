@@ -13,7 +13,7 @@ sluice_codec::clause_enum! {
     /// A rule of MQTT that the broker broke, seen from the session's state. The session answers
     /// it with a 5.0 DISCONNECT with [`SpecViolation::reason_code`] and closes the connection.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub(crate) enum SpecViolation {
+    pub enum SpecViolation {
         /// The broker's first packet is neither CONNACK nor (5.0) AUTH or DISCONNECT.
         FirstPacketNotConnAck => "MQTT-3.2.0-1", PROTOCOL_ERROR,
             "the first packet from the server is not CONNACK";

@@ -12,19 +12,19 @@ use std::task::{Poll, Waker};
 /// Wakes one task of the same thread. A notification given while nobody waits is kept (one
 /// pending flag), so none is lost between a check and the wait.
 #[derive(Debug, Default)]
-pub(crate) struct Notify {
+pub struct Notify {
     notified: Cell<bool>,
     waker: RefCell<Option<Waker>>,
 }
 
 impl Notify {
     /// No notification pending.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self::default()
     }
 
     /// Sets the flag and wakes the waiting task, if any.
-    pub(crate) fn notify(&self) {
+    pub fn notify(&self) {
         self.notified.set(true);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
@@ -32,7 +32,7 @@ impl Notify {
     }
 
     /// Waits until notified, then clears the flag.
-    pub(crate) async fn notified(&self) {
+    pub async fn notified(&self) {
         poll_fn(|cx| {
             if self.notified.replace(false) {
                 Poll::Ready(())
