@@ -50,7 +50,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub sub_qos: Option<u8>,
     /// Payload size in bytes: `100`, a uniform range `100..1000`, or weighted sizes
-    /// `100*9,4096*1`. At least 40 (the stamp) for text, 83 for JSON.
+    /// `100*9,4096*1`. At least 60 (the stamp) for text, 102 for JSON.
     #[arg(long, short = 'S', default_value = "100")]
     pub payload_bytes: String,
     /// Payload format: `text` (the stamp, then filler) or `json` (for dataflows that read it).
@@ -120,6 +120,13 @@ pub struct LoadArgs {
     /// I/O driver of the workers.
     #[arg(long, value_enum, default_value_t = sluice_dataplane::bench_support::load::IoDriver::Auto)]
     pub io_driver: sluice_dataplane::bench_support::load::IoDriver,
+    /// How publishers wait for their next send time: `precise` (a timer thread per worker,
+    /// tens of microseconds late; costs a thread wake-up per wait), `wheel` (the event loop's
+    /// own 1 ms timer: much less CPU from a few thousand messages a second, and up to 2 ms
+    /// late, which the latency then includes: see "publisher lateness" in the report), or
+    /// `auto`: precise for a worker offered at most 2,000 messages a second.
+    #[arg(long, value_enum, default_value_t = TimerChoice::Auto)]
+    pub timer: TimerChoice,
     /// How long to wait after the last publish for messages still under way.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
@@ -164,6 +171,26 @@ pub struct LoadArgs {
     /// Fail when any connection was lost during the run (it is always reported).
     #[arg(long)]
     pub fail_on_disconnect: bool,
+}
+
+/// `--timer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimerChoice {
+    /// Precise up to 2,000 messages a second per worker, the wheel above.
+    Auto,
+    /// Always the timer thread.
+    Precise,
+    /// Always the wheel.
+    Wheel,
+}
+
+/// How a worker's publishers wait for their next send time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// A timer thread per worker.
+    Precise,
+    /// The event loop's 1 ms timer wheel.
+    Wheel,
 }
 
 /// Parses `250us`, `5ms`, `1.5s`, `2m`, `1h` (a bare number is seconds).

@@ -159,6 +159,8 @@ mod tests {
                 max: 30_000_000,
                 mean: 1.5e6,
             }),
+            lateness: None,
+            from_send: None,
             steps: Vec::new(),
             groups: vec![super::super::report::GroupSummary {
                 name: "s0".into(),

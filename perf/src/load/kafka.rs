@@ -66,7 +66,9 @@ pub fn spawn(
             let _ = reports.send(Report::Interval(rec.take_interval()));
             let _ = reports.send(Report::Done(Box::new(ThreadResult {
                 total: rec.total,
+                from_send: rec.from_send,
                 steps: rec.steps,
+                lateness: super::shared::histogram(),
                 receivers: vec![(format!("kafka:{}", plan.topic), tracker)],
                 sent: Vec::new(),
                 sent_steps: Vec::new(),
@@ -147,7 +149,7 @@ fn read(
         match (m.payload().and_then(stamp::read), shared.start()) {
             (Some(st), Some((_, start_unix))) if st.sent_ns >= start_unix => {
                 let step = step_of(&shared.boundaries, st.sent_ns - start_unix);
-                rec.record(now_unix.saturating_sub(st.sent_ns), step);
+                rec.record(now_unix, &st, step);
                 tracker.record(st.publisher, st.seq);
                 Counters::add(&counters.received, 1);
             }

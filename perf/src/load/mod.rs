@@ -5,6 +5,7 @@
 //! - [`schedule`]: open-loop send times per connection (a fixed rate or a ramp of steps);
 //! - [`stamp`]: the publisher, sequence number and scheduled time at the front of a payload;
 //! - [`worker`]: per-core threads running the connections on the data plane's session;
+//! - [`ticker`]: precise waits for the schedule (monoio's timer has 1 ms slots);
 //! - [`kafka`]: the Kafka reader at the end of an MQTT -> Kafka dataflow;
 //! - [`track`]: loss, duplicates and order per publisher;
 //! - [`shared`]: the clock, the phases, counters and histograms shared by the threads;
@@ -24,6 +25,7 @@ pub mod report;
 pub mod schedule;
 pub mod shared;
 pub mod stamp;
+pub mod ticker;
 pub mod track;
 pub mod worker;
 
@@ -46,6 +48,10 @@ use schedule::{Schedule, boundaries};
 use shared::{Report, Shared, ThreadResult, histogram};
 use track::Tracker;
 use worker::{ConnPlan, PublisherPlan, WorkerPlan};
+
+/// With `--timer auto`, a worker whose publishers are offered at most this many messages a
+/// second uses the precise timer.
+pub const AUTO_PRECISE_MAX_RATE: f64 = 2_000.0;
 
 /// How a run ended.
 #[derive(Debug)]
@@ -155,6 +161,7 @@ pub fn run(a: &LoadArgs, out: &mut dyn Write, progress: &mut dyn Write) -> anyho
             cpu: None,
             driver: a.io_driver,
             conns: Vec::new(),
+            timer: args::Timer::Wheel,
         })
         .collect();
     if a.pin {
@@ -196,6 +203,21 @@ pub fn run(a: &LoadArgs, out: &mut dyn Write, progress: &mut dyn Write) -> anyho
             group: None,
             connect_timeout: a.connect_timeout,
         });
+    }
+    // The precise timer costs a thread wake-up per wait: worth it while a worker's publishers
+    // wait between most messages; above a few thousand a second they send in batches anyway.
+    let top_rate = steps
+        .iter()
+        .map(|s| s.rate.unwrap_or(f64::INFINITY))
+        .fold(0.0, f64::max);
+    for w in &mut workers {
+        let pubs = w.conns.iter().filter(|c| c.publisher.is_some()).count() as f64;
+        let per_worker = top_rate * pubs / f64::from(a.publishers.max(1));
+        w.timer = match a.timer {
+            args::TimerChoice::Auto if per_worker <= AUTO_PRECISE_MAX_RATE => args::Timer::Precise,
+            args::TimerChoice::Auto | args::TimerChoice::Wheel => args::Timer::Wheel,
+            args::TimerChoice::Precise => args::Timer::Precise,
+        };
     }
     let kafka_reader = a.kafka_bootstrap.as_ref().map(|b| kafka::KafkaPlan {
         bootstrap: b.clone(),
@@ -522,6 +544,8 @@ struct SummaryInput<'a> {
 
 fn summarize(i: SummaryInput<'_>) -> Summary {
     let mut total = histogram();
+    let mut lateness = histogram();
+    let mut from_send = histogram();
     let mut steps_h: Vec<Histogram<u64>> = i.steps.iter().map(|_| histogram()).collect();
     let mut sent_steps = vec![0u64; i.steps.len()];
     let mut sent: BTreeMap<u32, u64> = BTreeMap::new();
@@ -529,6 +553,8 @@ fn summarize(i: SummaryInput<'_>) -> Summary {
     let mut errors = Vec::new();
     for r in &i.results {
         let _ = total.add(&r.total);
+        let _ = lateness.add(&r.lateness);
+        let _ = from_send.add(&r.from_send);
         for (h, o) in steps_h.iter_mut().zip(&r.steps) {
             let _ = h.add(o);
         }
@@ -609,6 +635,8 @@ fn summarize(i: SummaryInput<'_>) -> Summary {
         foreign: sh.sum(|c| &c.foreign),
         disconnects: sh.sum(|c| &c.disconnects),
         latency: Latency::of(&total),
+        lateness: Latency::of(&lateness),
+        from_send: Latency::of(&from_send),
         steps,
         groups: group_summaries,
         series: i.series,

@@ -158,6 +158,12 @@ pub struct Summary {
     pub disconnects: u64,
     /// Latency of everything received.
     pub latency: Option<Latency>,
+    /// Latency from the actual send: what a tool without coordinated-omission correction
+    /// shows.
+    pub from_send: Option<Latency>,
+    /// How late the publishers were on their schedule (the load tool's own delay, part of the
+    /// latency).
+    pub lateness: Option<Latency>,
     /// By step.
     pub steps: Vec<StepSummary>,
     /// By group.
@@ -275,6 +281,18 @@ impl Summary {
                 format!("{} / {}", fmt_ns(l.p999), fmt_ns(l.max)),
             );
         }
+        if let Some(l) = &self.from_send {
+            row(
+                "latency from the actual send p50 / p99 / p99.9 (uncorrected)",
+                format!("{} / {} / {}", fmt_ns(l.p50), fmt_ns(l.p99), fmt_ns(l.p999)),
+            );
+        }
+        if let Some(l) = &self.lateness {
+            row(
+                "publisher lateness p50 / p99 / max",
+                format!("{} / {} / {}", fmt_ns(l.p50), fmt_ns(l.p99), fmt_ns(l.max)),
+            );
+        }
         if let Some(c) = self.cpu_per_million() {
             row(
                 "load tool CPU",
@@ -352,6 +370,8 @@ impl Summary {
             "foreign": self.foreign,
             "disconnects": self.disconnects,
             "latency": lat(&self.latency),
+            "latency_from_send": lat(&self.from_send),
+            "lateness": lat(&self.lateness),
             "cpu_secs": self.cpu_secs,
             "cpu_secs_per_million": self.cpu_per_million(),
             "steps": self.steps.iter().map(|s| json!({

@@ -50,8 +50,12 @@ impl Counters {
 pub struct ThreadResult {
     /// Every latency.
     pub total: Histogram<u64>,
+    /// Every latency from the actual send (not corrected for a late publisher).
+    pub from_send: Histogram<u64>,
     /// Latencies by the step their message was scheduled in.
     pub steps: Vec<Histogram<u64>>,
+    /// How late publishes were handed to the session after their scheduled time.
+    pub lateness: Histogram<u64>,
     /// Receivers' trackers with their group (a shared subscription's name, or the receiver's
     /// own name).
     pub receivers: Vec<(String, Tracker)>,
@@ -177,6 +181,8 @@ pub struct Recorder {
     pub interval: Histogram<u64>,
     /// Every latency.
     pub total: Histogram<u64>,
+    /// Every latency from the actual send.
+    pub from_send: Histogram<u64>,
     /// By step.
     pub steps: Vec<Histogram<u64>>,
 }
@@ -187,14 +193,23 @@ impl Recorder {
         Self {
             interval: histogram(),
             total: histogram(),
+            from_send: histogram(),
             steps: (0..steps.max(1)).map(|_| histogram()).collect(),
         }
     }
 
-    /// Records a latency of a message of step `step`.
+    /// Records a message of step `step` received at `now_ns` (Unix ns), with its stamp's times.
     #[inline]
-    pub fn record(&mut self, latency_ns: u64, step: usize) {
-        let v = latency_ns.clamp(1, MAX_LATENCY_NS);
+    pub fn record(&mut self, now_ns: u64, stamp: &super::stamp::Stamp, step: usize) {
+        if stamp.actual_ns > 0 {
+            let v = now_ns
+                .saturating_sub(stamp.actual_ns)
+                .clamp(1, MAX_LATENCY_NS);
+            self.from_send.saturating_record(v);
+        }
+        let v = now_ns
+            .saturating_sub(stamp.sent_ns)
+            .clamp(1, MAX_LATENCY_NS);
         self.interval.saturating_record(v);
         self.total.saturating_record(v);
         if let Some(h) = self.steps.get_mut(step) {

@@ -5,19 +5,23 @@
 //!
 //! Two formats, both printable ASCII without `\n`, so line-based tools carry them unchanged:
 //!
-//! - text (the default): `SSSSSSSSSSSS PPPPPP TTTTTTTTTTTTTTTTTTT ` then filler: the sequence
-//!   number in 12 digits (so the replay broker's sink counts it as a distinct message, see
-//!   [`crate::payload`]), the publisher in 6, the scheduled time in 19 (nanoseconds since the
-//!   Unix epoch), [`TEXT_LEN`] bytes in all;
+//! - text (the default): `SSSSSSSSSSSS PPPPPP TTTTTTTTTTTTTTTTTTT AAAAAAAAAAAAAAAAAAA ` then
+//!   filler: the sequence number in 12 digits (so the replay broker's sink counts it as a
+//!   distinct message, see [`crate::payload`]), the publisher in 6, the scheduled time and the
+//!   time it was actually handed to the connection in 19 each (nanoseconds since the Unix
+//!   epoch), [`TEXT_LEN`] bytes in all;
 //! - JSON, for dataflows whose destination reads the payload (Parquet, a schema):
-//!   `{"seq":42,"pub":3,"sent_ns":1733140000000000000,"pad":"abc…"}`, the padding sized to the
-//!   requested length. Read back by finding the three keys, in any order and with any spacing
-//!   a JSON writer may give them.
+//!   `{"seq":42,"pub":3,"sent_ns":1733140000000000000,"at_ns":1733140000000051000,"pad":"abc…"}`,
+//!   the padding sized to the requested length. Read back by finding the keys, in any order
+//!   and with any spacing a JSON writer may give them (`at_ns` may be missing).
+//!
+//! The second time lets the receiver also show latency from the actual send (what tools that
+//! do not correct for coordinated omission show), beside the latency from the schedule.
 
 use memchr::memmem;
 
 /// Length of the text stamp, and so the smallest text payload.
-pub const TEXT_LEN: usize = 12 + 1 + 6 + 1 + 19 + 1;
+pub const TEXT_LEN: usize = 12 + 1 + 6 + 1 + 19 + 1 + 19 + 1;
 /// The largest sequence number (12 digits).
 pub const MAX_SEQ: u64 = 999_999_999_999;
 /// The largest publisher number (6 digits).
@@ -25,7 +29,8 @@ pub const MAX_PUBLISHER: u32 = 999_999;
 /// The smallest JSON payload: the longest numbers and an empty pad.
 pub const JSON_MIN_LEN: usize = JSON_MAX_HEAD + JSON_TAIL.len();
 
-const JSON_MAX_HEAD: usize = r#"{"seq":,"pub":,"sent_ns":,"pad":""#.len() + 12 + 6 + 20;
+const JSON_MAX_HEAD: usize =
+    r#"{"seq":,"pub":,"sent_ns":,"at_ns":,"pad":""#.len() + 12 + 6 + 20 + 20;
 const JSON_TAIL: &[u8] = b"\"}";
 
 /// The payload format.
@@ -57,6 +62,8 @@ pub struct Stamp {
     pub seq: u64,
     /// When it was scheduled to be sent, nanoseconds since the Unix epoch.
     pub sent_ns: u64,
+    /// When it was handed to the connection (0: not known).
+    pub actual_ns: u64,
 }
 
 /// Appends a payload of exactly `len` bytes (at least [`Format::min_len`]) to `out`; the filler
@@ -74,14 +81,18 @@ pub fn write(format: Format, stamp: Stamp, len: usize, filler: &[u8], out: &mut 
             p[19] = b' ';
             digits(&mut p[20..39], stamp.sent_ns);
             p[39] = b' ';
+            digits(&mut p[40..59], stamp.actual_ns);
+            p[59] = b' ';
         }
         Format::Json => {
             let mut seq = itoa::Buffer::new();
             let mut publisher = itoa::Buffer::new();
             let mut sent = itoa::Buffer::new();
+            let mut actual = itoa::Buffer::new();
             let seq = seq.format(stamp.seq).as_bytes();
             let publisher = publisher.format(stamp.publisher).as_bytes();
             let sent = sent.format(stamp.sent_ns).as_bytes();
+            let actual = actual.format(stamp.actual_ns).as_bytes();
             let start = out.len();
             out.extend_from_slice(b"{\"seq\":");
             out.extend_from_slice(seq);
@@ -89,6 +100,8 @@ pub fn write(format: Format, stamp: Stamp, len: usize, filler: &[u8], out: &mut 
             out.extend_from_slice(publisher);
             out.extend_from_slice(b",\"sent_ns\":");
             out.extend_from_slice(sent);
+            out.extend_from_slice(b",\"at_ns\":");
+            out.extend_from_slice(actual);
             out.extend_from_slice(b",\"pad\":\"");
             let pad = len.saturating_sub(out.len() - start + JSON_TAIL.len());
             out.extend_from_slice(&filler[..pad]);
@@ -107,13 +120,14 @@ pub fn read(payload: &[u8]) -> Option<Stamp> {
 }
 
 fn read_text(p: &[u8]) -> Option<Stamp> {
-    if p.len() < TEXT_LEN || p[12] != b' ' || p[19] != b' ' || p[39] != b' ' {
+    if p.len() < TEXT_LEN || p[12] != b' ' || p[19] != b' ' || p[39] != b' ' || p[59] != b' ' {
         return None;
     }
     Some(Stamp {
         seq: parse(&p[..12])?,
         publisher: u32::try_from(parse(&p[13..19])?).ok()?,
         sent_ns: parse(&p[20..39])?,
+        actual_ns: parse(&p[40..59])?,
     })
 }
 
@@ -125,6 +139,7 @@ fn read_json(p: &[u8]) -> Option<Stamp> {
         seq: json_number(p, b"\"seq\"")?,
         publisher: u32::try_from(json_number(p, b"\"pub\"")?).ok()?,
         sent_ns: json_number(p, b"\"sent_ns\"")?,
+        actual_ns: json_number(p, b"\"at_ns\"").unwrap_or(0),
     })
 }
 
@@ -177,12 +192,13 @@ mod tests {
         publisher: 12,
         seq: 345,
         sent_ns: 1_733_140_000_123_456_789,
+        actual_ns: 1_733_140_000_123_556_789,
     };
 
     #[test]
     fn text_stamps_read_back_and_keep_the_length() {
         let f = filler(1000);
-        for len in [TEXT_LEN, 41, 100, 1000] {
+        for len in [TEXT_LEN, TEXT_LEN + 1, 100, 1000] {
             let mut out = BytesMut::new();
             write(Format::Text, S, len, &f, &mut out);
             assert_eq!(out.len(), len);
@@ -195,7 +211,7 @@ mod tests {
     #[test]
     fn json_stamps_are_json_of_the_asked_length() {
         let f = filler(1000);
-        for len in [JSON_MIN_LEN, 100, 1000] {
+        for len in [JSON_MIN_LEN, 200, 1000] {
             let mut out = BytesMut::new();
             write(Format::Json, S, len, &f, &mut out);
             assert!(
@@ -212,6 +228,7 @@ mod tests {
             publisher: MAX_PUBLISHER,
             seq: MAX_SEQ,
             sent_ns: u64::MAX,
+            actual_ns: u64::MAX,
         };
         let mut out = BytesMut::new();
         write(Format::Json, max, JSON_MIN_LEN, &f, &mut out);
@@ -227,9 +244,17 @@ mod tests {
             Some(Stamp {
                 publisher: 2,
                 seq: 3,
-                sent_ns: 7
+                sent_ns: 7,
+                actual_ns: 0
             })
         );
+    }
+
+    #[test]
+    fn the_minimum_lengths_are_as_documented() {
+        // `--payload-bytes` help and docs/load-testing.md give these.
+        assert_eq!(TEXT_LEN, 60);
+        assert_eq!(JSON_MIN_LEN, 102);
     }
 
     #[test]

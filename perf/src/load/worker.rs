@@ -21,6 +21,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
 use monoio::buf::IoBufMut;
 use monoio::io::{
     AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, OwnedReadHalf,
@@ -33,10 +34,11 @@ use sluice_dataplane::bench_support::load::{
 };
 use sluice_dataplane::net::transport::Transport;
 
-use super::args::{Endpoint, Sizes, TopicPattern};
+use super::args::{Endpoint, Sizes, Timer, TopicPattern};
 use super::schedule::{Next, Schedule, step_of};
 use super::shared::{Counters, Recorder, Report, Shared, ThreadResult};
 use super::stamp::{self, Format, Stamp};
+use super::ticker::Ticker;
 use super::track::Tracker;
 
 /// Read buffer per connection.
@@ -99,6 +101,8 @@ pub struct WorkerPlan {
     pub driver: IoDriver,
     /// Its connections.
     pub conns: Vec<ConnPlan>,
+    /// How publishers wait.
+    pub timer: Timer,
 }
 
 /// Starts a worker thread.
@@ -142,7 +146,9 @@ pub fn spawn(
                     errors_to.error(&format!("cannot start an event loop: {e}"));
                     let _ = reports.send(Report::Done(Box::new(ThreadResult {
                         total: super::shared::histogram(),
+                        from_send: super::shared::histogram(),
                         steps: Vec::new(),
+                        lateness: super::shared::histogram(),
                         receivers: Vec::new(),
                         sent: Vec::new(),
                         sent_steps: Vec::new(),
@@ -158,6 +164,9 @@ struct Worker {
     index: usize,
     shared: Arc<Shared>,
     recorder: RefCell<Recorder>,
+    ticker: Rc<Ticker>,
+    timer: Timer,
+    lateness: RefCell<Histogram<u64>>,
     receivers: RefCell<Vec<(String, Tracker)>>,
     sent: RefCell<Vec<(u32, u64)>>,
     sent_steps: RefCell<Vec<u64>>,
@@ -181,10 +190,22 @@ impl Worker {
 
 async fn worker_main(plan: WorkerPlan, shared: Arc<Shared>, reports: Sender<Report>) {
     let steps = shared.boundaries.len().saturating_sub(1);
+    let ticker = match Ticker::start(&format!("load-{}-ticker", plan.index)) {
+        Ok(t) => t,
+        Err(e) => {
+            shared.error(&format!("cannot start a timer thread: {e}"));
+            shared.stop();
+            return;
+        }
+    };
+    let ticker_task = monoio::spawn(Rc::clone(&ticker).run());
     let w = Rc::new(Worker {
         index: plan.index,
         shared,
         recorder: RefCell::new(Recorder::new(steps)),
+        ticker,
+        timer: plan.timer,
+        lateness: RefCell::new(super::shared::histogram()),
         receivers: RefCell::new(Vec::new()),
         sent: RefCell::new(Vec::new()),
         sent_steps: RefCell::new(vec![0; steps.max(1)]),
@@ -211,12 +232,16 @@ async fn worker_main(plan: WorkerPlan, shared: Arc<Shared>, reports: Sender<Repo
     }
     done.set(true);
     ticker.await;
+    w.ticker.stop();
+    ticker_task.await;
     let mut rec = w.recorder.borrow_mut();
     let last = rec.take_interval();
     let _ = reports.send(Report::Interval(last));
     let result = ThreadResult {
         total: rec.total.clone(),
+        from_send: rec.from_send.clone(),
         steps: rec.steps.clone(),
+        lateness: w.lateness.borrow().clone(),
         receivers: std::mem::take(&mut *w.receivers.borrow_mut()),
         sent: std::mem::take(&mut *w.sent.borrow_mut()),
         sent_steps: std::mem::take(&mut *w.sent_steps.borrow_mut()),
@@ -392,6 +417,7 @@ async fn publish_loop(mut p: PublisherPlan, client_id: &ByteStr, conn: &Conn, w:
     });
     let (_, largest) = p.sizes.bounds();
     let counters = w.counters();
+    let mut lateness = super::shared::histogram();
     loop {
         if w.shared.stopped() || conn.closed.get() {
             break;
@@ -424,6 +450,7 @@ async fn publish_loop(mut p: PublisherPlan, client_id: &ByteStr, conn: &Conn, w:
                                 publisher: p.index,
                                 seq,
                                 sent_ns: start_unix + at,
+                                actual_ns: start_unix + t,
                             },
                             len,
                             &p.filler,
@@ -466,6 +493,7 @@ async fn publish_loop(mut p: PublisherPlan, client_id: &ByteStr, conn: &Conn, w:
                         }
                         p.schedule.sent();
                         Counters::add(&counters.sent, 1);
+                        lateness.saturating_record(t.saturating_sub(at).max(1));
                         if let Some(c) = w
                             .sent_steps
                             .borrow_mut()
@@ -497,14 +525,20 @@ async fn publish_loop(mut p: PublisherPlan, client_id: &ByteStr, conn: &Conn, w:
             let _ = monoio::time::timeout(Duration::from_millis(20), conn.wake.notified()).await;
         } else if let Some(at) = wait_until {
             let target = start + Duration::from_nanos(at);
-            let left = target.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                monoio::time::sleep(left).await;
+            match w.timer {
+                Timer::Precise => w.ticker.sleep_until(target).await,
+                Timer::Wheel => {
+                    let left = target.saturating_duration_since(Instant::now());
+                    if !left.is_zero() {
+                        monoio::time::sleep(left).await;
+                    }
+                }
             }
         } else {
             yield_now().await;
         }
     }
+    let _ = w.lateness.borrow_mut().add(&lateness);
     p.schedule.total()
 }
 
@@ -590,9 +624,7 @@ async fn read_loop(conn: Rc<Conn>, w: Rc<Worker>, mut rd: OwnedReadHalf<TcpStrea
                     match (stamp::read(&publish.payload), start) {
                         (Some(st), Some((_, start_unix))) if st.sent_ns >= start_unix => {
                             let step = step_of(&w.shared.boundaries, st.sent_ns - start_unix);
-                            w.recorder
-                                .borrow_mut()
-                                .record(now_unix.saturating_sub(st.sent_ns), step);
+                            w.recorder.borrow_mut().record(now_unix, &st, step);
                             conn.tracker.borrow_mut().record(st.publisher, st.seq);
                             received += 1;
                         }
