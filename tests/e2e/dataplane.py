@@ -80,15 +80,17 @@ def bin_dir() -> Path:
 
 
 def build_binaries(log: Path) -> Path:
-    """Build `dataplane` and `config-agent` (release) unless SLUICE_BIN_DIR names a folder that
-    already has them; return the folder. cargo is a no-op when they are up to date."""
+    """Build `dataplane`, `config-agent` and `sluice-perf` (release) unless SLUICE_BIN_DIR names
+    a folder that already has them; return the folder. cargo is a no-op when they are up to
+    date."""
     if os.environ.get(BIN_DIR_ENV):
         d = bin_dir()
-        for name in ("dataplane", "config-agent"):
+        for name in ("dataplane", "config-agent", "sluice-perf"):
             if not os.access(d / name, os.X_OK):
                 raise Failure(f"{BIN_DIR_ENV}={d}: no executable {name} there")
         return d
-    cmd = ["cargo", "build", "--release", "--bin", "dataplane", "--bin", "config-agent"]
+    cmd = ["cargo", "build", "--release", "-p", "sluice", "-p", "sluice-perf", "--bin", "dataplane",
+           "--bin", "config-agent", "--bin", "sluice-perf"]
     try:
         with log.open("wb") as out:
             proc = subprocess.run(
