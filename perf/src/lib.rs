@@ -16,6 +16,8 @@
 //! - [`kafka_bench`]: MQTT to Kafka in [`bench`]: the data plane's manifests with a Kafka
 //!   destination, and the naive `mosquitto_sub | kcat -P` bridge;
 //! - [`producers`]: one librdkafka producer per thread against one shared, into the blackhole;
+//! - [`publishers_bench`]: `sluice-perf load`, mqtt-benchmark and mosquitto_pub as publishers
+//!   into the replay broker's sink, side by side;
 //! - [`load`]: the load-test tool: open-loop publishers and subscribers against any broker or
 //!   through Sluice, latency percentiles, loss, reports with charts and a CI gate.
 
@@ -29,5 +31,6 @@ pub mod load;
 pub mod payload;
 pub mod procstat;
 pub mod producers;
+pub mod publishers_bench;
 mod readbuf;
 pub mod replay;

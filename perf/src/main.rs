@@ -18,6 +18,7 @@ use sluice_perf::ceiling::{self, CeilingArgs};
 use sluice_perf::kafka_blackhole::{BlackholeConfig, KafkaBlackhole};
 use sluice_perf::load::args::LoadArgs;
 use sluice_perf::producers::{self, ProducersArgs};
+use sluice_perf::publishers_bench::{self, PublishersArgs};
 use sluice_perf::replay::{ReplayBroker, ReplayConfig};
 
 /// Sluice's performance tools.
@@ -49,6 +50,9 @@ enum Cmd {
     /// through Sluice), latency percentiles, loss, reports and a CI gate (exit status 1 when a
     /// threshold is broken, 2 when the run could not be done). See docs/load-testing.md.
     Load(Box<LoadArgs>),
+    /// `sluice-perf load`, `mqtt-benchmark` and `mosquitto_pub` as publishers into the replay
+    /// broker's sink, side by side: the rate each sustains and its CPU per million messages.
+    Publishers(PublishersArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
         Cmd::KafkaBlackhole(a) => kafka_blackhole(&a, &mut out),
         Cmd::KafkaProducers(a) => producers::run(&a, &mut out).map(drop),
         Cmd::Load(_) => unreachable!("handled above"),
+        Cmd::Publishers(a) => publishers_bench::run(&a, &mut out).map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

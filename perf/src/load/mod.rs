@@ -292,21 +292,28 @@ pub fn run(a: &LoadArgs, out: &mut dyn Write, progress: &mut dyn Write) -> anyho
     let mut series = Vec::new();
     let mut drain_end: Option<Instant> = None;
     loop {
+        // Reports until the next second, looking every 100 ms whether publishing is over.
         let tick = live.next_tick;
+        let until = tick.min(Instant::now() + Duration::from_millis(100));
         let mut interval = Some(live.take_interval());
-        let results_early = drain_reports(&rx, tick, &mut interval);
-        live.put_back(interval.take().expect("kept"));
+        let results_early = drain_reports(&rx, until, &mut interval);
+        live.interval = interval.take().expect("kept");
         if results_early {
             break; // every thread ended (all connections lost)
         }
         let now = Instant::now();
-        let point = live.point(&shared, now);
-        if !a.quiet {
-            let _ = writeln!(progress, "{}", live.line(&shared, &point, now));
-            let _ = progress.flush();
+        if now >= tick {
+            live.next_tick += Duration::from_secs(1);
+            let point = live.point(&shared, now);
+            if !a.quiet {
+                let _ = writeln!(progress, "{}", live.line(&shared, &point, now));
+                let _ = progress.flush();
+            }
+            series.push(point);
         }
-        series.push(point);
-        if now >= end {
+        let publishing_over = now >= end
+            || (a.publishers > 0 && shared.publishers_done.load(Ordering::Acquire) >= a.publishers);
+        if publishing_over {
             let sent = shared.sum(|c| &c.sent);
             let all_in = shared.sum(|c| &c.received) >= sent * groups
                 && (pub_qos == QoS::AtMostOnce
@@ -324,8 +331,14 @@ pub fn run(a: &LoadArgs, out: &mut dyn Write, progress: &mut dyn Write) -> anyho
         let _ = h.join();
     }
     let cpu_secs = crate::procstat::self_cpu_secs().unwrap_or(0.0) - cpu_before;
-    let secs =
-        (bounds.last().copied().unwrap_or(0) as f64 / 1e9).min(start.elapsed().as_secs_f64());
+    // Publishing time: the schedule's length, or until the last publisher finished early.
+    let schedule_secs = bounds.last().copied().unwrap_or(0) as f64 / 1e9;
+    let last_done = shared.publishers_last_done_ns.load(Ordering::Acquire);
+    let secs = if a.publishers > 0 && last_done > 0 {
+        (last_done as f64 / 1e9).min(schedule_secs)
+    } else {
+        schedule_secs.min(start.elapsed().as_secs_f64())
+    };
     let mut setup = vec![
         ("broker".to_owned(), a.url.clone()),
         (
@@ -483,11 +496,6 @@ impl Live {
 
     fn take_interval(&mut self) -> Histogram<u64> {
         std::mem::replace(&mut self.interval, histogram())
-    }
-
-    fn put_back(&mut self, h: Histogram<u64>) {
-        self.interval = h;
-        self.next_tick += Duration::from_secs(1);
     }
 
     fn point(&mut self, shared: &Shared, now: Instant) -> Point {

@@ -89,6 +89,10 @@ pub struct Shared {
     pub publishers_ready: AtomicU32,
     /// Connections that failed to set up.
     pub setup_failures: AtomicU32,
+    /// Publishers whose schedule is over.
+    pub publishers_done: AtomicU32,
+    /// When the last of them finished, ns since the start (0: none yet).
+    pub publishers_last_done_ns: AtomicU64,
     /// One per thread (workers, then the Kafka reader).
     pub counters: Vec<Counters>,
     /// Where the steps start and the last ends, ns since the start.
@@ -111,6 +115,8 @@ impl Shared {
             receivers_ready: AtomicU32::new(0),
             publishers_ready: AtomicU32::new(0),
             setup_failures: AtomicU32::new(0),
+            publishers_done: AtomicU32::new(0),
+            publishers_last_done_ns: AtomicU64::new(0),
             counters: (0..threads).map(|_| Counters::default()).collect(),
             boundaries,
             first_error: Mutex::new(None),

@@ -304,6 +304,15 @@ async fn run_conn(plan: ConnPlan, w: Rc<Worker>) {
         let index = p.index;
         let sent = publish_loop(p, &plan.session.client_id, &conn, &w).await;
         w.sent.borrow_mut().push((index, sent));
+        if let Some((start, _)) = w.shared.start() {
+            let done_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            w.shared
+                .publishers_last_done_ns
+                .fetch_max(done_ns, std::sync::atomic::Ordering::AcqRel);
+        }
+        w.shared
+            .publishers_done
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
     // Stay connected (receiving, acknowledging) until the run stops.
     while !w.shared.stopped() && !conn.closed.get() {
