@@ -69,6 +69,7 @@ pub fn latency_over_time(s: &Summary, title: &str) -> anyhow::Result<Option<Stri
         chart
             .configure_mesh()
             .x_desc("seconds since the start")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("latency (ms, from the scheduled send time)")
             .y_label_formatter(&|v| format!("{v}"))
             .draw()
@@ -123,6 +124,7 @@ pub fn latency_against_load(s: &Summary, title: &str) -> anyhow::Result<Option<S
             .configure_mesh()
             .x_desc("offered load (messages per second)")
             .y_desc("latency (ms)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v}"))
             .draw()
             .map_err(err)?;

@@ -211,12 +211,15 @@ async fn worker_main(plan: WorkerPlan, shared: Arc<Shared>, reports: Sender<Repo
         sent_steps: RefCell::new(vec![0; steps.max(1)]),
         errors: RefCell::new(Vec::new()),
     });
-    let done = Rc::new(Cell::new(false));
+    let done = Rc::new(Notify::new());
     let ticker = {
         let (w, done, reports) = (Rc::clone(&w), Rc::clone(&done), reports.clone());
         monoio::spawn(async move {
-            while !done.get() {
-                monoio::time::sleep(Duration::from_secs(1)).await;
+            // Once a second, and once more at the end (at once: no waiting out the second).
+            while monoio::time::timeout(Duration::from_secs(1), done.notified())
+                .await
+                .is_err()
+            {
                 let h = w.recorder.borrow_mut().take_interval();
                 let _ = reports.send(Report::Interval(h));
             }
@@ -230,7 +233,7 @@ async fn worker_main(plan: WorkerPlan, shared: Arc<Shared>, reports: Sender<Repo
     for h in handles {
         h.await;
     }
-    done.set(true);
+    done.notify();
     ticker.await;
     w.ticker.stop();
     ticker_task.await;
