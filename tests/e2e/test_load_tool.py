@@ -118,6 +118,7 @@ def test_a_late_subscriber_in_another_process_sees_the_loss(
     # What the publisher sent before the subscriber was there is missing from its view.
     assert 500 <= rep["lost"] <= 3000, figures(rep)
     assert rep["sent"] == 4000, "the publisher's count, from the highest sequence number seen"
+    assert rep["groups"][0]["lost_by_publisher"] == [{"publisher": 0, "lost": rep["lost"]}]
     assert "gate failed: lost" in sub.err
 
 

@@ -168,6 +168,7 @@ mod tests {
                 lost: 10,
                 duplicates: 0,
                 reordered: 0,
+                lost_by_publisher: vec![(0, 10)],
             }],
             series: Vec::new(),
             cpu_secs: 0.1,

@@ -288,7 +288,7 @@ pub fn run(a: &LoadArgs, out: &mut dyn Write, progress: &mut dyn Write) -> anyho
         (Some(_), _) => 1,
         (None, n) => u64::from(n),
     } + u64::from(a.kafka_bootstrap.is_some());
-    let mut live = Live::new(start);
+    let mut live = Live::new(start, groups);
     let mut series = Vec::new();
     let mut drain_end: Option<Instant> = None;
     loop {
@@ -481,11 +481,14 @@ struct Live {
     interval: Histogram<u64>,
     so_far: Histogram<u64>,
     last: (Instant, u64, u64),
+    /// Receiver groups: copies expected per message sent.
+    groups: u64,
 }
 
 impl Live {
-    fn new(start: Instant) -> Self {
+    fn new(start: Instant, groups: u64) -> Self {
         Self {
+            groups,
             start,
             next_tick: start + Duration::from_secs(1),
             interval: histogram(),
@@ -521,13 +524,16 @@ impl Live {
         let f = |v: Option<u64>| v.map_or_else(|| "-".into(), fmt_ns);
         let sent = shared.sum(|c| &c.sent);
         let received = shared.sum(|c| &c.received);
+        // Copies not (yet) received: on their way, or lost; the final count tells which.
+        let behind = (sent * self.groups).saturating_sub(received);
         let mut line = format!(
-            "{:>5.1}s sent {}/s received {}/s | so far sent {} received {} p50 {} p99 {} | lost connections {}",
+            "{:>5.1}s sent {}/s received {}/s | so far sent {} received {} not yet received {} p50 {} p99 {} | lost connections {}",
             now.saturating_duration_since(self.start).as_secs_f64(),
             fmt_count(p.sent_rate.round() as u64),
             fmt_count(p.received_rate.round() as u64),
             fmt_count(sent),
             fmt_count(received),
+            fmt_count(behind),
             f(so_far.map(|l| l.p50)),
             f(so_far.map(|l| l.p99)),
             shared.sum(|c| &c.disconnects),
@@ -587,17 +593,24 @@ fn summarize(i: SummaryInput<'_>) -> Summary {
     let mut group_summaries = Vec::new();
     for (name, t) in &groups {
         let c = t.counts();
-        let lost: u64 = if inferred {
-            t.seen_per_publisher().map(|(p, n)| t.missing(p, n)).sum()
+        let per_publisher: Vec<(u32, u64)> = if inferred {
+            t.seen_per_publisher()
+                .map(|(p, n)| (p, t.missing(p, n)))
+                .collect()
         } else {
-            sent.iter().map(|(p, n)| t.missing(*p, *n)).sum()
+            sent.iter().map(|(p, n)| (*p, t.missing(*p, *n))).collect()
         };
         group_summaries.push(GroupSummary {
             name: name.clone(),
             distinct: c.distinct,
-            lost,
+            lost: per_publisher.iter().map(|(_, n)| n).sum(),
             duplicates: c.duplicates,
             reordered: c.reordered,
+            lost_by_publisher: per_publisher
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .take(100)
+                .collect(),
         });
     }
     let sent_total: u64 = if inferred {

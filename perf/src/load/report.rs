@@ -125,6 +125,8 @@ pub struct GroupSummary {
     pub duplicates: u64,
     /// Messages it got after a later one of the same publisher.
     pub reordered: u64,
+    /// The publishers it lost messages of, with how many (the first 100).
+    pub lost_by_publisher: Vec<(u32, u64)>,
 }
 
 /// Everything a run found.
@@ -322,6 +324,29 @@ impl Summary {
                 );
             }
         }
+        for g in self
+            .groups
+            .iter()
+            .filter(|g| !g.lost_by_publisher.is_empty())
+        {
+            let list: Vec<String> = g
+                .lost_by_publisher
+                .iter()
+                .take(20)
+                .map(|(p, n)| format!("p{p}: {}", fmt_count(*n)))
+                .collect();
+            let _ = writeln!(
+                m,
+                "\nLost by publisher at {}: {}{}",
+                g.name,
+                list.join(", "),
+                if g.lost_by_publisher.len() > 20 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
         if self.groups.len() > 1 {
             m.push_str(
                 "\n| receiver | distinct | lost | duplicates | out of order |\n|---|---:|---:|---:|---:|\n",
@@ -381,6 +406,8 @@ impl Summary {
             "groups": self.groups.iter().map(|g| json!({
                 "name": g.name, "distinct": g.distinct, "lost": g.lost,
                 "duplicates": g.duplicates, "reordered": g.reordered,
+                "lost_by_publisher": g.lost_by_publisher.iter()
+                    .map(|(p, n)| json!({"publisher": p, "lost": n})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "series": self.series.iter().map(|p| json!({
                 "t": p.t, "sent_rate": p.sent_rate, "received_rate": p.received_rate,
