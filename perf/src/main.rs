@@ -23,7 +23,7 @@ use sluice_perf::replay::{ReplayBroker, ReplayConfig};
 
 /// Sluice's performance tools.
 #[derive(Debug, Parser)]
-#[command(name = "sluice-perf", version)]
+#[command(name = "sluice-perf", version = env!("SLUICE_VERSION"))]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// The same allocator as the data plane: validating a large configuration allocates a tree per
 /// document and frees it, which glibc's allocator spends most of its time consolidating.
@@ -10,5 +10,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    sluice_config_agent::cli::main(sluice_config_agent::cli::Cli::parse())
+    use sluice_config_agent::cli::Cli;
+    let matches = Cli::command().version(env!("SLUICE_VERSION")).get_matches();
+    sluice_config_agent::cli::main(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
 }

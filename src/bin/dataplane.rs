@@ -2,13 +2,18 @@
 
 use std::io::Write as _;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    match sluice_dataplane::cli::run(sluice_dataplane::cli::Args::parse()) {
+    use sluice_dataplane::cli::Args;
+    let matches = Args::command()
+        .version(env!("SLUICE_VERSION"))
+        .get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match sluice_dataplane::cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The logs may be what failed: say it on stderr directly.

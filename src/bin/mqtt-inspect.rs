@@ -20,7 +20,7 @@ use sluice_codec::{
 
 /// Decodes MQTT control packets and prints one JSON object per frame.
 #[derive(Debug, Parser)]
-#[command(name = "mqtt-inspect", version)]
+#[command(name = "mqtt-inspect", version = env!("SLUICE_VERSION"))]
 #[command(
     after_help = "Exit status: 0 if every frame decoded, 1 if any failed, 2 on a usage error."
 )]
