@@ -151,8 +151,22 @@ pub struct RunArgs {
     /// Log filter (`info`, `debug`, ...); `RUST_LOG` overrides it.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub resolve: Resolve,
+}
+
+/// How log lines are written (both processes' `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `tracing`'s human-readable lines (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with `message`), `target`,
+    /// and the spans.
+    Json,
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -161,7 +175,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Run(args) => {
-            if let Err(e) = init_logs(&args.log) {
+            if let Err(e) = init_logs(&args.log, args.log_format) {
                 eprintln!("config-agent: {e:#}");
                 return ExitCode::from(2);
             }
@@ -176,22 +190,26 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// Sends `tracing` logs to stderr (colours only on a terminal), filtered by `RUST_LOG` or else by
-/// `filter`. Both binaries use it. When a subscriber is already set (a test calling [`main`]
+/// Sends `tracing` logs to stderr as `format` (text: colours only on a terminal), filtered by
+/// `RUST_LOG` or else by `filter`. Both binaries use it. When a subscriber is already set (a test calling [`main`]
 /// twice), that one stays.
 ///
 /// # Errors
 /// When `filter` is not a valid filter.
-pub fn init_logs(filter: &str) -> anyhow::Result<()> {
+pub fn init_logs(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .context("--log")?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init()
-        .ok();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+            .ok(),
+        LogFormat::Json => builder.json().try_init().ok(),
+    };
     Ok(())
 }
 

@@ -20,8 +20,11 @@ use crate::control::server::{bind, remove_socket, serve};
 use crate::mqtt::session::DEFAULT_MAXIMUM_PACKET_SIZE;
 use crate::observe::http::MetricsEndpoint;
 use crate::observe::logs::LogLevel;
+use crate::observe::metrics::BuildInfo;
 use crate::observe::metrics::Registry;
-use crate::runtime::workers::{IoDriver, Runtime};
+use crate::runtime::workers::Runtime;
+pub use crate::runtime::workers::{IoDriver, Pin};
+pub use sluice_config_agent::cli::LogFormat;
 
 /// How often dataflows that wait for a secret are planned again.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
@@ -67,6 +70,11 @@ pub struct Args {
     /// I/O driver of the workers.
     #[arg(long, value_enum, default_value_t = IoDriver::Auto)]
     pub io_driver: IoDriver,
+    /// Pin each worker to one CPU: `auto` only when this process was given a CPU set smaller
+    /// than the machine's (a Kubernetes CPU manager `static` policy, `taskset`), `always`,
+    /// `never`.
+    #[arg(long, value_enum, default_value_t = Pin::Auto)]
+    pub pin: Pin,
     /// Shared subscriptions: `auto` spreads a dataflow over the cores, `off` runs each on one
     /// core with plain subscriptions.
     #[arg(long, value_enum, default_value_t = SharedSubscriptions::Auto)]
@@ -98,6 +106,9 @@ pub struct Args {
     /// (`diagnostics.logs.level`, the most verbose of them), `info` until a snapshot arrives.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log line format: `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Smallest `--max-packet-bytes`: CONNACK, SUBACK and PUBACK must still fit.
@@ -134,13 +145,23 @@ fn setting_up<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// What the binary was built as (its package version and commit), for `sluice_build_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct Build {
+    /// The package version.
+    pub version: &'static str,
+    /// The commit (`unknown` outside a git checkout).
+    pub commit: &'static str,
+}
+
 /// Runs the data plane until SIGTERM or SIGINT, then drains and exits.
 ///
 /// # Errors
 /// When the logs, the signal handlers, the control socket, the metrics listener or the workers
 /// cannot be set up.
-pub fn run(args: Args) -> Result<(), RunError> {
-    let log_level = Arc::new(LogLevel::init(args.log.as_deref()).map_err(setting_up("logs"))?);
+pub fn run(args: Args, build: Build) -> Result<(), RunError> {
+    let log_level =
+        Arc::new(LogLevel::init(args.log.as_deref(), args.log_format).map_err(setting_up("logs"))?);
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(setting_up("signal handlers"))?;
     let cores = args.cores.unwrap_or_else(|| {
@@ -157,8 +178,15 @@ pub fn run(args: Args) -> Result<(), RunError> {
         }
         .map_err(setting_up("metrics"))?,
     );
-    let runtime = Runtime::start(cores, args.io_driver, Arc::clone(&registry))
+    let runtime = Runtime::start(cores, args.io_driver, args.pin, Arc::clone(&registry))
         .map_err(setting_up("workers"))?;
+    registry.set_build(BuildInfo {
+        version: build.version,
+        commit: build.commit,
+        io_driver: runtime.driver_name(),
+        cores,
+        pinned: runtime.pinned(),
+    });
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let dirs = Dirs {
         secrets: args.dirs.secrets_dir,

@@ -1217,7 +1217,9 @@ pub(crate) fn start_sluice(
         &args.log,
     ]);
     // The data plane always serves metrics; a free port, so that runs never compete for one.
-    dp.args(["--metrics-addr", "127.0.0.1:0"]);
+    // Pinned workers, as the figures in docs/PERFORMANCE.md were measured (`--pin auto` pins
+    // only when the process was given a CPU set; a later --dataplane-arg may override).
+    dp.args(["--metrics-addr", "127.0.0.1:0", "--pin", "always"]);
     dp.args(&args.dataplane_args);
     children.spawn(
         "dataplane",

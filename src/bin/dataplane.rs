@@ -13,7 +13,11 @@ fn main() -> std::process::ExitCode {
         .version(env!("SLUICE_VERSION"))
         .get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    match sluice_dataplane::cli::run(args) {
+    let build = sluice_dataplane::cli::Build {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: env!("SLUICE_GIT_HASH"),
+    };
+    match sluice_dataplane::cli::run(args, build) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The logs may be what failed: say it on stderr directly.

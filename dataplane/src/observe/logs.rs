@@ -1,8 +1,9 @@
-//! Log setup: `tracing` to stderr, with a level that follows the `DataflowProfile`
+//! Log setup: `tracing` to stderr, as text or JSON lines (`--log-format`), with a level that follows the `DataflowProfile`
 //! (`diagnostics.logs.level`) unless `--log` or `RUST_LOG` fixed it on the command line.
 
 use std::sync::Mutex;
 
+use sluice_config_agent::cli::LogFormat;
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -60,7 +61,7 @@ impl LogLevel {
     ///
     /// # Errors
     /// When `--log` or `RUST_LOG` is not a valid filter.
-    pub(crate) fn init(cli: Option<&str>) -> Result<Self, LogError> {
+    pub(crate) fn init(cli: Option<&str>, format: LogFormat) -> Result<Self, LogError> {
         let invalid = |setting| move |error| LogError::InvalidFilter { setting, error };
         let (filter, fixed, current) = match (std::env::var("RUST_LOG"), cli) {
             (Ok(env), _) if !env.is_empty() => (
@@ -76,13 +77,20 @@ impl LogLevel {
             _ => (EnvFilter::new(DEFAULT_LEVEL), false, DEFAULT_LEVEL.into()),
         };
         let (layer, handle) = reload::Layer::new(filter);
+        let text = (format == LogFormat::Text).then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        });
+        let json = (format == LogFormat::Json).then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+        });
         tracing_subscriber::registry()
             .with(layer)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-            )
+            .with(text)
+            .with(json)
             .try_init()
             .map_err(LogError::Install)?;
         Ok(Self {

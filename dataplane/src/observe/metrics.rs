@@ -405,6 +405,8 @@ impl Entry {
 pub(crate) struct Registry {
     dataflows: Mutex<BTreeMap<String, Entry>>,
     snapshot_applied: AtomicBool,
+    /// What this process is (`sluice_build_info`), set once the workers started.
+    build: std::sync::OnceLock<BuildInfo>,
     /// Dataflows of the snapshot that do not run, with the reason: those the control thread
     /// did not start (replaced at each snapshot), and those a worker could not start.
     not_running: Mutex<NotRunning>,
@@ -517,6 +519,11 @@ impl Registry {
     }
 
     /// Records whether the latest snapshot from the agent is in force.
+    /// Records what this process is, for `sluice_build_info` (the first call wins).
+    pub(crate) fn set_build(&self, build: BuildInfo) {
+        let _ = self.build.set(build);
+    }
+
     pub(crate) fn set_snapshot_applied(&self, applied: bool) {
         self.snapshot_applied.store(applied, Relaxed);
     }
@@ -604,8 +611,24 @@ impl Registry {
             snapshot_applied: self.snapshot_applied(),
             dataflows,
             not_running: self.not_running_dataflows(),
+            build: self.build.get().cloned(),
         }
     }
+}
+
+/// What this data plane is: `sluice_build_info`'s labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BuildInfo {
+    /// The package version.
+    pub(crate) version: &'static str,
+    /// The commit it was built from (`unknown` outside a git checkout).
+    pub(crate) commit: &'static str,
+    /// `io_uring` or `epoll`.
+    pub(crate) io_driver: &'static str,
+    /// Worker threads.
+    pub(crate) cores: usize,
+    /// Whether they are pinned.
+    pub(crate) pinned: bool,
 }
 
 /// What one scrape of the [`Registry`] shows (see [`Registry::scrape`]).
@@ -617,6 +640,8 @@ pub(crate) struct Scrape {
     pub(crate) dataflows: Vec<(String, Totals)>,
     /// The dataflows that do not run: name, code, reason.
     pub(crate) not_running: Vec<(String, &'static str, String)>,
+    /// What this process is, once known.
+    pub(crate) build: Option<BuildInfo>,
 }
 
 #[cfg(test)]

@@ -19,10 +19,23 @@ pub(crate) fn render(registry: &Registry, out: &mut String) {
         snapshot_applied,
         dataflows,
         not_running,
+        build,
     } = registry.scrape();
 
     family(out, &UP);
     sample(out, UP.name, &[], 1);
+    if let Some(b) = build {
+        family(out, &BUILD_INFO);
+        let cores = b.cores.to_string();
+        let labels = [
+            ("version", b.version),
+            ("commit", b.commit),
+            ("io_driver", b.io_driver),
+            ("cores", cores.as_str()),
+            ("pinned", if b.pinned { "true" } else { "false" }),
+        ];
+        sample(out, BUILD_INFO.name, &labels, 1);
+    }
     family(out, &SNAPSHOT_APPLIED);
     sample(out, SNAPSHOT_APPLIED.name, &[], u8::from(snapshot_applied));
 
@@ -102,6 +115,11 @@ const UP: Family = Family {
     name: "sluice_up",
     kind: "gauge",
     help: "1 while the data plane runs.",
+};
+const BUILD_INFO: Family = Family {
+    name: "sluice_build_info",
+    kind: "gauge",
+    help: "1, with the version, the commit, the I/O driver in use (io_uring or epoll), the worker threads and whether they are pinned.",
 };
 const SNAPSHOT_APPLIED: Family = Family {
     name: "sluice_snapshot_applied",

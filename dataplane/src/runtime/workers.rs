@@ -1,4 +1,4 @@
-//! The per-core runtime: one worker thread per core, pinned, each with its own monoio event loop
+//! The per-core runtime: one worker thread per core (pinned as `--pin` says), each with its own monoio event loop
 //! (io_uring, or epoll where io_uring is unavailable) running that core's share of every
 //! dataflow. Nothing is shared between workers on the per-message path; the control thread talks
 //! to a worker through its [`Mailbox`], for configuration changes only.
@@ -37,11 +37,27 @@ pub enum IoDriver {
     Epoll,
 }
 
+/// Whether workers are pinned to CPUs (`--pin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Pin {
+    /// Only when this process was given a CPU set smaller than the machine's (a Kubernetes
+    /// CPU manager `static` policy, `taskset`, a cgroup cpuset): on a shared node every
+    /// unpinned pod would otherwise pin its workers to the same first CPUs.
+    #[default]
+    Auto,
+    /// Always (a dedicated machine, benchmarks).
+    Always,
+    /// Never.
+    Never,
+}
+
 /// The worker threads.
 #[derive(Debug)]
 pub(crate) struct Runtime {
     handle: RuntimeHandle,
     threads: Vec<JoinHandle<()>>,
+    uring: bool,
+    pinned: bool,
 }
 
 impl Runtime {
@@ -53,6 +69,7 @@ impl Runtime {
     pub(crate) fn start(
         cores: usize,
         driver: IoDriver,
+        pin: Pin,
         registry: Arc<Registry>,
     ) -> Result<Self, RuntimeError> {
         let cores = cores.max(1);
@@ -67,11 +84,23 @@ impl Runtime {
             }
         };
         let cpus = allowed_cpus();
+        let pinned = match pin {
+            Pin::Always => true,
+            Pin::Never => false,
+            Pin::Auto => !cpus.is_empty() && online_cpus().is_some_and(|n| cpus.len() < n),
+        };
+        if driver == IoDriver::Auto && !uring {
+            warn!(
+                "io_uring is not available (the default seccomp profile of common container runtimes blocks it): the workers run on epoll; see docs/operations.md"
+            );
+        }
         info!(
             cores,
             driver = if uring { "io_uring" } else { "epoll" },
+            pinned,
             "starting workers"
         );
+        let cpus = if pinned { cpus } else { Vec::new() };
         let mut mailboxes = Vec::with_capacity(cores);
         let mut threads = Vec::with_capacity(cores);
         for core in 0..cores {
@@ -87,7 +116,19 @@ impl Runtime {
         Ok(Self {
             handle: RuntimeHandle { mailboxes },
             threads,
+            uring,
+            pinned,
         })
+    }
+
+    /// The I/O driver in use: `io_uring` or `epoll`.
+    pub(crate) fn driver_name(&self) -> &'static str {
+        if self.uring { "io_uring" } else { "epoll" }
+    }
+
+    /// Whether the workers are pinned.
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// A handle for sending commands.
@@ -108,6 +149,21 @@ impl Runtime {
             }
         }
     }
+}
+
+/// CPUs online on the machine (`/sys/devices/system/cpu/online`, such as `0-3,6`).
+fn online_cpus() -> Option<usize> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    count_cpu_list(s.trim())
+}
+
+/// The number of CPUs in a kernel CPU list (`0-3,6`).
+fn count_cpu_list(s: &str) -> Option<usize> {
+    s.split(',').try_fold(0usize, |n, part| {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        Some(n + b.checked_sub(a)? + 1)
+    })
 }
 
 /// CPUs in this process's affinity mask.
@@ -219,9 +275,19 @@ mod tests {
     }
 
     #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpu_list("0-3"), Some(4));
+        assert_eq!(count_cpu_list("0-3,6,8-9"), Some(7));
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert_eq!(count_cpu_list("x"), None);
+    }
+
+    #[test]
     fn commands_for_one_dataflow_apply_in_order() {
         let registry = Arc::new(Registry::new());
-        let runtime = Runtime::start(1, IoDriver::Epoll, Arc::clone(&registry)).expect("runtime");
+        let runtime =
+            Runtime::start(1, IoDriver::Epoll, Pin::Auto, Arc::clone(&registry)).expect("runtime");
         let h = runtime.handle();
         let stop = || Command::Stop {
             key: "ns/df".into(),
