@@ -139,4 +139,18 @@ fn the_metrics_say_what_the_data_plane_is() {
         line.ends_with(",io_driver=\"epoll\",cores=\"1\",pinned=\"false\"} 1"),
         "{line}"
     );
+    // The process's own figures and the one worker's CPU time.
+    for name in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "sluice_worker_cpu_seconds_total{core=\"0\"} ",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(name)),
+            "{name} in\n{body}"
+        );
+    }
 }

@@ -15,7 +15,11 @@ fn every_example_is_valid_without_warnings() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&root).expect("examples/") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if !path.is_dir() || DATA_FOLDERS.contains(&name.as_str()) {
             continue;
         }
@@ -44,5 +48,8 @@ fn every_example_is_valid_without_warnings() {
         assert!(out.status.success(), "{name}");
         checked += 1;
     }
-    assert_eq!(checked, 5, "one per dataflow folder listed in examples/README.md");
+    assert_eq!(
+        checked, 5,
+        "one per dataflow folder listed in examples/README.md"
+    );
 }

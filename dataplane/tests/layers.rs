@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("net/http1", 3),
     ("observe/metrics", 4),
     ("observe/logs", 4),
+    ("observe/process", 4),
     ("observe/prometheus", 5),
     ("observe/http", 5),
     ("observe", 5),

@@ -673,7 +673,10 @@ mod tests {
                 continue;
             }
             if line.starts_with('#') {
-                assert!(line.starts_with("# HELP sluice_"), "{line}");
+                assert!(
+                    line.starts_with("# HELP sluice_") || line.starts_with("# HELP process_"),
+                    "{line}"
+                );
                 continue;
             }
             let (name, rest) = match line.find(['{', ' ']) {

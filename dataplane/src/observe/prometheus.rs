@@ -24,6 +24,7 @@ pub(crate) fn render(registry: &Registry, out: &mut String) {
 
     family(out, &UP);
     sample(out, UP.name, &[], 1);
+    process(out, &super::process::read());
     if let Some(b) = build {
         family(out, &BUILD_INFO);
         let cores = b.cores.to_string();
@@ -104,6 +105,60 @@ pub(crate) fn render(registry: &Registry, out: &mut String) {
 }
 
 /// A metric family's name, type and help text.
+/// Prometheus' standard process metrics, and each worker thread's CPU time.
+fn process(out: &mut String, p: &super::process::ProcessStats) {
+    family(out, &PROCESS_CPU);
+    sample(out, PROCESS_CPU.name, &[], p.cpu_seconds);
+    family(out, &PROCESS_RSS);
+    sample(out, PROCESS_RSS.name, &[], p.resident_bytes);
+    family(out, &PROCESS_OPEN_FDS);
+    sample(out, PROCESS_OPEN_FDS.name, &[], p.open_fds);
+    if let Some(max) = p.max_fds {
+        family(out, &PROCESS_MAX_FDS);
+        sample(out, PROCESS_MAX_FDS.name, &[], max);
+    }
+    if let Some(start) = p.start_time_seconds {
+        family(out, &PROCESS_START);
+        sample(out, PROCESS_START.name, &[], start);
+    }
+    family(out, &WORKER_CPU);
+    for (core, secs) in &p.workers {
+        let core = core.to_string();
+        sample(out, WORKER_CPU.name, &[("core", core.as_str())], secs);
+    }
+}
+
+const PROCESS_CPU: Family = Family {
+    name: "process_cpu_seconds_total",
+    kind: "counter",
+    help: "User and system CPU time of the data plane, seconds.",
+};
+const PROCESS_RSS: Family = Family {
+    name: "process_resident_memory_bytes",
+    kind: "gauge",
+    help: "Resident memory of the data plane, bytes.",
+};
+const PROCESS_OPEN_FDS: Family = Family {
+    name: "process_open_fds",
+    kind: "gauge",
+    help: "Open file descriptors.",
+};
+const PROCESS_MAX_FDS: Family = Family {
+    name: "process_max_fds",
+    kind: "gauge",
+    help: "The soft limit on open file descriptors.",
+};
+const PROCESS_START: Family = Family {
+    name: "process_start_time_seconds",
+    kind: "gauge",
+    help: "Start time of the data plane, seconds since the Unix epoch.",
+};
+const WORKER_CPU: Family = Family {
+    name: "sluice_worker_cpu_seconds_total",
+    kind: "counter",
+    help: "CPU time of each worker thread (one event loop per core), seconds: how busy each core is.",
+};
+
 #[derive(Debug, Clone, Copy)]
 struct Family {
     name: &'static str,
