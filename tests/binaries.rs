@@ -154,3 +154,41 @@ fn the_metrics_say_what_the_data_plane_is() {
         );
     }
 }
+
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-gen"))
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("sluice-gen runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["dataplane", "config-agent", "mqtt-inspect"] {
+        let bash = dir.path().join(format!("completions/bash/{name}.bash"));
+        let text = std::fs::read_to_string(&bash).expect("bash completion");
+        assert!(text.contains("--version"), "{name}");
+        let check = Command::new("bash")
+            .arg("-n")
+            .arg(&bash)
+            .status()
+            .expect("bash");
+        assert!(check.success(), "{name}: bash -n");
+        for f in [
+            format!("completions/zsh/_{name}"),
+            format!("completions/fish/{name}.fish"),
+        ] {
+            assert!(dir.path().join(&f).is_file(), "{f}");
+        }
+        let man = std::fs::read_to_string(dir.path().join(format!("man/man1/{name}.1")))
+            .expect("man page");
+        assert!(man.contains(&format!(".TH {name} 1")), "{name}: {man}");
+    }
+    let dataplane = std::fs::read_to_string(dir.path().join("man/man1/dataplane.1")).expect("page");
+    assert!(dataplane.contains("control\\-socket"), "options are listed");
+    assert!(dir.path().join("man/man1/config-agent-run.1").is_file());
+}
