@@ -427,11 +427,30 @@ enum Pushed {
 /// Exit code of `run --once` when the snapshot was applied but some dataflows do not run.
 pub const EXIT_NOT_RUNNING: u8 = 3;
 
+/// SIGTERM (a pod stopping) or SIGINT ends the agent with status 0: it holds nothing to save
+/// (the data plane keeps the configuration in force and drains on its own SIGTERM).
+fn exit_on_termination() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "stopping");
+                std::process::exit(0);
+            }
+        })
+        .context("signal thread")?;
+    Ok(())
+}
+
 fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let options = args.resolve.options();
     if args.once {
         return once(args, &options);
     }
+    exit_on_termination()?;
     let poll = Duration::from_millis(args.poll_ms.max(10));
     let debounce = Duration::from_millis(args.debounce_ms);
     // A folder that keeps changing is loaded after this long anyway.
