@@ -139,6 +139,33 @@ fn the_metrics_say_what_the_data_plane_is() {
         line.ends_with(",io_driver=\"epoll\",cores=\"1\",pinned=\"false\"} 1"),
         "{line}"
     );
+    // Every family is documented in docs/operations.md, and the Grafana dashboard uses only
+    // families that exist.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let families: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(families.len() > 20, "{body}");
+    let ops = std::fs::read_to_string(root.join("docs/operations.md")).expect("operations.md");
+    for f in &families {
+        assert!(ops.contains(&format!("`{f}`")), "{f} is not in docs/operations.md's table");
+    }
+    let dashboard =
+        std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).expect("dashboard");
+    let v: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    for p in v["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("sluice_") || word.starts_with("process_") {
+                    let family = word.strip_suffix("_bucket").unwrap_or(word);
+                    assert!(families.contains(&family), "the dashboard uses {word}, not served");
+                }
+            }
+        }
+    }
     // The process's own figures and the one worker's CPU time.
     for name in [
         "process_cpu_seconds_total ",
