@@ -150,7 +150,10 @@ fn the_metrics_say_what_the_data_plane_is() {
     assert!(families.len() > 20, "{body}");
     let ops = std::fs::read_to_string(root.join("docs/operations.md")).expect("operations.md");
     for f in &families {
-        assert!(ops.contains(&format!("`{f}`")), "{f} is not in docs/operations.md's table");
+        assert!(
+            ops.contains(&format!("`{f}`")),
+            "{f} is not in docs/operations.md's table"
+        );
     }
     let dashboard =
         std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).expect("dashboard");
@@ -161,7 +164,10 @@ fn the_metrics_say_what_the_data_plane_is() {
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if word.starts_with("sluice_") || word.starts_with("process_") {
                     let family = word.strip_suffix("_bucket").unwrap_or(word);
-                    assert!(families.contains(&family), "the dashboard uses {word}, not served");
+                    assert!(
+                        families.contains(&family),
+                        "the dashboard uses {word}, not served"
+                    );
                 }
             }
         }
