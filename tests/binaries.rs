@@ -123,7 +123,10 @@ fn the_metrics_say_what_the_data_plane_is() {
             .expect("request");
         let mut body = String::new();
         let _ = s.read_to_string(&mut body);
-        if body.contains(&want) || std::time::Instant::now() > deadline {
+        // The build info once the workers started, and a worker's CPU time once its thread
+        // has named itself.
+        let worker = "sluice_worker_cpu_seconds_total{core=\"0\"} ";
+        if (body.contains(&want) && body.contains(worker)) || std::time::Instant::now() > deadline {
             break body;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
