@@ -9,4 +9,4 @@ pub use crate::mqtt::session::{
 };
 pub use crate::mqtt::violation::SpecViolation;
 pub use crate::runtime::sync::Notify;
-pub use crate::runtime::workers::IoDriver;
+pub use crate::runtime::workers::{IoDriver, allowed_cpus};

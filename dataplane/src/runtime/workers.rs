@@ -167,7 +167,7 @@ fn count_cpu_list(s: &str) -> Option<usize> {
 }
 
 /// CPUs in this process's affinity mask.
-fn allowed_cpus() -> Vec<usize> {
+pub fn allowed_cpus() -> Vec<usize> {
     match rustix::thread::sched_getaffinity(None) {
         Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
             .filter(|&i| set.is_set(i))

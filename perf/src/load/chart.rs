@@ -54,46 +54,15 @@ pub fn latency_over_time(s: &Summary, title: &str) -> anyhow::Result<Option<Stri
         return Ok(None);
     }
     let x_max = points.last().map_or(1.0, |p| p.0).max(1.0);
-    let (y_lo, y_hi) = y_range(points.iter().flat_map(|(_, l)| [l.p50, l.p999]));
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..x_max, (y_lo..y_hi).log_scale())
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("latency (ms, from the scheduled send time)")
-            .y_label_formatter(&|v| format!("{v}"))
-            .draw()
-            .map_err(err)?;
-        for (i, (name, color)) in LINES.iter().enumerate() {
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().map(|(t, l)| (*t, ms(pick(l, i)))),
-                    color.stroke_width(2),
-                ))
-                .map_err(err)?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], *color));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(Some(svg))
+    draw(
+        title,
+        "seconds since the start",
+        "latency (ms, from the scheduled send time)",
+        &points,
+        x_max,
+        false,
+    )
+    .map(Some)
 }
 
 /// Latency percentiles against the offered load of each step; `None` with fewer than two steps
@@ -108,6 +77,27 @@ pub fn latency_against_load(s: &Summary, title: &str) -> anyhow::Result<Option<S
         return Ok(None);
     }
     let x_max = points.iter().map(|p| p.0).fold(0.0, f64::max) * 1.05;
+    draw(
+        title,
+        "offered load (messages per second)",
+        "latency (ms)",
+        &points,
+        x_max,
+        true,
+    )
+    .map(Some)
+}
+
+/// One chart: the percentiles of `points` against their x values, on a log latency axis, with
+/// a dot on every point when `markers`.
+fn draw(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    points: &[(f64, Latency)],
+    x_max: f64,
+    markers: bool,
+) -> anyhow::Result<String> {
     let (y_lo, y_hi) = y_range(points.iter().flat_map(|(_, l)| [l.p50, l.p999]));
     let mut svg = String::new();
     {
@@ -122,22 +112,24 @@ pub fn latency_against_load(s: &Summary, title: &str) -> anyhow::Result<Option<S
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("offered load (messages per second)")
-            .y_desc("latency (ms)")
+            .x_desc(x_desc)
+            .y_desc(y_desc)
             .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v}"))
             .draw()
             .map_err(err)?;
         for (i, (name, color)) in LINES.iter().enumerate() {
-            let line: Vec<(f64, f64)> = points.iter().map(|(r, l)| (*r, ms(pick(l, i)))).collect();
+            let line: Vec<(f64, f64)> = points.iter().map(|(x, l)| (*x, ms(pick(l, i)))).collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
                 .map_err(err)?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], *color));
-            chart
-                .draw_series(line.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                .map_err(err)?;
+            if markers {
+                chart
+                    .draw_series(line.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                    .map_err(err)?;
+            }
         }
         chart
             .configure_series_labels()
@@ -148,5 +140,5 @@ pub fn latency_against_load(s: &Summary, title: &str) -> anyhow::Result<Option<S
             .map_err(err)?;
         root.present().map_err(err)?;
     }
-    Ok(Some(svg))
+    Ok(svg)
 }

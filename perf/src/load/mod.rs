@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use sluice_codec::{ByteStr, ProtocolVersion, QoS, Subscription, SubscriptionOptions};
-use sluice_dataplane::bench_support::load::SessionConfig;
+use sluice_dataplane::bench_support::load::{SessionConfig, allowed_cpus};
 
 use args::{Endpoint, LoadArgs, Sizes, TopicPattern};
 use report::{GroupSummary, Latency, Point, StepSummary, Summary, fmt_count, fmt_ns};
@@ -415,15 +415,6 @@ pub fn run(a: &LoadArgs, out: &mut dyn Write, progress: &mut dyn Write) -> anyho
         }
     }
     Ok(Outcome { summary, failed })
-}
-
-fn allowed_cpus() -> Vec<usize> {
-    match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
-            .filter(|&i| set.is_set(i))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 /// Receives reports until `until`: intervals are merged into `interval`. Returns `true` when

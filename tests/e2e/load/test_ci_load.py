@@ -25,6 +25,14 @@ SECONDS = "30s"
 RATE = "2000"
 
 
+def start_sluice(sluice: Harness, tmp_path: Path, src_host: str, docs: list[dict]) -> None:
+    config = tmp_path / "config"
+    write_manifests(config, docs)
+    dp = sluice.dataplane(cores=2)
+    sluice.agent(config, dp, src_host)
+    dp.wait_ready(timeout=30)
+
+
 def test_mqtt_through_sluice(sluice: Harness, sluice_bins: Path, tmp_path: Path) -> None:
     src, dst = sluice.mosquitto("src"), sluice.mosquitto("dst")
     docs = [
@@ -33,11 +41,7 @@ def test_mqtt_through_sluice(sluice: Harness, sluice_bins: Path, tmp_path: Path)
         profile(),
         dataflow("load", "src", ["sluice-perf/#"], "dst", "out/${inputTopic}"),
     ]
-    config = tmp_path / "config"
-    write_manifests(config, docs)
-    dp = sluice.dataplane(cores=2)
-    sluice.agent(config, dp, src.host)
-    dp.wait_ready(timeout=30)
+    start_sluice(sluice, tmp_path, src.host, docs)
     r = load(sluice_bins, tmp_path / "load", "--url", f"mqtt://{src.host}",
              "--sub-url", f"mqtt://{dst.host}", "--sub-topic", "out/sluice-perf/#",
              "-c", "4", "-s", "1", "-r", RATE, "-d", SECONDS, "-q", "1",
@@ -59,11 +63,7 @@ def test_mqtt_to_kafka_through_sluice(
         profile(),
         dataflow("to-kafka", "src", ["sluice-perf/#"], "kafka", "load"),
     ]
-    config = tmp_path / "config"
-    write_manifests(config, docs)
-    dp = sluice.dataplane(cores=2)
-    sluice.agent(config, dp, src.host)
-    dp.wait_ready(timeout=30)
+    start_sluice(sluice, tmp_path, src.host, docs)
     r = load(sluice_bins, tmp_path / "load", "--url", f"mqtt://{src.host}",
              "--kafka-bootstrap", bootstrap, "--kafka-topic", "load",
              "-c", "4", "-r", "1000", "-d", SECONDS, "-q", "1",
